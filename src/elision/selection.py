@@ -1,0 +1,184 @@
+"""Selections: which character spans of each segment survive, and fitting them to a budget.
+
+Every extractive method ends here. A method splits each segment into *units* (words or
+model tokens: contiguous, non-overlapping character spans that cover the text) and gives
+each unit a *priority*; `fit_to_budget` then keeps the highest-priority units such that the
+assembled prompt, counted with the TARGET tokenizer, is as long as possible without
+exceeding the budget. Units with priority +inf (protected text, forced tokens) are always
+kept, even when that overshoots the budget.
+
+Worked example: text "The cat sat." with word units ["The", " cat", " sat", "."] and
+priorities [0.2, 0.9, 0.1, inf]; a budget of 2 target tokens keeps " cat" and "." and the
+segment becomes "cat." (leading/trailing white space of a segment is trimmed).
+
+Not handled: reordering (a selection is always a subsequence of the original).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from .prompt import SEPARATOR, Prompt, Span
+from .tokenizers import TargetTokenizer
+
+# A word with the white space before it, or one punctuation character with its white space;
+# a trailing run of white space is a unit of its own. Together they cover every character.
+_WORD = re.compile(r"\s*(?:\w+(?:['’]\w+)*|[^\w\s])|\s+")
+
+
+def word_spans(text: str) -> tuple[np.ndarray, np.ndarray]:
+    """'Hi, you' -> starts [0, 2, 3], ends [2, 3, 7]  ('Hi', ',', ' you')."""
+    ms = list(_WORD.finditer(text))
+    return (np.fromiter((m.start() for m in ms), np.int64, len(ms)),
+            np.fromiter((m.end() for m in ms), np.int64, len(ms)))
+
+
+def token_spans(offsets: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Units from a tokenizer's (start, end) offsets: one unit per token, widened so units tile
+    the text. Byte-level BPE can give two tokens the same span (one multi-byte character); those
+    merge into one unit. [(0,3),(3,7),(3,7),(7,9)] -> starts [0,3,7], ends [3,7,9]."""
+    starts = np.unique(np.asarray(offsets, np.int64).reshape(-1, 2)[:, 0]) if len(offsets) else np.zeros(0, np.int64)
+    starts = starts[starts < length]
+    if len(starts) == 0 or starts[0] != 0:
+        starts = np.concatenate([[0], starts])
+    ends = np.concatenate([starts[1:], [length]])
+    return starts, ends
+
+
+def unit_token_index(unit_starts: np.ndarray, tok_starts: np.ndarray) -> np.ndarray:
+    """For each token, the unit holding its first character."""
+    return np.clip(np.searchsorted(unit_starts, tok_starts, side="right") - 1, 0, len(unit_starts) - 1)
+
+
+def aggregate(values: np.ndarray, owner: np.ndarray, n_units: int, how: str) -> np.ndarray:
+    """Per-unit aggregate of per-token values; units owning no token get the value of the token
+    covering their start (nearest earlier token). how: 'mean' | 'max' | 'sum' | 'first'."""
+    out = np.full(n_units, np.nan)
+    if len(values) == 0:
+        return np.zeros(n_units)
+    if how == "max":
+        np.fmax.at(out, owner, values)
+    elif how == "first":
+        first = np.unique(owner, return_index=True)
+        out[first[0]] = values[first[1]]
+    else:
+        s = np.bincount(owner, weights=values, minlength=n_units)
+        c = np.bincount(owner, minlength=n_units)
+        out = np.where(c > 0, s / np.maximum(c, 1) if how == "mean" else s, np.nan)
+    # fill units with no token from the previous unit (or the next one, at the start)
+    idx = np.where(~np.isnan(out), np.arange(n_units), 0)
+    np.maximum.accumulate(idx, out=idx)
+    filled = out[idx]
+    if np.isnan(filled).any():
+        filled = np.where(np.isnan(filled), np.nanmax(out) if not np.isnan(out).all() else 0.0, filled)
+    return filled
+
+
+def rank_priorities(scores: np.ndarray, weights: np.ndarray, ratio: float, forced: np.ndarray) -> np.ndarray:
+    """Priorities from scores for one segment that should keep `ratio` of its weight.
+
+    Units are ranked by score (higher = keep first); a unit's priority is `ratio` minus the
+    share of (unforced) weight ranked above it, so priority > 0 exactly for the units a
+    per-segment threshold at `ratio` keeps, and shifting one global threshold keeps every
+    segment's share moving together. Forced units get +inf.
+    scores [3, 1, 2], weights [1, 1, 1], ratio 0.5 -> [0.5, -0.1667, 0.1667]
+    """
+    pr = np.full(len(scores), np.inf)
+    free = ~forced
+    if free.any():
+        w = weights[free].astype(np.float64)
+        order = np.argsort(-scores[free], kind="stable")
+        before = np.empty_like(w)
+        before[order] = np.concatenate([[0.0], np.cumsum(w[order])[:-1]]) / max(w.sum(), 1e-9)
+        pr[free] = ratio - before
+    return pr
+
+
+def forced_mask(starts: np.ndarray, ends: np.ndarray, text: str, spans: tuple[Span, ...],
+                digits: bool = False, newlines: bool = False, tokens: tuple[str, ...] = ()) -> np.ndarray:
+    """Units that overlap a protected span, or contain a digit / a newline / a forced token."""
+    m = np.zeros(len(starts), bool)
+    for s, e in spans:
+        m |= (starts < e) & (ends > s)
+    if digits or newlines or tokens:
+        for i, (s, e) in enumerate(zip(starts.tolist(), ends.tolist())):
+            u = text[s:e]
+            if (digits and any(ch.isdigit() for ch in u)) or (newlines and "\n" in u) or (
+                    tokens and u.strip() in tokens):
+                m[i] = True
+    return m
+
+
+@dataclass(frozen=True)
+class Units:
+    """One segment's units and their priorities (higher = kept first; +inf = always kept)."""
+
+    starts: np.ndarray
+    ends: np.ndarray
+    priority: np.ndarray
+
+
+def kept_spans(text: str, units: Units, keep: np.ndarray) -> tuple[Span, ...]:
+    """Merged character spans of the kept units, trimmed of white space at the segment's ends."""
+    spans: list[list[int]] = []
+    for s, e in zip(units.starts[keep].tolist(), units.ends[keep].tolist()):
+        if spans and spans[-1][1] == s:
+            spans[-1][1] = e
+        else:
+            spans.append([s, e])
+    while spans:  # trim leading white space
+        s, e = spans[0]
+        s2 = s + len(text[s:e]) - len(text[s:e].lstrip())
+        if s2 < e:
+            spans[0][0] = s2
+            break
+        spans.pop(0)
+    while spans:  # trim trailing white space
+        s, e = spans[-1]
+        e2 = s + len(text[s:e].rstrip())
+        if e2 > s:
+            spans[-1][1] = e2
+            break
+        spans.pop()
+    return tuple((s, e) for s, e in spans)
+
+
+def assemble(prompt: Prompt, spans: list[tuple[Span, ...]]) -> str:
+    parts = ["".join(seg.text[s:e] for s, e in sp) for seg, sp in zip(prompt.segments, spans)]
+    return SEPARATOR.join(p for p in parts if p)
+
+
+def fit_to_budget(prompt: Prompt, units: list[Units], target: TargetTokenizer, budget: int) -> list[tuple[Span, ...]]:
+    """Keep the longest prefix of units (by priority) whose assembled text fits `budget` target
+    tokens. The count of an assembled subsequence grows (almost) monotonically with the number
+    of units kept, so a binary search over that number finds it in ~log2(n) tokenizations."""
+    pri = np.concatenate([u.priority for u in units]) if units else np.zeros(0)
+    # stable: equal priorities keep earlier text first, so results are deterministic
+    order = np.lexsort((np.arange(len(pri)), -pri))
+    n_forced = int((pri == np.inf).sum())
+    bounds = np.cumsum([0] + [len(u.priority) for u in units])
+
+    def spans_for(k: int) -> list[tuple[Span, ...]]:
+        keep = np.zeros(len(pri), bool)
+        keep[order[:k]] = True
+        return [kept_spans(seg.text, u, keep[bounds[i]:bounds[i + 1]])
+                for i, (seg, u) in enumerate(zip(prompt.segments, units))]
+
+    def fits(k: int) -> bool:
+        return target.count(assemble(prompt, spans_for(k))) <= budget
+
+    lo, hi = n_forced, len(pri)
+    if fits(hi):
+        return spans_for(hi)
+    if not fits(lo):
+        return spans_for(lo)  # protected text alone is over budget: keep it, report the overshoot
+    while hi - lo > 1:  # invariant: fits(lo) and not fits(hi)
+        mid = (lo + hi) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid
+    return spans_for(lo)

