@@ -16,6 +16,7 @@ import json
 import statistics
 import sys
 import time
+from pathlib import Path
 
 from _common import RESULTS, machine, run_reference, table, today
 
@@ -36,7 +37,7 @@ def summarize(name, outs, cases, rate, tok):
         rows.append({"origin": origin, "achieved": comp / origin, "seconds": o["seconds"],
                      "survived": answer_survives(o["compressed_prompt"], c.answers), "position": c.position})
     ok = [r for r in rows if "error" not in r]
-    return {
+    summary = {
         "impl": name,
         "cases": len(rows),
         "errors": len(rows) - len(ok),
@@ -47,6 +48,7 @@ def summarize(name, outs, cases, rate, tok):
         **{f"survival_{p}": (sum(r["survived"] for r in ok if r["position"] == p)
                              / max(1, sum(1 for c in cases if c.position == p))) for p in ("first", "middle", "last")},
     }
+    return summary, [{"id": c.id, **r} for c, r in zip(cases, rows)]
 
 
 def main():
@@ -56,6 +58,7 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rerun-reference", action="store_true")
     ap.add_argument("--no-reference", action="store_true")
+    ap.add_argument("--out", default=str(RESULTS / "llmlingua.json"))
     ap.add_argument("-o", "--option", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
                     help="elision llmlingua option, e.g. -o granularity 1.5")
     args = ap.parse_args()
@@ -80,6 +83,8 @@ def main():
         print(f"\r{i + 1}/{len(cases)}", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
     results.append(summarize(f"elision llmlingua ({comp.method.lm.dtype})", outs, cases, args.rate, tok))
+    per_case = {r[0]["impl"]: r[1] for r in results}
+    results = [r[0] for r in results]
 
     if len(results) == 2:
         ref_r, el = results
@@ -92,9 +97,9 @@ def main():
           f"SmolLM2-135M; {machine()}; {today()}")
     print(table(shown, cols))
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / "llmlingua.json"
-    out.write_text(json.dumps({"date": today(), "machine": machine(), "args": vars(args), "results": results},
-                              indent=1))
+    out = Path(args.out)
+    out.write_text(json.dumps({"date": today(), "machine": machine(), "args": vars(args), "results": results,
+                               "options": comp.options.__dict__, "cases": per_case}, indent=1))
     print(f"wrote {out}")
 
 

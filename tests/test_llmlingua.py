@@ -75,8 +75,10 @@ def test_token_units_and_no_coarse_stage(llmlingua, docs):
 
 def test_coarse_stage_drops_whole_documents(llmlingua, docs):
     r = llmlingua.compress(context=docs["docs"], rate=0.15, granularity=1.0)
-    survivors = [d for d in docs["docs"] if d[:40] in r.compressed_prompt]
-    assert 1 <= len(survivors) < len(docs["docs"])
+    kept = [sum(e - s for s, e in spans) / len(seg.text) for seg, spans in zip(r.prompt.segments, r.spans)]
+    survivors = [k for k in kept if k > 0]
+    assert 1 <= len(survivors) <= 3  # ~15% of ten similar paragraphs: one or two, plus the one crossing k*B
+    assert min(survivors) > 0.4  # the kept ones are only trimmed, not shredded
 
 
 def test_longer_than_the_model_window(llmlingua, docs):

@@ -21,7 +21,7 @@ def test_prompt_layout_and_offsets():
     ({"context": ""}, "empty prompt"),
     ({"context": ["  ", "\n"]}, "empty prompt"),
     ({}, "empty prompt"),
-    ({"context": [1, 2]}, "context[0] must be a string"),
+    ({"context": [1, 2]}, r"context\[0\] must be a string"),
     ({"context": 3}, "context must be a string or a list"),
     ({"context": "a\x00b"}, "binary"),
     ({"context": "x", "question": 5}, "question must be a string"),

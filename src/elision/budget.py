@@ -8,8 +8,9 @@ With L = L_ins + L_dems + L_que target tokens and overall rate tau:
 
     tau_dems = (tau * L - (tau_ins * L_ins + tau_que * L_que)) / L_dems           (Eq. 1)
 
-Demonstrations are taken in descending perplexity while they fit k * tau_dems * L_dems
-(k: granularity); whatever of the demonstrations' budget the coarse stage leaves unused goes
+Demonstrations are taken in descending perplexity until they exceed k * tau_dems * L_dems
+(k: granularity; the one that crosses the line is kept, as in Alg. 1, and the token-level
+stage then trims the selection to the budget); whatever of the demonstrations' budget the coarse stage leaves unused goes
 to the instruction and question (Eq. 2). The paper adds the same delta-tau to both rates,
 which can push one past 1 and waste budget; here the unused tokens are shared in proportion to
 the tokens each still drops, so everything the budget allows is used.
@@ -67,18 +68,25 @@ def plan(
     ctx_ppl: Sequence[float] | Callable[[], Sequence[float]] | None,
     instruction_rate: float = 0.85,
     question_rate: float = 0.9,
-    granularity: float = 2.0,
+    granularity: float = 1.0,
 ) -> Plan:
     """Component rates and coarse selection. `ctx_ppl` may be a function, called only when
     the demonstrations do not all fit anyway (it costs a forward pass over all of them).
 
     >>> p = plan(10, 10, [100, 100, 100, 100], budget=118, ctx_ppl=[4, 9, 1, 7], granularity=1.0)
-    >>> p.selected, round(p.instruction_rate, 3), round(p.question_rate, 3), p.context_rate
-    ((1,), 0.88, 0.92, 1.0)
+    >>> p.selected, p.instruction_rate, p.question_rate, p.context_rate
+    ((1, 3), 0.85, 0.9, 0.5025)
 
-    (B_dems = 118 - 8.5 - 9 = 100.5: the highest-perplexity demonstration fits, the next does
-    not; the 0.5 tokens it leaves go 0.3 to the instruction (1.5 tokens still dropped there) and
-    0.2 to the question (1.0 dropped).)
+    (B_dems = 118 - 8.5 - 9 = 100.5. Demonstration 1 (ppl 9) brings the set to 100 tokens, not
+    yet over 100.5, so demonstration 3 (ppl 7) is added too; the token-level stage then keeps
+    100.5 / 200 of them.)
+
+    >>> p = plan(10, 10, [50, 50], budget=118, ctx_ppl=[4, 9])
+    >>> p.selected, round(p.instruction_rate, 3), round(p.question_rate, 3), p.context_rate
+    ((0, 1), 0.88, 0.92, 1.0)
+
+    (Both demonstrations fit whole; the 0.5 tokens of B_dems they leave go 0.3 to the
+    instruction (which still drops 1.5 tokens) and 0.2 to the question (which drops 1.0).)
     """
     b_ins, b_que = instruction_rate * ins_len, question_rate * que_len
     if b_ins + b_que > budget:  # the budget cannot even hold instruction+question at their rates
@@ -96,20 +104,21 @@ def plan(
             ctx_ppl = ctx_ppl()
         selected, used = [], 0
         for i in sorted(range(n), key=lambda i: -ctx_ppl[i]):
-            if used + ctx_lens[i] > granularity * b_ctx:
+            if used > granularity * b_ctx or b_ctx <= 0:  # Alg. 1: stop once the set is over k*B
                 break
             selected.append(i)
             used += ctx_lens[i]
-        if not selected and b_ctx > 0:
-            selected = [max(range(n), key=lambda i: ctx_ppl[i])]
         selected.sort()
     l_sel = sum(ctx_lens[i] for i in selected)
     ctx_rate = min(1.0, b_ctx / l_sel) if l_sel else 0.0
     unused = max(0.0, b_ctx - l_sel)
     room_ins, room_que = ins_len - b_ins, que_len - b_que
     if unused and room_ins + room_que > 0:  # Eq. 2, shared in proportion to what each can still use
-        share = min(1.0, unused / (room_ins + room_que))
-        b_ins, b_que = b_ins + share * room_ins, b_que + share * room_que
+        share = unused / (room_ins + room_que)
+        if share >= 1 - 1e-9:  # everything fits: exact, not 0.85 + 0.15 in floating point
+            b_ins, b_que = float(ins_len), float(que_len)
+        else:
+            b_ins, b_que = b_ins + share * room_ins, b_que + share * room_que
     return Plan(
         tuple(selected),
         min(1.0, b_ins / ins_len) if ins_len else 1.0,

@@ -41,12 +41,13 @@ class LLMLingua(Method):
     @dataclasses.dataclass(frozen=True)
     class Options(Options):
         segment_size: int = 200  # model tokens scored per ITPC step
-        granularity: float = 2.0  # k: coarse stage keeps demonstrations worth k * tau_dems * L_dems
+        granularity: float = 1.0  # k: coarse stage keeps demonstrations until over k * tau_dems * L_dems
+        coarse_tokens: int = 128  # perplexity of a demonstration from its first N model tokens (0: all)
         instruction_rate: float = 0.85
         question_rate: float = 0.9
         context_level: bool = True  # the coarse (demonstration-level) stage
         unit: str = "word"  # "word" | "token"
-        word_score: str = "mean"  # how a word's token surprisals combine: mean | max | sum | first
+        word_score: str = "max"  # how a word's token surprisals combine: mean | max | sum | first
         keep_newlines: bool = False
         force_digits: bool = False
         force_tokens: tuple[str, ...] = ()
@@ -54,6 +55,8 @@ class LLMLingua(Method):
         def __post_init__(self):
             if self.segment_size < 8:
                 raise InvalidInput("segment_size must be at least 8 model tokens")
+            if self.coarse_tokens < 0:
+                raise InvalidInput("coarse_tokens must be >= 0 (0: score whole demonstrations)")
             if self.granularity < 1:
                 raise InvalidInput("granularity must be >= 1")
             check_rate(self.instruction_rate)
@@ -77,7 +80,8 @@ class LLMLingua(Method):
         ctx = prompt.role_segments("context")
 
         def ppl():
-            return lm.perplexities([toks[i][0] for i in ctx])
+            n = options.coarse_tokens or None
+            return lm.perplexities([toks[i][0][:n] for i in ctx])
 
         p = plan(role_len["instruction"], role_len["question"], [tlen[i] for i in ctx], budget.tokens,
                  ppl if options.context_level and len(ctx) > 1 else None,
