@@ -65,3 +65,11 @@ def test_gemma3_270m_end_to_end(docs):
     c = Compressor("llmlingua", model="gemma3-270m", target="cl100k_base")
     r = c.compress(context=docs["docs"], question=docs["question"], rate=0.33)
     assert abs(r.rate - 0.33) / 0.33 <= 0.10
+
+
+def test_unloadable_model_is_a_clear_error(tmp_path):
+    from elision import InvalidInput
+
+    (tmp_path / "config.json").write_text("{}")  # a directory that is not a model
+    with pytest.raises(InvalidInput, match="cannot load model"):
+        Compressor("llmlingua", model=str(tmp_path))

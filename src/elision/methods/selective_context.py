@@ -1,0 +1,93 @@
+"""Selective Context (Li et al., 2023, arXiv 2310.06201): drop the lexical units that carry the
+least self-information under a small causal LM.
+
+Self-information of a token is -log p(token | everything before it in the ORIGINAL prompt)
+(one pass, no compressed prefix: that is the difference from LLMLingua's ITPC). A unit's
+self-information is the sum over its tokens (as in the paper). The paper drops units below a
+percentile of unit scores; here units are kept in descending self-information until the
+requested TOKEN budget is met (selection.fit_to_budget), so the rate is controlled directly.
+
+Units: `token` (model tokens), `word`, `sentence` (split after . ! ? and at line breaks).
+Not handled yet: spaCy noun-phrase units (the paper's `phrase` level).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import numpy as np
+
+from .._errors import InvalidInput
+from ..prompt import SEPARATOR, Prompt
+from ..selection import Units, forced_mask, token_spans, unit_token_index, word_spans
+from ..tokenizers import TargetTokenizer
+from .base import Method, Options, register
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def sentence_spans(text: str) -> tuple[np.ndarray, np.ndarray]:
+    """'One. Two? Three' -> starts [0, 5, 10], ends [5, 10, 15] (white space stays with the end)."""
+    starts = [0] + [m.end() for m in _SENTENCE_END.finditer(text) if 0 < m.end() < len(text)]
+    starts = np.unique(np.asarray(starts, np.int64))
+    return starts, np.concatenate([starts[1:], [len(text)]])
+
+
+@register
+class SelectiveContext(Method):
+    name = "selective_context"
+    uses_model = True
+    default_model = "smollm2-135m"
+
+    @dataclasses.dataclass(frozen=True)
+    class Options(Options):
+        unit: str = "word"  # "token" | "word" | "sentence"
+        chunk_size: int = 512  # model tokens per forward pass (the cache carries the context)
+        keep_question: bool = True  # never drop the question
+        force_digits: bool = False
+
+        def __post_init__(self):
+            if self.unit not in ("token", "word", "sentence"):
+                raise InvalidInput(f"unit must be token, word or sentence, got {self.unit!r}")
+            if self.chunk_size < 8:
+                raise InvalidInput("chunk_size must be at least 8 model tokens")
+
+    def __init__(self, *, model=None, device=None, dtype=None, progress=None):
+        super().__init__(model=model, device=device, dtype=dtype, progress=progress)
+        from ..models.causal import CausalLM
+
+        self.lm = CausalLM.load(self.model_name, device=device, dtype=dtype, progress=progress)
+
+    def priorities(self, prompt: Prompt, budget, target: TargetTokenizer, options, progress=None):
+        lm = self.lm
+        stream = lm.stream()
+        sep_ids = lm.tokenize(SEPARATOR)[0]
+        out: list[Units] = []
+        total = sum(len(lm.tokenize(s.text)[0]) for s in prompt.segments)
+        done = 0
+        for i, seg in enumerate(prompt.segments):
+            ids, offsets = lm.tokenize(seg.text)
+            if i and len(sep_ids):
+                stream.score(sep_ids)
+                stream.keep(np.ones(len(sep_ids), bool))
+            nll = np.zeros(len(ids))
+            for a in range(0, len(ids), options.chunk_size):  # keep everything: plain self-information
+                nll[a:a + options.chunk_size] = stream.score(ids[a:a + options.chunk_size])
+                stream.keep(np.ones(min(options.chunk_size, len(ids) - a), bool))
+                done += min(options.chunk_size, len(ids) - a)
+                if progress:
+                    progress(done, total)
+            if options.unit == "word":
+                starts, ends = word_spans(seg.text)
+            elif options.unit == "sentence":
+                starts, ends = sentence_spans(seg.text)
+            else:
+                starts, ends = token_spans(offsets, len(seg.text))
+            owner = unit_token_index(starts, offsets[:, 0]) if len(ids) else np.zeros(0, np.int64)
+            info = np.bincount(owner, weights=nll, minlength=len(starts))
+            forced = forced_mask(starts, ends, seg.text, seg.protected, digits=options.force_digits)
+            if seg.role == "question" and options.keep_question:
+                forced[:] = True
+            out.append(Units(starts, ends, np.where(forced, np.inf, info)))
+        return out
