@@ -77,7 +77,7 @@ def test_coarse_stage_drops_whole_documents(llmlingua, docs):
     r = llmlingua.compress(context=docs["docs"], rate=0.15, granularity=1.0)
     kept = [sum(e - s for s, e in spans) / len(seg.text) for seg, spans in zip(r.prompt.segments, r.spans)]
     survivors = [k for k in kept if k > 0]
-    assert 1 <= len(survivors) <= 3  # ~15% of ten similar paragraphs: one or two, plus the one crossing k*B
+    assert len(survivors) in (1, 2, 3)  # ~15% of ten similar paragraphs: one or two, plus the one crossing k*B
     assert min(survivors) > 0.4  # the kept ones are only trimmed, not shredded
 
 

@@ -9,7 +9,7 @@ from .conftest import is_subsequence
 @pytest.fixture(scope="module")
 def sc(llmlingua):
     c = Compressor("selective_context", target="cl100k_base")
-    c.method.lm = llmlingua.method.lm  # the same SmolLM2 weights, loaded once per session
+    assert c.method.lm is llmlingua.method.lm  # the same SmolLM2 weights, loaded once per process
     return c
 
 

@@ -93,6 +93,19 @@ class Method:
         raise NotImplementedError
 
 
+class CausalMethod(Method):
+    """A method guided by a causal LM: loads it (once per process and configuration) as self.lm."""
+
+    uses_model = True
+    default_model = "smollm2-135m"
+
+    def __init__(self, *, model=None, device=None, dtype=None, progress=None):
+        super().__init__(model=model, device=device, dtype=dtype, progress=progress)
+        from ..models.causal import CausalLM
+
+        self.lm = CausalLM.shared(self.model_name, device=device, dtype=dtype, progress=progress)
+
+
 METHODS: dict[str, type[Method]] = {}
 
 

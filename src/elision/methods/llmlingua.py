@@ -36,14 +36,12 @@ from ..budget import Budget, check_rate, plan
 from ..prompt import SEPARATOR, Prompt
 from ..selection import Units, aggregate, forced_mask, rank_priorities, token_spans, unit_token_index, word_spans
 from ..tokenizers import TargetTokenizer
-from .base import Method, Options, register
+from .base import CausalMethod, Options, register
 
 
 @register
-class LLMLingua(Method):
+class LLMLingua(CausalMethod):
     name = "llmlingua"
-    uses_model = True
-    default_model = "smollm2-135m"
 
     @dataclasses.dataclass(frozen=True)
     class Options(Options):
@@ -72,12 +70,6 @@ class LLMLingua(Method):
                 raise InvalidInput(f"unit must be 'word' or 'token', got {self.unit!r}")
             if self.word_score not in ("mean", "max", "sum", "first"):
                 raise InvalidInput(f"word_score must be mean, max, sum or first, got {self.word_score!r}")
-
-    def __init__(self, *, model=None, device=None, dtype=None, progress=None):
-        super().__init__(model=model, device=device, dtype=dtype, progress=progress)
-        from ..models.causal import CausalLM
-
-        self.lm = CausalLM.load(self.model_name, device=device, dtype=dtype, progress=progress)
 
     def priorities(self, prompt: Prompt, budget: Budget, target: TargetTokenizer, options, progress=None):
         lm, segs = self.lm, prompt.segments

@@ -22,7 +22,7 @@ from .._errors import InvalidInput
 from ..prompt import SEPARATOR, Prompt
 from ..selection import Units, forced_mask, token_spans, unit_token_index, word_spans
 from ..tokenizers import TargetTokenizer
-from .base import Method, Options, register
+from .base import CausalMethod, Options, register
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 
@@ -35,10 +35,8 @@ def sentence_spans(text: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 @register
-class SelectiveContext(Method):
+class SelectiveContext(CausalMethod):
     name = "selective_context"
-    uses_model = True
-    default_model = "smollm2-135m"
 
     @dataclasses.dataclass(frozen=True)
     class Options(Options):
@@ -52,12 +50,6 @@ class SelectiveContext(Method):
                 raise InvalidInput(f"unit must be token, word or sentence, got {self.unit!r}")
             if self.chunk_size < 8:
                 raise InvalidInput("chunk_size must be at least 8 model tokens")
-
-    def __init__(self, *, model=None, device=None, dtype=None, progress=None):
-        super().__init__(model=model, device=device, dtype=dtype, progress=progress)
-        from ..models.causal import CausalLM
-
-        self.lm = CausalLM.load(self.model_name, device=device, dtype=dtype, progress=progress)
 
     def priorities(self, prompt: Prompt, budget, target: TargetTokenizer, options, progress=None):
         lm = self.lm

@@ -26,6 +26,9 @@ import numpy as np
 from .registry import KNOWN_MODELS, prepare, resolve_device, resolve_dtype
 
 
+_SHARED: dict[tuple, CausalLM] = {}
+
+
 class CausalLM:
     def __init__(self, model, tokenizer, name: str, max_context: int = 4096):
         import torch
@@ -69,6 +72,16 @@ class CausalLM:
         lm = cls(model, tok, name, max_context=max_context)
         lm.load_seconds = time.perf_counter() - t0
         return lm
+
+    @classmethod
+    def shared(cls, name: str = "smollm2-135m", device: str | None = None, dtype: str | None = None,
+               progress=None) -> CausalLM:
+        """load(), but one instance per (name, device, dtype) in this process: two compressors
+        (say llmlingua and selective_context) on the same model share its weights."""
+        key = (name, device, dtype)
+        if key not in _SHARED:
+            _SHARED[key] = cls.load(name, device=device, dtype=dtype, progress=progress)
+        return _SHARED[key]
 
     @property
     def dtype(self) -> str:
