@@ -180,6 +180,37 @@ def models(name):
     click.echo(f"cache: {cache_dir()}\nany local path, .gguf file or Hugging Face id (org/name) also works")
 
 
+@cli.command("eval")
+@click.option("--dataset", "-d", required=True,
+              help="squad-mdqa, squad-shifts-mdqa, coqa, gsm8k-cot, bbh-cot, cnn-dm, xsum, or a .jsonl file")
+@click.option("--methods", default="llmlingua,selective_context,random,truncate", show_default=True)
+@click.option("--rates", default="0.5,0.33,0.2,0.1", show_default=True)
+@click.option("--out", "out_dir", required=True, help="folder for results.jsonl, report.md and plots")
+@click.option("--n", default=60, show_default=True, help="number of cases")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--target", "-t", default="cl100k_base", show_default=True)
+@click.option("--target-lm", default="gemma3-270m", show_default=True,
+              help="local causal LM for fidelity (NLL, KL); 'none' to skip")
+def eval_cmd(dataset, methods, rates, out_dir, n, seed, target, target_lm):
+    """Evaluate methods x rates on a dataset; reruns reuse cached results."""
+    from .budget import check_rate
+    from .eval.report import table
+    from .eval.runner import run, summarize
+
+    _quiet_transformers()
+    try:
+        rate_list = [check_rate(float(x)) for x in rates.split(",") if x.strip()]
+    except ValueError:
+        raise InvalidInput(f"--rates must be comma-separated numbers in (0, 1], got {rates!r}") from None
+    try:
+        rows = run(dataset, [m.strip() for m in methods.split(",") if m.strip()], rate_list, out_dir, n=n,
+                   seed=seed, target=target, target_lm=None if target_lm == "none" else target_lm)
+    except FileNotFoundError as e:
+        raise InvalidInput(str(e)) from None
+    click.echo(table(summarize(rows)))
+    click.echo(f"wrote {out_dir}/results.jsonl, report.md and plots", err=True)
+
+
 @cli.command()
 def methods():
     """List the compression methods and their options."""

@@ -27,6 +27,10 @@ BIGBENCH_FILES = {  # path inside the sdist -> path under data/
     "bigbench/benchmark_tasks/factuality_of_summary/cnn_dm.json": "summary/cnn_dm.json",
     "bigbench/benchmark_tasks/factuality_of_summary/xsum.json": "summary/xsum.json",
 }
+LMEVAL = "lm-eval==0.4.13"
+LMEVAL_PREFIXES = ("lm_eval/tasks/gsm8k/gsm8k-cot.yaml", "lm_eval/tasks/bbh/cot_fewshot/")
+
+
 def data_dir() -> Path:
     return cache_dir() / "data"
 
@@ -42,6 +46,7 @@ def path(rel: str) -> Path:
 def fetch(verbose: bool = True) -> Path:
     """Download the bigbench sdist with pip and extract the files elision evaluates on."""
     out = data_dir()
+    _fetch_lmeval(out, verbose)
     missing = [rel for rel in BIGBENCH_FILES.values() if not (out / rel).exists()]
     if not missing:
         return out
@@ -67,6 +72,25 @@ def fetch(verbose: bool = True) -> Path:
             print(f"{p}  {p.stat().st_size:>10,d} bytes  sha256 {hashlib.sha256(p.read_bytes()).hexdigest()[:16]}",
                   file=sys.stderr)
     return out
+
+
+def _fetch_lmeval(out: Path, verbose: bool) -> None:
+    """Few-shot chain-of-thought prompts (YAML) from the lm-eval wheel (MIT)."""
+    if (out / "lmeval" / "lm_eval" / "tasks" / "gsm8k" / "gsm8k-cot.yaml").exists():
+        return
+    import zipfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if verbose:
+            print(f"downloading {LMEVAL} wheel ...", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", LMEVAL, "-d", tmp], check=True)
+        wheel = next(Path(tmp).glob("lm_eval-*.whl"))
+        with zipfile.ZipFile(wheel) as z:
+            for name in z.namelist():
+                if name.startswith(LMEVAL_PREFIXES) and name.endswith(".yaml"):
+                    dest = out / "lmeval" / name
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    dest.write_bytes(z.read(name))
 
 
 if __name__ == "__main__":

@@ -59,6 +59,90 @@ def squad_mdqa(file: str | Path, n: int = 60, k: int = 9, seed: int = 0) -> list
     return cases
 
 
+def coqa(file: str | Path, n: int = 60, seed: int = 0, turns: int = 3) -> list[Case]:
+    """CoQA stories: the story is the context, the question is the conversation's turn `turns`
+    with the earlier turns (and their answers) as the instruction-free dialogue history; the
+    answers are the gold free-form answer and its supporting span (marked in the data)."""
+    data = json.loads(Path(file).read_text())["data"]
+    rng = random.Random(seed)
+    out = []
+    for j in rng.sample(range(len(data)), min(n, len(data))):
+        d = data[j]
+        qs, ans = d["questions"], d["answers"]
+        t = min(turns, len(qs)) - 1
+        history = "".join(f"Q: {qs[i]['input_text']}\nA: {ans[i]['input_text']}\n" for i in range(t))
+        gold = [a for a in {ans[t]["input_text"].strip(" ."), ans[t].get("span_text", "").strip(" .-")} if a]
+        out.append(Case(f"coqa-{d['id']}-{t + 1}", [d["story"]], "Answer the question about the story.",
+                        f"{history}Q: {qs[t]['input_text']}\nA:", gold, None, {"source": d.get("source")}))
+    return out
+
+
+def _yaml(file: Path) -> dict:
+    import yaml
+
+    class Loader(yaml.SafeLoader):  # lm-eval YAMLs carry !function tags we do not need
+        pass
+
+    Loader.add_multi_constructor("!", lambda loader, suffix, node: None)
+    return yaml.load(file.read_text(), Loader=Loader)
+
+
+def fewshot_cot(files: list[Path], question_key: str = "question") -> list[Case]:
+    """Few-shot chain-of-thought prompts from lm-eval YAMLs (GSM8K 8-shot, BBH 3-shot), leave
+    one out: each demonstration in turn is the question, the others are the demonstrations,
+    and its final answer ('The answer is X' / 'So the answer is (D)') is the gold answer."""
+    out = []
+    for f in files:
+        y = _yaml(Path(f))
+        samples = (y.get("fewshot_config") or {}).get("samples") or []
+        if len(samples) < 2:
+            continue
+        key = "question" if "question" in samples[0] else "input"
+        desc = (y.get("description") or "").strip()
+        for i, s in enumerate(samples):
+            demos = [f"Q: {d[key]}\nA: {d['target']}" for j, d in enumerate(samples) if j != i]
+            m = re.search(r"answer is\s*\(?([^\s().]+(?:\s[^\s().]+)*?)\)?\s*\.?\s*$", s["target"].strip())
+            answer = m.group(1) if m else s["target"].strip().split()[-1].strip(".")
+            out.append(Case(f"{Path(f).stem}-{i}", demos, desc or "Answer the question. Think step by step.",
+                            f"Q: {s[key]}\nA:", [answer], None, {"task": Path(f).stem, "reference": s["target"]}))
+    return out
+
+
+def summarization(file: str | Path, n: int = 60, seed: int = 0) -> list[Case]:
+    """CNN/DM or XSum articles (bigbench factuality_of_summary) with their reference summary;
+    the 'answer' scored by the target LM is the reference summary."""
+    lines = [ln for ln in Path(file).read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    rows = [json.loads(ln) for ln in lines]
+    rng = random.Random(seed)
+    out = []
+    for j in rng.sample(range(len(rows)), min(n, len(rows))):
+        r = rows[j]
+        out.append(Case(f"{Path(file).stem}-{r['idx']}", [r["source"]], "Summarize the article.", "Summary:",
+                        [r["true_cnd"].replace(" .\n", ". ").strip()], None, {"kind": "summary"}))
+    return out
+
+
+def jsonl(file: str | Path, n: int | None = None) -> list[Case]:
+    """A user's JSONL: one object per line with context (str) or contexts (list), optional
+    instruction, question, answers (list or str) and id."""
+    out = []
+    for k, line in enumerate(Path(file).read_text().splitlines()):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{file}:{k + 1}: not JSON ({e.msg})") from None
+        ctx = obj.get("contexts", obj.get("context"))
+        if ctx is None:
+            raise ValueError(f"{file}:{k + 1}: needs 'context' or 'contexts'")
+        answers = obj.get("answers", [])
+        out.append(Case(str(obj.get("id", k)), [ctx] if isinstance(ctx, str) else list(ctx),
+                        obj.get("instruction", ""), obj.get("question", ""),
+                        [answers] if isinstance(answers, str) else list(answers), obj.get("position")))
+    return out[:n] if n else out
+
+
 def normalize(text: str) -> str:
     """SQuAD answer normalization: lower case, no punctuation, no articles, single spaces."""
     text = text.lower()

@@ -1,0 +1,84 @@
+"""report.md and PNG plots from evaluation rows (matplotlib, headless)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def fmt(v, nd=3) -> str:
+    return "-" if v is None else f"{v:.{nd}f}" if isinstance(v, float) else str(v)
+
+
+def table(summary: list[dict]) -> str:
+    cols = ["method", "rate", "cases", "achieved_rate", "rate_error", "survival", "retained", "kl", "tokens_per_s"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for s in summary:
+        lines.append("| " + " | ".join(fmt(s[c], 0 if c == "tokens_per_s" else 3) for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def write_report(rows: list[dict], out: Path, dataset: str) -> Path:
+    from .runner import summarize
+
+    summary = summarize(rows)
+    plots = _plots(rows, summary, out)
+    md = [f"# elision eval: {dataset}", "", f"{len(rows)} rows (case x method x rate).", "",
+          "survival: a gold answer string survives (normalized); retained: share of the context's "
+          "help to the target LM kept, (NLL_none - NLL_comp) / (NLL_none - NLL_full), over cases where "
+          "the context helps; kl: KL(full || compressed) of the target LM's next-token distributions over "
+          "the answer; '-' where not informative.", "", table(summary), ""]
+    md += [f"![{p.stem}]({p.name})" for p in plots]
+    (out / "report.md").write_text("\n".join(md) + "\n")
+    return out / "report.md"
+
+
+def _plots(rows: list[dict], summary: list[dict], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    metric = "retained" if any(s["retained"] is not None for s in summary) else "survival"
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for m in sorted({s["method"] for s in summary}):
+        pts = sorted((1 / s["achieved_rate"], s[metric]) for s in summary
+                     if s["method"] == m and s[metric] is not None and s["achieved_rate"])
+        if pts:
+            ax.plot(*zip(*pts), marker="o", label=m)
+    ax.set_xlabel("compression ratio (original / compressed tokens)")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} vs compression")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    p = out / f"{metric}_vs_ratio.png"
+    fig.savefig(p, dpi=120)
+    plt.close(fig)
+    paths.append(p)
+    positions = [x for x in ("first", "middle", "last") if any(r.get("position") == x for r in rows)]
+    if positions:
+        methods = sorted({r["method"] for r in rows})
+        rates = sorted({r["rate"] for r in rows}, reverse=True)
+        fig, axes = plt.subplots(1, len(rates), figsize=(4 * len(rates), 3.5), squeeze=False)
+        for ax, rate in zip(axes[0], rates):
+            w = 0.8 / len(methods)
+            for i, m in enumerate(methods):
+                vals = []
+                for pos in positions:
+                    rs = [r["survived"] for r in rows if r["method"] == m and r["rate"] == rate
+                          and r.get("position") == pos and r["survived"] is not None]
+                    vals.append(sum(rs) / len(rs) if rs else 0)
+                ax.bar([j + i * w for j in range(len(positions))], vals, w, label=m)
+            ax.set_xticks([j + 0.4 - w / 2 for j in range(len(positions))], positions)
+            ax.set_title(f"rate {rate}")
+            ax.set_ylim(0, 1)
+        axes[0][0].set_ylabel("answer survival")
+        axes[0][-1].legend(fontsize=7)
+        fig.suptitle("survival by gold-document position")
+        fig.tight_layout()
+        p = out / "survival_by_position.png"
+        fig.savefig(p, dpi=120)
+        plt.close(fig)
+        paths.append(p)
+    return paths

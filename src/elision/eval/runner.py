@@ -1,0 +1,136 @@
+"""The evaluation runner: cases x methods x rates -> results.jsonl, a table, report.md, plots.
+
+    >>> rows = run("squad-mdqa", ["llmlingua", "random"], [0.5, 0.33], "reports/run1", n=60)
+
+One line per case x method x rate in results.jsonl; a second run with the same arguments reads
+them back and computes only what is missing. Fidelity (the target LM's NLL of the reference
+answer with the full / compressed / no context) needs the target LM (default gemma3-270m);
+`fidelity=False` skips it.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+from . import datasets as D
+from .data import data_dir, path
+
+DATASETS = {
+    "squad-mdqa": lambda n, seed: D.squad_mdqa(path("squad/squaddev_v1.1.json"), n=n, seed=seed),
+    "squad-shifts-mdqa": lambda n, seed: D.squad_mdqa(path("squad/new_wiki_v1.0.json"), n=n, seed=seed),
+    "coqa": lambda n, seed: D.coqa(path("coqa/coqa.test.json"), n=n, seed=seed),
+    "gsm8k-cot": lambda n, seed: D.fewshot_cot([path("lmeval/lm_eval/tasks/gsm8k/gsm8k-cot.yaml")])[:n],
+    "bbh-cot": lambda n, seed: D.fewshot_cot(
+        sorted((data_dir() / "lmeval/lm_eval/tasks/bbh/cot_fewshot").glob("[!_]*.yaml")))[:n],
+    "cnn-dm": lambda n, seed: D.summarization(path("summary/cnn_dm.json"), n=n, seed=seed),
+    "xsum": lambda n, seed: D.summarization(path("summary/xsum.json"), n=n, seed=seed),
+}
+
+
+def load_cases(dataset: str, n: int = 60, seed: int = 0) -> list[D.Case]:
+    if dataset.endswith(".jsonl"):
+        return D.jsonl(dataset, n)
+    if dataset not in DATASETS:
+        from .._errors import UnknownName
+
+        raise UnknownName("dataset", dataset, DATASETS, hint="or a path to a .jsonl file")
+    return DATASETS[dataset](n, seed)
+
+
+def _key(row: dict) -> tuple:
+    return row["case_id"], row["method"], round(row["rate"], 6)
+
+
+def run(dataset: str, methods: list[str], rates: list[float], out: str | Path, n: int = 60, seed: int = 0,
+        target: str = "cl100k_base", target_lm: str | None = "gemma3-270m", progress: bool = True) -> list[dict]:
+    from ..compressor import Compressor
+    from ..prompt import Prompt
+    from .metrics import TargetLM, kl, retained
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cases = load_cases(dataset, n, seed)
+    res_file = out / "results.jsonl"
+    done: dict[tuple, dict] = {}
+    if res_file.exists():
+        for line in res_file.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                done[_key(row)] = row
+    todo = [(c, m, r) for c in cases for m in methods for r in rates
+            if (c.id, m, round(r, 6)) not in done]
+    comps = {m: Compressor(m, target=target) for m in methods if any(t[1] == m for t in todo)}
+    tlm = TargetLM(target_lm) if target_lm and todo else None
+    bar = None
+    if progress and todo:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(todo), desc=f"eval {dataset}", file=sys.stderr)
+    by_case: dict[str, list] = {}
+    for c, m, r in todo:
+        by_case.setdefault(c.id, []).append((c, m, r))
+    with res_file.open("a") as f:
+        for items in by_case.values():
+            c = items[0][0]
+            full_text = Prompt.build(c.context, c.instruction, c.question).text
+            ref = c.answers[0] if c.answers else None
+            full = none = None
+            if tlm and ref:
+                full = tlm.score(full_text, ref)
+                none = tlm.score("\n\n".join(x for x in (c.instruction, c.question) if x), ref)
+            for _, m, rate in items:
+                res = comps[m].compress(context=c.context, instruction=c.instruction, question=c.question, rate=rate)
+                row = {
+                    "case_id": c.id, "dataset": dataset, "method": m, "rate": rate,
+                    "achieved_rate": res.rate, "rate_error": abs(res.rate - rate) / rate,
+                    "origin_tokens": res.origin_tokens, "compressed_tokens": res.compressed_tokens,
+                    "seconds": res.seconds, "tokens_per_s": res.origin_tokens / max(res.seconds, 1e-9),
+                    "position": c.position,
+                    # survival is informative for extractive answers, not for summaries or CoT labels
+                    "survived": (D.answer_survives(res.compressed_prompt, c.answers)
+                                 if c.answers and c.meta.get("kind") != "summary" else None),
+                    "retained": None, "kl": None,
+                }
+                if full is not None:
+                    comp = tlm.score(res.compressed_prompt, ref)
+                    row.update(nll_full=full.nll, nll_none=none.nll, nll_comp=comp.nll,
+                               retained=retained(none.nll, full.nll, comp.nll), kl=kl(full, comp))
+                done[_key(row)] = row
+                f.write(json.dumps(row) + "\n")
+                f.flush()
+                if bar:
+                    bar.update()
+    if bar:
+        bar.close()
+    rows = [done[(c.id, m, round(r, 6))] for c in cases for m in methods for r in rates]
+    from .report import write_report
+
+    write_report(rows, out, dataset)
+    return rows
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Mean of each metric per (method, rate), over the rows where it is informative."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["method"], r["rate"]), []).append(r)
+
+    def mean(vals):
+        vals = [float(v) for v in vals if v is not None]
+        return statistics.mean(vals) if vals else None
+
+    out = []
+    for (m, rate), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][1])):
+        out.append({
+            "method": m, "rate": rate, "cases": len(rs),
+            "achieved_rate": mean(r["achieved_rate"] for r in rs),
+            "rate_error": mean(r["rate_error"] for r in rs),
+            "survival": mean(r["survived"] for r in rs),
+            "retained": mean(r["retained"] for r in rs),
+            "kl": mean(r["kl"] for r in rs),
+            "tokens_per_s": sum(r["origin_tokens"] for r in rs) / max(sum(r["seconds"] for r in rs), 1e-9),
+        })
+    return out
