@@ -42,7 +42,8 @@ def squad_mdqa(file: str | Path, n: int = 60, k: int = 9, seed: int = 0) -> list
     data = json.loads(Path(file).read_text())["data"]
     rng = random.Random(seed)
     paras = [(a["title"], p) for a in data for p in a["paragraphs"]]
-    picks = rng.sample(range(len(paras)), min(n, len(paras)))
+    with_qas = [i for i, (_, p) in enumerate(paras) if p["qas"]]
+    picks = rng.sample(with_qas, min(n, len(with_qas)))
     cases = []
     for j, pi in enumerate(picks):
         title, gold = paras[pi]

@@ -1,0 +1,107 @@
+"""Evaluation harness: loaders on fixtures, metrics on the real SmolLM2 as target LM."""
+
+import json
+
+import pytest
+
+from elision import Compressor
+from elision.eval import datasets as D
+from elision.eval.metrics import TargetLM, kl, retained
+from elision.eval.runner import load_cases, run
+
+from .conftest import DATA
+
+
+def test_squad_mdqa_layout_and_positions():
+    cases = D.squad_mdqa(DATA / "squad_mini.json", n=5, k=4, seed=1)
+    assert [c.position for c in cases] == ["first", "middle", "last", "first", "middle"]
+    for c in cases:
+        assert len(c.context) == 5
+        gold = c.context[c.meta["gold_index"]]
+        assert any(a in gold for a in c.answers)
+        assert [d.split("]")[0] for d in c.context] == [f"Document [{i}" for i in range(1, 6)]
+        assert c.question.startswith("Question: ") and c.question.endswith("Answer:")
+    assert D.squad_mdqa(DATA / "squad_mini.json", n=5, k=4, seed=1) == cases  # seeded
+
+
+def test_coqa_history_and_gold_span():
+    (c,) = D.coqa(DATA / "coqa_mini.json", n=1, turns=2)
+    assert c.question == "Q: What did the bridge carry?\nA: the North British Railway\nQ: Who designed it?\nA:"
+    assert set(c.answers) == {"Thomas Bouch", "Its designer, Thomas Bouch"}
+
+
+def test_fewshot_cot_leave_one_out():
+    cases = D.fewshot_cot([DATA / "cot_mini.yaml"])
+    assert [c.answers for c in cases] == [["5"], ["3"], ["A"]]
+    assert all(len(c.context) == 2 for c in cases)
+    assert cases[0].question == "Q: What is 2 + 3?\nA:" and cases[0].instruction == "Solve the arithmetic problem."
+
+
+def test_summaries_and_user_jsonl(tmp_path):
+    (s,) = D.summarization(DATA / "summary_mini.json", n=5)
+    assert s.answers[0].startswith("A heat pump moves heat rather than making it.")
+    a, b = D.jsonl(DATA / "cases.jsonl")
+    assert len(a.context) == 3 and a.answers == ["Thomas Bouch"] and b.id == "1" and b.answers == ["Pierre Curie"]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "q"}\n')
+    with pytest.raises(ValueError, match="needs 'context'"):
+        D.jsonl(bad)
+
+
+def test_answer_survival_normalizes():
+    assert D.answer_survives("... designed by thomas bouch, who ...", ["Thomas Bouch"])
+    assert D.answer_survives("the Denver Broncos won", ["Denver Broncos"])
+    assert not D.answer_survives("designed by Thomas, Bouchard", ["Thomas Bouch"])
+
+
+def test_unknown_dataset():
+    from elision import UnknownName
+
+    with pytest.raises(UnknownName, match="squad-mdqa"):
+        load_cases("squadd")
+
+
+@pytest.fixture(scope="module")
+def target(llmlingua):
+    return TargetLM("smollm2-135m")  # any causal LM can be the target; the session's SmolLM2 is loaded
+
+
+def test_fidelity_ranks_full_above_random_10x(target):
+    """On real text: the full prompt predicts the answer better than a random 10x compression."""
+    rnd = Compressor("random", target="cl100k_base")
+    gaps, kls = [], []
+    for c in D.squad_mdqa(DATA / "squad_mini.json", n=5, k=9, seed=0):
+        full_text = "\n\n".join([c.instruction, *c.context, c.question])
+        full = target.score(full_text, c.answers[0])
+        r = rnd.compress(context=c.context, instruction=c.instruction, question=c.question, rate=0.1)
+        comp = target.score(r.compressed_prompt, c.answers[0])
+        gaps.append(comp.nll - full.nll)
+        kls.append(kl(full, comp))
+        assert kl(full, full) == pytest.approx(0, abs=1e-5)
+    assert sum(gaps) / len(gaps) > 0.3  # nats/token worse without the (dropped) context
+    assert min(kls) > 0
+
+
+def test_retained_share_definition():
+    assert retained(5.0, 1.0, 1.0) == 1.0
+    assert retained(5.0, 1.0, 5.0) == 0.0
+    assert retained(5.0, 1.0, 3.0) == 0.5
+    assert retained(2.0, 2.0, 1.0) is None  # the context did not help: not informative
+
+
+def test_runner_writes_results_report_plots_and_reuses_cache(tmp_path, target):
+    out = tmp_path / "run"
+    rows = run(str(DATA / "cases.jsonl"), ["random", "truncate"], [0.5, 0.3], out, target_lm="smollm2-135m",
+               progress=False)
+    assert len(rows) == 2 * 2 * 2
+    lines = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert len(lines) == 8
+    for r in lines:
+        assert {"case_id", "method", "rate", "achieved_rate", "survived", "retained", "seconds"} <= set(r)
+        assert abs(r["achieved_rate"] - r["rate"]) / r["rate"] < 0.15
+    assert (out / "report.md").read_text().count("| random |") == 2
+    assert (out / "retained_vs_ratio.png").stat().st_size > 1000 or (out / "survival_vs_ratio.png").exists()
+    again = run(str(DATA / "cases.jsonl"), ["random", "truncate"], [0.5, 0.3], out, target_lm="smollm2-135m",
+                progress=False)
+    assert again == rows
+    assert len((out / "results.jsonl").read_text().splitlines()) == 8  # nothing recomputed
