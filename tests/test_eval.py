@@ -105,3 +105,47 @@ def test_runner_writes_results_report_plots_and_reuses_cache(tmp_path, target):
                 progress=False)
     assert again == rows
     assert len((out / "results.jsonl").read_text().splitlines()) == 8  # nothing recomputed
+
+
+def test_generation_metrics():
+    from elision.eval.generation import exact_match, f1, rouge_l
+
+    assert exact_match("The Denver Broncos.", ["Denver Broncos"]) == 1.0
+    assert f1("the big cat", ["big dog"]) == pytest.approx(0.5)
+    assert rouge_l("a b c d", ["a c d e"]) == pytest.approx(0.75)
+    assert f1("x", ["y"]) == 0.0 and rouge_l("", ["y"]) == 0.0
+
+
+def test_generation_endpoint_against_a_local_server():
+    """A real HTTP round trip to a tiny OpenAI-compatible server on loopback."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from elision.eval.generation import Generator
+
+    seen = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            seen["body"] = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen["auth"] = self.headers.get("Authorization")
+            out = json.dumps({"choices": [{"message": {"role": "assistant", "content": " Thomas Bouch "}}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+
+        def log_message(self, *a):
+            pass
+
+    srv = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        g = Generator(f"http://127.0.0.1:{srv.server_port}/v1", api_key="k", model="m")
+        assert g.answer("Who designed it?") == "Thomas Bouch"
+        assert seen["auth"] == "Bearer k" and seen["body"]["messages"][0]["content"] == "Who designed it?"
+    finally:
+        srv.shutdown()
+    with pytest.raises(RuntimeError, match="failed"):
+        Generator("http://127.0.0.1:9/v1", timeout=2).answer("x")
