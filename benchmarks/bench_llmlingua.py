@@ -68,7 +68,7 @@ def main():
     if not args.no_reference:
         ref_in = [{"id": c.id, "context": c.context, "instruction": c.instruction, "question": c.question,
                    "method": "llmlingua", "rate": args.rate} for c in cases]
-        ref = run_reference(ref_in, "llmlingua", rerun=args.rerun_reference)
+        ref = run_reference(ref_in, rerun=args.rerun_reference)
         for o, c in zip(ref, cases):  # count the original ourselves, in the same tokenizer
             o["original"] = "\n\n".join([c.instruction, *c.context, c.question])
         results.append(summarize("llmlingua 0.2.2 (reference)", ref, cases, args.rate, tok))

@@ -112,7 +112,7 @@ def test_generation_metrics():
 
     assert exact_match("The Denver Broncos.", ["Denver Broncos"]) == 1.0
     assert f1("the big cat", ["big dog"]) == pytest.approx(0.5)
-    assert rouge_l("a b c d", ["a c d e"]) == pytest.approx(0.75)
+    assert rouge_l("w x y z", ["w y z q"]) == pytest.approx(0.75)  # LCS "w y z"
     assert f1("x", ["y"]) == 0.0 and rouge_l("", ["y"]) == 0.0
 
 
@@ -149,3 +149,40 @@ def test_generation_endpoint_against_a_local_server():
         srv.shutdown()
     with pytest.raises(RuntimeError, match="failed"):
         Generator("http://127.0.0.1:9/v1", timeout=2).answer("x")
+
+
+def test_reference_missing_is_a_clear_error(monkeypatch, tmp_path):
+    from elision import InvalidInput
+
+    monkeypatch.setenv("ANCHOR", str(tmp_path / "no-anchor"))
+    with pytest.raises(InvalidInput, match="reference environment is missing"):
+        run(str(DATA / "cases.jsonl"), ["ref:llmlingua"], [0.5], tmp_path / "out", target_lm=None, progress=False)
+
+
+@pytest.mark.slow
+def test_reference_through_the_anchor(tmp_path):
+    """Slow: needs ../shared/anchor/setup.sh to have been run (the reference's own venv)."""
+    from elision.eval import reference
+
+    assert reference.available(), "run ../shared/anchor/setup.sh first"
+    rows = run(str(DATA / "cases.jsonl"), ["ref:llmlingua", "random"], [0.5], tmp_path / "out", target_lm=None,
+               progress=False)
+    ref = [r for r in rows if r["method"] == "ref:llmlingua"]
+    assert len(ref) == 2 and all("error" in r or 0 < r["achieved_rate"] < 1 for r in ref)
+
+
+def test_eval_command_end_to_end(tmp_path, target):
+    from click.testing import CliRunner
+
+    from elision.cli import cli
+
+    out = tmp_path / "cli"
+    res = CliRunner().invoke(cli, ["eval", "-d", str(DATA / "cases.jsonl"), "--methods", "random,truncate",
+                                   "--rates", "0.5", "--out", str(out), "--target-lm", "smollm2-135m"])
+    assert res.exit_code == 0, res.output
+    assert "| truncate | 0.500 |" in res.stdout
+    assert (out / "report.md").exists() and (out / "results.jsonl").exists()
+    bad = CliRunner().invoke(cli, ["eval", "-d", "nope", "--out", str(out)])
+    assert bad.exit_code == 2 and "unknown dataset 'nope'" in bad.stderr
+    bad = CliRunner().invoke(cli, ["eval", "-d", "squad-mdqa", "--rates", "0.5,7", "--out", str(out)])
+    assert bad.exit_code == 2 and "rate" in bad.stderr

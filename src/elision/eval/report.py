@@ -10,7 +10,7 @@ def fmt(v, nd=3) -> str:
 
 
 def table(summary: list[dict]) -> str:
-    cols = ["method", "rate", "cases", "achieved_rate", "rate_error", "survival", "retained", "kl", "tokens_per_s"]
+    cols = ["method", "rate", "cases", "errors", "achieved_rate", "rate_error", "survival", "retained", "kl", "tokens_per_s"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for s in summary:
         lines.append("| " + " | ".join(fmt(s[c], 0 if c == "tokens_per_s" else 3) for c in cols) + " |")
@@ -67,7 +67,7 @@ def _plots(rows: list[dict], summary: list[dict], out: Path) -> list[Path]:
                 vals = []
                 for pos in positions:
                     rs = [r["survived"] for r in rows if r["method"] == m and r["rate"] == rate
-                          and r.get("position") == pos and r["survived"] is not None]
+                          and r.get("position") == pos and r.get("survived") is not None]
                     vals.append(sum(rs) / len(rs) if rs else 0)
                 ax.bar([j + i * w for j in range(len(positions))], vals, w, label=m)
             ax.set_xticks([j + 0.4 - w / 2 for j in range(len(positions))], positions)

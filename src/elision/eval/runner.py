@@ -15,7 +15,9 @@ import statistics
 import sys
 from pathlib import Path
 
+from ..tokenizers import get_target
 from . import datasets as D
+from . import reference
 from .data import data_dir, path
 
 DATASETS = {
@@ -62,7 +64,16 @@ def run(dataset: str, methods: list[str], rates: list[float], out: str | Path, n
                 done[_key(row)] = row
     todo = [(c, m, r) for c in cases for m in methods for r in rates
             if (c.id, m, round(r, 6)) not in done]
-    comps = {m: Compressor(m, target=target) for m in methods if any(t[1] == m for t in todo)}
+    comps = {m: Compressor(m, target=target) for m in methods
+             if not m.startswith(reference.PREFIX) and any(t[1] == m for t in todo)}
+    tok = get_target(target)
+    ref_out = {}  # (case id, method, rate) -> the reference's output line
+    ref_todo = [(c, m, r) for c, m, r in todo if m.startswith(reference.PREFIX)]
+    if ref_todo:
+        lines = [{"id": c.id, "context": c.context, "instruction": c.instruction, "question": c.question,
+                  "method": m[len(reference.PREFIX):], "rate": r} for c, m, r in ref_todo]
+        for (c, m, r), o in zip(ref_todo, reference.run(lines, out / "reference")):
+            ref_out[(c.id, m, r)] = o
     tlm = TargetLM(target_lm) if target_lm and todo else None
     bar = None
     if progress and todo:
@@ -82,20 +93,32 @@ def run(dataset: str, methods: list[str], rates: list[float], out: str | Path, n
                 full = tlm.score(full_text, ref)
                 none = tlm.score("\n\n".join(x for x in (c.instruction, c.question) if x), ref)
             for _, m, rate in items:
-                res = comps[m].compress(context=c.context, instruction=c.instruction, question=c.question, rate=rate)
+                if m in comps:
+                    res = comps[m].compress(context=c.context, instruction=c.instruction, question=c.question,
+                                            rate=rate)
+                    text, seconds = res.compressed_prompt, res.seconds
+                else:  # the reference: count its output with the same target tokenizer
+                    o = ref_out[(c.id, m, rate)]
+                    if o.get("error"):  # the reference crashes on some inputs: record, count, go on
+                        err = {"case_id": c.id, "dataset": dataset, "method": m, "rate": rate, "error": o["error"]}
+                        done[_key(err)] = err
+                        f.write(json.dumps(err) + "\n")
+                        continue
+                    text, seconds = o["compressed_prompt"], o["seconds"]
+                origin, comp_tokens = tok.count(full_text), tok.count(text)
                 row = {
                     "case_id": c.id, "dataset": dataset, "method": m, "rate": rate,
-                    "achieved_rate": res.rate, "rate_error": abs(res.rate - rate) / rate,
-                    "origin_tokens": res.origin_tokens, "compressed_tokens": res.compressed_tokens,
-                    "seconds": res.seconds, "tokens_per_s": res.origin_tokens / max(res.seconds, 1e-9),
+                    "achieved_rate": comp_tokens / origin, "rate_error": abs(comp_tokens / origin - rate) / rate,
+                    "origin_tokens": origin, "compressed_tokens": comp_tokens,
+                    "seconds": seconds, "tokens_per_s": origin / max(seconds, 1e-9),
                     "position": c.position,
                     # survival is informative for extractive answers, not for summaries or CoT labels
-                    "survived": (D.answer_survives(res.compressed_prompt, c.answers)
+                    "survived": (D.answer_survives(text, c.answers)
                                  if c.answers and c.meta.get("kind") != "summary" else None),
                     "retained": None, "kl": None,
                 }
                 if full is not None:
-                    comp = tlm.score(res.compressed_prompt, ref)
+                    comp = tlm.score(text, ref)
                     row.update(nll_full=full.nll, nll_none=none.nll, nll_comp=comp.nll,
                                retained=retained(none.nll, full.nll, comp.nll), kl=kl(full, comp))
                 done[_key(row)] = row
@@ -123,14 +146,16 @@ def summarize(rows: list[dict]) -> list[dict]:
         return statistics.mean(vals) if vals else None
 
     out = []
-    for (m, rate), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][1])):
+    for (m, rate), all_rs in sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][1])):
+        rs = [r for r in all_rs if "error" not in r]
         out.append({
-            "method": m, "rate": rate, "cases": len(rs),
+            "method": m, "rate": rate, "cases": len(all_rs), "errors": len(all_rs) - len(rs),
             "achieved_rate": mean(r["achieved_rate"] for r in rs),
             "rate_error": mean(r["rate_error"] for r in rs),
             "survival": mean(r["survived"] for r in rs),
             "retained": mean(r["retained"] for r in rs),
             "kl": mean(r["kl"] for r in rs),
-            "tokens_per_s": sum(r["origin_tokens"] for r in rs) / max(sum(r["seconds"] for r in rs), 1e-9),
+            "tokens_per_s": (sum(r["origin_tokens"] for r in rs) / max(sum(r["seconds"] for r in rs), 1e-9)
+                             if rs else None),
         })
     return out
