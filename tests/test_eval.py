@@ -116,19 +116,18 @@ def test_generation_metrics():
     assert f1("x", ["y"]) == 0.0 and rouge_l("", ["y"]) == 0.0
 
 
-def test_generation_endpoint_against_a_local_server():
-    """A real HTTP round trip to a tiny OpenAI-compatible server on loopback."""
+@pytest.fixture
+def openai_stub():
+    """A tiny OpenAI-compatible chat server on loopback that always answers 'Thomas Bouch'."""
     import threading
     from http.server import BaseHTTPRequestHandler, HTTPServer
 
-    from elision.eval.generation import Generator
-
-    seen = {}
+    seen = []
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):
-            seen["body"] = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            seen["auth"] = self.headers.get("Authorization")
+            seen.append((json.loads(self.rfile.read(int(self.headers["Content-Length"]))),
+                         self.headers.get("Authorization")))
             out = json.dumps({"choices": [{"message": {"role": "assistant", "content": " Thomas Bouch "}}]}).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -141,14 +140,30 @@ def test_generation_endpoint_against_a_local_server():
 
     srv = HTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
-        g = Generator(f"http://127.0.0.1:{srv.server_port}/v1", api_key="k", model="m")
-        assert g.answer("Who designed it?") == "Thomas Bouch"
-        assert seen["auth"] == "Bearer k" and seen["body"]["messages"][0]["content"] == "Who designed it?"
-    finally:
-        srv.shutdown()
+    yield f"http://127.0.0.1:{srv.server_port}/v1", seen
+    srv.shutdown()
+
+
+def test_generation_endpoint_against_a_local_server(openai_stub):
+    from elision.eval.generation import Generator
+
+    url, seen = openai_stub
+    g = Generator(url, api_key="k", model="m")
+    assert g.answer("Who designed it?") == "Thomas Bouch"
+    body, auth = seen[0]
+    assert auth == "Bearer k" and body["messages"][0]["content"] == "Who designed it?" and body["model"] == "m"
     with pytest.raises(RuntimeError, match="failed"):
         Generator("http://127.0.0.1:9/v1", timeout=2).answer("x")
+
+
+def test_runner_with_generation_metrics(openai_stub, tmp_path):
+    from elision.eval.generation import Generator
+
+    url, seen = openai_stub
+    rows = run(str(DATA / "cases.jsonl"), ["truncate"], [0.5], tmp_path / "g", target_lm=None, progress=False,
+               generator=Generator(url))
+    assert [r["em"] for r in rows] == [1.0, 0.0]  # case a's gold is Thomas Bouch, case 1's is Pierre Curie
+    assert "| em | f1 | rouge_l |" in (tmp_path / "g" / "report.md").read_text()
 
 
 def test_reference_missing_is_a_clear_error(monkeypatch, tmp_path):

@@ -191,7 +191,10 @@ def models(name):
 @click.option("--target", "-t", default="cl100k_base", show_default=True)
 @click.option("--target-lm", default="gemma3-270m", show_default=True,
               help="local causal LM for fidelity (NLL, KL); 'none' to skip")
-def eval_cmd(dataset, methods, rates, out_dir, n, seed, target, target_lm):
+@click.option("--endpoint", help="OpenAI-compatible base URL (e.g. https://api.openai.com/v1) for EM/F1/ROUGE-L")
+@click.option("--api-key", envvar="OPENAI_API_KEY", help="key for --endpoint (default: $OPENAI_API_KEY)")
+@click.option("--gen-model", default="gpt-4o-mini", show_default=True, help="model asked at --endpoint")
+def eval_cmd(dataset, methods, rates, out_dir, n, seed, target, target_lm, endpoint, api_key, gen_model):
     """Evaluate methods x rates on a dataset; reruns reuse cached results."""
     from .budget import check_rate
     from .eval.report import table
@@ -202,9 +205,17 @@ def eval_cmd(dataset, methods, rates, out_dir, n, seed, target, target_lm):
         rate_list = [check_rate(float(x)) for x in rates.split(",") if x.strip()]
     except ValueError:
         raise InvalidInput(f"--rates must be comma-separated numbers in (0, 1], got {rates!r}") from None
+    generator = None
+    if endpoint:
+        from .eval.generation import Generator
+
+        generator = Generator(endpoint, api_key=api_key, model=gen_model)
+    else:
+        click.echo("generation metrics (EM/F1/ROUGE-L) skipped: no --endpoint given", err=True)
     try:
         rows = run(dataset, [m.strip() for m in methods.split(",") if m.strip()], rate_list, out_dir, n=n,
-                   seed=seed, target=target, target_lm=None if target_lm == "none" else target_lm)
+                   seed=seed, target=target, target_lm=None if target_lm == "none" else target_lm,
+                   generator=generator)
     except FileNotFoundError as e:
         raise InvalidInput(str(e)) from None
     click.echo(table(summarize(rows)))

@@ -12,6 +12,9 @@ def fmt(v, nd=3) -> str:
 def table(summary: list[dict]) -> str:
     cols = ["method", "rate", "cases", "errors", "achieved_rate", "rate_error", "survival", "retained", "kl", "tokens_per_s"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    if any(s.get("f1") is not None for s in summary):
+        cols[-1:-1] = ["em", "f1", "rouge_l"]
+        lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for s in summary:
         lines.append("| " + " | ".join(fmt(s[c], 0 if c == "tokens_per_s" else 3) for c in cols) + " |")
     return "\n".join(lines)

@@ -47,7 +47,10 @@ def _key(row: dict) -> tuple:
 
 
 def run(dataset: str, methods: list[str], rates: list[float], out: str | Path, n: int = 60, seed: int = 0,
-        target: str = "cl100k_base", target_lm: str | None = "gemma3-270m", progress: bool = True) -> list[dict]:
+        target: str = "cl100k_base", target_lm: str | None = "gemma3-270m", progress: bool = True,
+        generator=None) -> list[dict]:
+    """`generator` (eval.generation.Generator) adds exact match / F1 / ROUGE-L of an API
+    model's answer to the compressed prompt; without one those metrics are skipped."""
     from ..compressor import Compressor
     from ..prompt import Prompt
     from .metrics import TargetLM, kl, retained
@@ -121,6 +124,12 @@ def run(dataset: str, methods: list[str], rates: list[float], out: str | Path, n
                     comp = tlm.score(text, ref)
                     row.update(nll_full=full.nll, nll_none=none.nll, nll_comp=comp.nll,
                                retained=retained(none.nll, full.nll, comp.nll), kl=kl(full, comp))
+                if generator is not None and c.answers:
+                    from .generation import exact_match, f1, rouge_l
+
+                    pred = generator.answer(text)
+                    row.update(generated=pred, em=exact_match(pred, c.answers), f1=f1(pred, c.answers),
+                               rouge_l=rouge_l(pred, c.answers))
                 done[_key(row)] = row
                 f.write(json.dumps(row) + "\n")
                 f.flush()
@@ -155,6 +164,9 @@ def summarize(rows: list[dict]) -> list[dict]:
             "survival": mean(r["survived"] for r in rs),
             "retained": mean(r["retained"] for r in rs),
             "kl": mean(r["kl"] for r in rs),
+            "em": mean(r.get("em") for r in rs),
+            "f1": mean(r.get("f1") for r in rs),
+            "rouge_l": mean(r.get("rouge_l") for r in rs),
             "tokens_per_s": (sum(r["origin_tokens"] for r in rs) / max(sum(r["seconds"] for r in rs), 1e-9)
                              if rs else None),
         })
