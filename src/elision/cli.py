@@ -102,6 +102,7 @@ def compress(source, rate, target_tokens, method, model, target, question, instr
              options, device, dtype, as_json, show, quiet):
     """Compress the prompt in FILE (or stdin with -)."""
     from .compressor import Compressor
+    from .prompt import Prompt
 
     fields = parse_prompt(_read_input(source))
     if question is not None:
@@ -112,14 +113,12 @@ def compress(source, rate, target_tokens, method, model, target, question, instr
         pats = [re.compile(p) for p in protect_regex]
     except re.error as e:
         raise InvalidInput(f"bad --protect-regex: {e}") from None
+    prompt = Prompt.build(fields.get("context"), fields.get("instruction"), fields.get("question"))  # fail fast
     say = (lambda m: click.echo(m, err=True)) if not quiet else None
     _quiet_transformers()
     comp = Compressor(method, model=model, target=target, device=device, dtype=dtype, progress=say,
                       **dict(options))
-    origin = comp.target.count("\n\n".join(
-        [fields.get("instruction") or "", *([fields["context"]] if isinstance(fields.get("context"), str)
-                                            else [c for c in fields.get("context") or [] if isinstance(c, str)]),
-         fields.get("question") or ""]))
+    origin = comp.target.count(prompt.text)
     bar = None
     if not quiet and origin >= PROGRESS_MIN_TOKENS:
         bar = click.progressbar(length=1, label="compressing", file=sys.stderr)
