@@ -20,6 +20,19 @@ def table(summary: list[dict]) -> str:
     return "\n".join(lines)
 
 
+# Which evaluation data a small target LM has likely seen in pretraining (see docs/evaluation.md).
+CONTAMINATION = {
+    "squad-mdqa": "SQuAD v1.1 (Wikipedia, 2016): very likely in the pretraining data of SmolLM2 and Gemma 3.",
+    "squad-shifts-mdqa": "SQuAD-shifts New Wikipedia (2020 articles): less likely, but Wikipedia is in every "
+                         "pretraining mix.",
+    "coqa": "CoQA (2018; stories from public sources): likely seen in pretraining.",
+    "gsm8k-cot": "GSM8K chain-of-thought demonstrations: widely copied online; likely seen.",
+    "bbh-cot": "BIG-Bench Hard demonstrations: public since 2022; likely seen.",
+    "cnn-dm": "CNN/DailyMail articles: very likely in the pretraining data.",
+    "xsum": "XSum (BBC articles): very likely in the pretraining data.",
+}
+
+
 def write_report(rows: list[dict], out: Path, dataset: str) -> Path:
     from .runner import summarize
 
@@ -29,7 +42,9 @@ def write_report(rows: list[dict], out: Path, dataset: str) -> Path:
           "survival: a gold answer string survives (normalized); retained: share of the context's "
           "help to the target LM kept, (NLL_none - NLL_comp) / (NLL_none - NLL_full), over cases where "
           "the context helps; kl: KL(full || compressed) of the target LM's next-token distributions over "
-          "the answer; '-' where not informative.", "", table(summary), ""]
+          "the answer; '-' where not informative.", "",
+          "Training-set note: " + CONTAMINATION.get(dataset, "user data: unknown whether the target LM has seen it.")
+          + " Comparisons between methods on the same prompts stay fair.", "", table(summary), ""]
     md += [f"![{p.stem}]({p.name})" for p in plots]
     (out / "report.md").write_text("\n".join(md) + "\n")
     return out / "report.md"
