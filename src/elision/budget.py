@@ -67,13 +67,13 @@ def plan(
     budget: int,
     ctx_ppl: Sequence[float] | Callable[[], Sequence[float]] | None,
     instruction_rate: float = 0.85,
-    question_rate: float = 0.9,
+    question_rate: float = 1.0,
     granularity: float = 1.0,
 ) -> Plan:
     """Component rates and coarse selection. `ctx_ppl` may be a function, called only when
     the demonstrations do not all fit anyway (it costs a forward pass over all of them).
 
-    >>> p = plan(10, 10, [100, 100, 100, 100], budget=118, ctx_ppl=[4, 9, 1, 7], granularity=1.0)
+    >>> p = plan(10, 10, [100, 100, 100, 100], budget=118, ctx_ppl=[4, 9, 1, 7], question_rate=0.9)
     >>> p.selected, p.instruction_rate, p.question_rate, p.context_rate
     ((1, 3), 0.85, 0.9, 0.5025)
 
@@ -81,7 +81,7 @@ def plan(
     yet over 100.5, so demonstration 3 (ppl 7) is added too; the token-level stage then keeps
     100.5 / 200 of them.)
 
-    >>> p = plan(10, 10, [50, 50], budget=118, ctx_ppl=[4, 9])
+    >>> p = plan(10, 10, [50, 50], budget=118, ctx_ppl=[4, 9], question_rate=0.9)
     >>> p.selected, round(p.instruction_rate, 3), round(p.question_rate, 3), p.context_rate
     ((0, 1), 0.88, 0.92, 1.0)
 

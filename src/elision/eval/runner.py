@@ -65,6 +65,11 @@ def run(dataset: str, methods: list[str], rates: list[float], out: str | Path, n
             if line.strip():
                 row = json.loads(line)
                 done[_key(row)] = row
+    # A cached row counts only if it was made with the method's current options (defaults change).
+    from ..methods import get_method
+
+    sig = {m: "ref" if m.startswith(reference.PREFIX) else repr(get_method(m).Options.build({})) for m in methods}
+    done = {k: v for k, v in done.items() if v.get("options", sig.get(k[1])) == sig.get(k[1])}
     todo = [(c, m, r) for c in cases for m in methods for r in rates
             if (c.id, m, round(r, 6)) not in done]
     comps = {m: Compressor(m, target=target) for m in methods
@@ -110,7 +115,7 @@ def run(dataset: str, methods: list[str], rates: list[float], out: str | Path, n
                     text, seconds = o["compressed_prompt"], o["seconds"]
                 origin, comp_tokens = tok.count(full_text), tok.count(text)
                 row = {
-                    "case_id": c.id, "dataset": dataset, "method": m, "rate": rate,
+                    "case_id": c.id, "dataset": dataset, "method": m, "options": sig[m], "rate": rate,
                     "achieved_rate": comp_tokens / origin, "rate_error": abs(comp_tokens / origin - rate) / rate,
                     "origin_tokens": origin, "compressed_tokens": comp_tokens,
                     "seconds": seconds, "tokens_per_s": origin / max(seconds, 1e-9),
