@@ -142,3 +142,11 @@ def test_llmlingua_dict_and_result_numbers(llmlingua, docs):
     assert r.saving_usd == pytest.approx((r.origin_tokens - r.compressed_tokens) * 2.5 / 1e6)
     marked = r.marked()
     assert marked.replace("[-", "").replace("-]", "") == r.original_prompt
+
+
+def test_question_kept_whole_by_default(llmlingua, docs):
+    q = "Question: " + docs["question"] + "\nAnswer:"
+    r = llmlingua.compress(context=docs["docs"], question=q, rate=0.25)
+    assert r.compressed_prompt.endswith(q)  # the 'Answer:' cue survives (see docs/benchmarks.md)
+    r = llmlingua.compress(context=docs["docs"], question=q, rate=0.25, question_rate=0.5)
+    assert not r.compressed_prompt.endswith(q)
