@@ -5,7 +5,7 @@
 One line per case x method x rate in results.jsonl; a second run with the same arguments reads
 them back and computes only what is missing. Fidelity (the target LM's NLL of the reference
 answer with the full / compressed / no context) needs the target LM (default gemma3-270m);
-`fidelity=False` skips it.
+`target_lm=None` skips it.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def run(dataset: str, methods: list[str], rates: list[float], out: str | Path, n
     """`generator` (eval.generation.Generator) adds exact match / F1 / ROUGE-L of an API
     model's answer to the compressed prompt; without one those metrics are skipped."""
     from ..compressor import Compressor
-    from ..prompt import Prompt
+    from ..prompt import SEPARATOR, Prompt
     from .metrics import TargetLM, kl, retained
 
     out = Path(out)
@@ -95,11 +95,12 @@ def run(dataset: str, methods: list[str], rates: list[float], out: str | Path, n
         for items in by_case.values():
             c = items[0][0]
             full_text = Prompt.build(c.context, c.instruction, c.question).text
+            origin = tok.count(full_text)  # once per case, not per method x rate
             ref = c.answers[0] if c.answers else None
             full = none = None
             if tlm and ref:
                 full = tlm.score(full_text, ref)
-                none = tlm.score("\n\n".join(x for x in (c.instruction, c.question) if x), ref)
+                none = tlm.score(SEPARATOR.join(x for x in (c.instruction, c.question) if x), ref)
             for _, m, rate in items:
                 if m in comps:
                     res = comps[m].compress(context=c.context, instruction=c.instruction, question=c.question,
@@ -113,7 +114,7 @@ def run(dataset: str, methods: list[str], rates: list[float], out: str | Path, n
                         f.write(json.dumps(err) + "\n")
                         continue
                     text, seconds = o["compressed_prompt"], o["seconds"]
-                origin, comp_tokens = tok.count(full_text), tok.count(text)
+                comp_tokens = tok.count(text)
                 row = {
                     "case_id": c.id, "dataset": dataset, "method": m, "options": sig[m], "rate": rate,
                     "achieved_rate": comp_tokens / origin, "rate_error": abs(comp_tokens / origin - rate) / rate,
