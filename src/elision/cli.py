@@ -235,6 +235,9 @@ def methods():
             click.echo(f"{'':12} options: {opts}")
 
 
+from .train.cli import train as _train  # noqa: E402  (after cli exists; the group only wires commands)
+
+cli.add_command(_train)
 main = cli
 
 
