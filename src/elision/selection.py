@@ -5,7 +5,8 @@ model tokens: contiguous, non-overlapping character spans that cover the text) a
 each unit a *priority*; `fit_to_budget` then keeps the highest-priority units such that the
 assembled prompt, counted with the TARGET tokenizer, is as long as possible without
 exceeding the budget. Units with priority +inf (protected text, forced tokens) are always
-kept, even when that overshoots the budget.
+kept, even when that overshoots the budget; units with priority -inf are never kept (a
+probability threshold, a context filter), even when that leaves the budget unspent.
 
 Worked example: text "The cat sat." with word units ["The", " cat", " sat", "."] and
 priorities [0.2, 0.9, 0.1, inf]; a budget of 2 target tokens keeps " cat" and "." and the
@@ -114,7 +115,8 @@ def forced_mask(starts: np.ndarray, ends: np.ndarray, text: str, spans: tuple[Sp
 
 @dataclass(frozen=True)
 class Units:
-    """One segment's units and their priorities (higher = kept first; +inf = always kept)."""
+    """One segment's units and their priorities (higher = kept first; +inf = always kept;
+    -inf = never kept)."""
 
     starts: np.ndarray
     ends: np.ndarray
@@ -159,6 +161,7 @@ def fit_to_budget(prompt: Prompt, units: list[Units], target: TargetTokenizer, b
     # stable: equal priorities keep earlier text first, so results are deterministic
     order = np.lexsort((np.arange(len(pri)), -pri))
     n_forced = int((pri == np.inf).sum())
+    n_allowed = int((pri > -np.inf).sum())  # -inf sorts last: prefixes up to here never hold one
     bounds = np.cumsum([0] + [len(u.priority) for u in units])
 
     def spans_for(k: int) -> list[tuple[Span, ...]]:
@@ -170,7 +173,7 @@ def fit_to_budget(prompt: Prompt, units: list[Units], target: TargetTokenizer, b
     def fits(k: int) -> bool:
         return target.count(assemble(prompt, spans_for(k))) <= budget
 
-    lo, hi = n_forced, len(pri)
+    lo, hi = n_forced, n_allowed
     if fits(hi):
         return spans_for(hi)
     if not fits(lo):

@@ -101,8 +101,10 @@ class LLMLingua(CausalMethod):
                 starts, ends = token_spans(offsets, len(seg.text))
             forced = forced_mask(starts, ends, seg.text, seg.protected, options.force_digits,
                                  options.keep_newlines, options.force_tokens)
-            if seg.role == "context" and i not in selected:  # dropped by the coarse stage
-                out.append(Units(starts, ends, np.where(forced, np.inf, -np.inf)))
+            if seg.role == "context" and i not in selected:  # dropped by the coarse stage: ranked
+                # after every unit of the kept ones (rank_priorities gives >= -1), so it only
+                # fills a budget that the kept demonstrations cannot
+                out.append(Units(starts, ends, np.where(forced, np.inf, -2.0)))
                 continue
             out.append(Units(starts, ends, np.where(forced, np.inf, 0.0)))
             if ids_parts:

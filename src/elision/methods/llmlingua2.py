@@ -1,0 +1,220 @@
+"""LLMLingua-2 (Pan et al., 2024, arXiv 2403.12968): keep or drop each word by a bidirectional
+encoder's token classifier, trained on labels distilled from a stronger compressor.
+
+One forward pass, no causal LM: the fast path for long inputs. For each segment:
+
+1. tokenize once with the encoder's fast tokenizer (ids, character offsets, word ids);
+2. cut the tokens into chunks of at most `chunk_tokens` at sentence ends (else at a word
+   start), pack the chunks of all segments into length-sorted batches, run the classifier;
+3. P(keep) per token -> per word (`word_score`: mean | first | max), words -> units that tile
+   the ORIGINAL text (a word with the white space before it; a white-space run holding a line
+   break is a unit of its own), so the output is always a selection of the user's characters:
+   an uncased encoder never lowercases the text, and nothing is rebuilt from tokens;
+4. priority = P(keep): one global threshold across segments, found by fit_to_budget in the
+   TARGET tokenizer. `threshold` > 0 never keeps a word below it (the rate is then a cap);
+   `context_rate` < 1 first drops the contexts with the lowest mean P(keep).
+
+    >>> c = Compressor("llmlingua2")                  # the MiniLM classifier shipped with elision
+    >>> c.compress(context=docs, question=q, rate=0.33).compressed_prompt
+
+`question_aware=True` puts the question before every chunk ([CLS] question [SEP] chunk [SEP]) so
+the classifier can condition on it, as EFPC does; that only helps a classifier trained that way.
+The instruction and the question are kept whole unless `compress_instruction` /
+`compress_question`. Not handled: the reference's token-level (sub-word) output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from .._errors import InvalidInput
+from ..prompt import Prompt
+from ..selection import Units, aggregate, forced_mask
+from ..tokenizers import TargetTokenizer
+from .base import Method, Options, register
+
+_SENTENCE_END = frozenset(".!?;。！？")
+
+
+def word_units(text: str, offsets: np.ndarray, word_of: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Units tiling `text` from the tokenizer's words, and the unit of each word.
+
+    'A b.\\n\\nC' with words A | b | . | C -> units 'A', ' b', '.', '\\n\\n', 'C'; word_unit [0, 1, 2, 4]
+    """
+    n = len(text)
+    if len(word_of) == 0:
+        return np.array([0], np.int64), np.array([n], np.int64), np.zeros(0, np.int64)
+    first = np.flatnonzero(np.concatenate([[True], word_of[1:] != word_of[:-1]]))
+    last = np.concatenate([first[1:], [len(word_of)]]) - 1
+    w_start = offsets[first, 0]
+    w_end = np.maximum.accumulate(offsets[last, 1])
+    gap_from = np.concatenate([[0], w_end[:-1]])
+    # a white-space gap holding a line break becomes its own unit (kept with keep_newlines)
+    breaks = [i for i in range(len(first)) if gap_from[i] < w_start[i] and "\n" in text[gap_from[i]:w_start[i]]]
+    cuts = np.concatenate([[0], w_end[:-1], w_start[breaks]]) if breaks else np.concatenate([[0], w_end[:-1]])
+    starts = np.unique(cuts[cuts < n])
+    if len(starts) == 0:
+        starts = np.array([0], np.int64)
+    ends = np.concatenate([starts[1:], [n]])
+    word_unit = np.clip(np.searchsorted(starts, np.maximum(w_start, gap_from), side="right") - 1, 0, len(starts) - 1)
+    return starts.astype(np.int64), ends.astype(np.int64), word_unit
+
+
+def chunk_bounds(text: str, offsets: np.ndarray, word_of: np.ndarray, limit: int) -> list[tuple[int, int]]:
+    """Token ranges of at most `limit` tokens, cut before a word that starts a sentence (after
+    . ! ? ; or a line break) when one lies in the second half of the window, else before the
+    last word that fits, else (one word longer than the window) anywhere."""
+    n = len(word_of)
+    if n <= limit:
+        return [(0, n)] if n else []
+    starts = np.flatnonzero(np.concatenate([[True], word_of[1:] != word_of[:-1]]))
+    prev_end = offsets[starts[1:] - 1, 1]
+    sentence = np.array([False] + [
+        (e > 0 and text[e - 1] in _SENTENCE_END) or "\n" in text[e:s]
+        for e, s in zip(prev_end.tolist(), offsets[starts[1:], 0].tolist())])
+    sent_starts = starts[sentence]
+    out, a = [], 0
+    while n - a > limit:
+        hi = a + limit
+        k = np.searchsorted(sent_starts, hi, side="right") - 1
+        if k >= 0 and sent_starts[k] > a + limit // 2:
+            b = int(sent_starts[k])
+        else:
+            k = np.searchsorted(starts, hi, side="right") - 1
+            b = int(starts[k]) if k >= 0 and starts[k] > a else hi
+        out.append((a, b))
+        a = b
+    out.append((a, n))
+    return out
+
+
+@register
+class LLMLingua2(Method):
+    """Token classification with a bidirectional encoder (fast; one forward pass)."""
+
+    name = "llmlingua2"
+    uses_model = True
+    default_model = "llmlingua2-minilm"
+
+    @dataclasses.dataclass(frozen=True)
+    class Options(Options):
+        chunk_tokens: int = 256  # encoder tokens per chunk (capped by the encoder's maximum)
+        batch_tokens: int = 4096  # padded tokens per forward pass
+        word_score: str = "mean"  # token P(keep) -> word: mean | first | max
+        threshold: float = 0.0  # > 0: never keep a word with P(keep) below it
+        context_rate: float = 1.0  # < 1: keep only this share of the contexts (by mean P(keep))
+        force_tokens: tuple[str, ...] = ()  # e.g. ".,?,!": always keep these words
+        force_digits: bool = False
+        keep_newlines: bool = True  # keep line breaks (layout of lists, code, tables)
+        drop_consecutive: bool = False  # a run of the same forced token ('....') keeps only its first
+        question_aware: bool = False  # [CLS] question [SEP] chunk [SEP]
+        compress_instruction: bool = False
+        compress_question: bool = False
+
+        def __post_init__(self):
+            if self.word_score not in ("mean", "first", "max"):
+                raise InvalidInput(f"word_score must be mean, first or max, got {self.word_score!r}")
+            if self.chunk_tokens < 16:
+                raise InvalidInput("chunk_tokens must be at least 16")
+            if self.batch_tokens < 16:
+                raise InvalidInput("batch_tokens must be at least 16")
+            if not 0 <= self.threshold < 1:
+                raise InvalidInput(f"threshold must be in [0, 1), got {self.threshold}")
+            if not 0 < self.context_rate <= 1:
+                raise InvalidInput(f"context_rate must be in (0, 1], got {self.context_rate}")
+
+    def __init__(self, *, model=None, device=None, dtype=None, progress=None):
+        super().__init__(model=model, device=device, dtype=dtype, progress=progress)
+        from ..models.encoder import TokenClassifier
+
+        self.clf = TokenClassifier.shared(self.model_name, device=device, dtype=dtype, progress=progress)
+        self._memo: dict = {}
+
+    def priorities(self, prompt: Prompt, budget, target: TargetTokenizer, options, progress=None):
+        # P(keep) does not depend on the budget: a prompt tried at several rates is scored once
+        key = (prompt, options)
+        if key not in self._memo:
+            if len(self._memo) >= 8:
+                self._memo.pop(next(iter(self._memo)))
+            self._memo[key] = self.word_probs(prompt, options, progress)
+        words = self._memo[key]
+        dropped: set[int] = set()
+        if options.context_rate < 1:  # the context-level filter: lowest mean P(keep) goes first
+            ctx = [i for i, s in enumerate(prompt.segments) if s.role == "context" and words[i][2] is not None]
+            ranked = sorted(ctx, key=lambda i: -words[i][3])
+            dropped = set(ranked[max(1, math.ceil(options.context_rate * len(ctx))):])
+        return [self._units(seg, *w, options, i in dropped) for i, (seg, w) in enumerate(zip(prompt.segments, words))]
+
+    def word_probs(self, prompt: Prompt, options, progress=None) -> list[tuple]:
+        """Per segment: (unit starts, unit ends, unit P(keep) or None when kept whole, mean P)."""
+        clf = self.clf
+        prefix = None
+        if options.question_aware:
+            q = " ".join(s.text for s in prompt.segments if s.role == "question")
+            if q:
+                prefix = clf.tokenize(q).ids
+        limit = min(options.chunk_tokens, clf.max_length) - 2
+        if prefix is not None:
+            prefix = prefix[:limit // 2]
+            limit -= len(prefix) + 1
+        scored = [i for i, s in enumerate(prompt.segments) if self._scored(s.role, options)]
+        toks = {i: clf.tokenize(prompt.segments[i].text) for i in scored}
+        chunks, where = [], []
+        for i in scored:
+            t = toks[i]
+            for a, b in chunk_bounds(prompt.segments[i].text, t.offsets, t.word_of, limit):
+                chunks.append(t.ids[a:b])
+                where.append((i, a, b))
+        probs = clf.keep_probs(chunks, prefix, options.batch_tokens) if chunks else []
+        if progress:
+            progress(1, 1)
+        tok_p = {i: np.zeros(len(toks[i].ids)) for i in scored}
+        for (i, a, b), p in zip(where, probs):
+            tok_p[i][a:b] = p
+        out = []
+        for i, seg in enumerate(prompt.segments):
+            if i not in toks:
+                out.append((np.array([0], np.int64), np.array([len(seg.text)], np.int64), None, 1.0))
+                continue
+            t = toks[i]
+            starts, ends, word_unit = word_units(seg.text, t.offsets, t.word_of)
+            n_words = int(t.word_of[-1]) + 1 if len(t.word_of) else 0
+            wp = aggregate(tok_p[i], t.word_of, n_words, options.word_score) if n_words else np.zeros(0)
+            up = np.full(len(starts), np.nan)
+            up[word_unit] = wp
+            # units without a word (line-break gaps) follow the next word, else the previous one
+            idx = np.where(~np.isnan(up), np.arange(len(up)), len(up))
+            idx = np.minimum.accumulate(idx[::-1])[::-1]
+            up = np.where(idx < len(up), up[np.minimum(idx, len(up) - 1)], np.nan)
+            if np.isnan(up).any():
+                up = aggregate(np.nan_to_num(up, nan=-1.0), np.arange(len(up)), len(up), "first")
+            out.append((starts, ends, up, float(tok_p[i].mean()) if len(tok_p[i]) else 0.0))
+        return out
+
+    @staticmethod
+    def _scored(role: str, options) -> bool:
+        return (role == "context" or (role == "instruction" and options.compress_instruction)
+                or (role == "question" and options.compress_question))
+
+    @staticmethod
+    def _units(seg, starts, ends, up, mean_p, options, dropped: bool) -> Units:
+        protected = forced_mask(starts, ends, seg.text, seg.protected)
+        if up is None:
+            return Units(starts, ends, np.full(len(starts), np.inf))
+        forced = protected | forced_mask(starts, ends, seg.text, (), options.force_digits, options.keep_newlines,
+                                         options.force_tokens)
+        pri = up.copy()
+        if options.drop_consecutive and options.force_tokens:  # '....' -> '.' (as the reference does)
+            words = [seg.text[s:e].strip() for s, e in zip(starts.tolist(), ends.tolist())]
+            for k in range(1, len(words)):
+                if words[k] in options.force_tokens and words[k] == words[k - 1] and not protected[k]:
+                    forced[k], pri[k] = False, -np.inf
+        if options.threshold > 0:
+            pri[pri < options.threshold] = -np.inf
+        if dropped:  # a filtered-out context: only protected text survives
+            pri[:] = -np.inf
+            forced = protected
+        return Units(starts, ends, np.where(forced, np.inf, pri))

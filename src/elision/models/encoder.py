@@ -1,0 +1,127 @@
+"""A bidirectional encoder as a keep/drop token classifier (LLMLingua-2), loaded once per process.
+
+    >>> clf = TokenClassifier.shared("llmlingua2-minilm")        # the classifier elision ships
+    >>> tok = clf.tokenize("The Tay Bridge opened in 1878.")
+    >>> tok.ids.shape, tok.offsets.shape, tok.word_of              # word index of every token
+    ((8,), (8, 2), array([0, 1, 2, 3, 4, 5, 6]...))
+    >>> clf.keep_probs([tok.ids])                                  # one array of P(keep) per chunk
+
+Any Hugging Face `*ForTokenClassification` checkpoint works (Microsoft's
+`microsoft/llmlingua-2-xlm-roberta-large-meetingbank` included, for users with internet): words
+come from the fast tokenizer's own word ids and character offsets, never from the model's name.
+The "keep" label is the one named keep/preserve in the config's id2label, else label 1 (the
+LLMLingua-2 convention). Not handled: slow (Python) tokenizers, which give no offsets.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+from .._errors import InvalidInput, MissingDependency
+from .registry import _transformers, prepare, resolve_device, resolve_dtype
+
+
+_SHARED: dict[tuple, TokenClassifier] = {}
+
+
+@dataclass(frozen=True)
+class Tokens:
+    ids: np.ndarray  # (n,) int64, no special tokens
+    offsets: np.ndarray  # (n, 2) character spans in the text
+    word_of: np.ndarray  # (n,) index of the tokenizer's word holding each token (0, 1, ...)
+
+
+class TokenClassifier:
+    def __init__(self, model, tokenizer, *, name: str, device: str, dtype):
+        self.model, self.tokenizer, self.name, self.device, self.dtype = model, tokenizer, name, device, dtype
+        cfg = model.config
+        names = {int(k): str(v).lower() for k, v in (cfg.id2label or {}).items()}
+        self.keep_label = next((k for k, v in names.items() if v in ("keep", "preserve", "preserved")), 1)
+        if cfg.num_labels < 2 or self.keep_label >= cfg.num_labels:
+            raise InvalidInput(f"{name}: a keep/drop classifier needs at least 2 labels, has {cfg.num_labels}")
+        limit = getattr(cfg, "max_position_embeddings", 512) or 512
+        if getattr(cfg, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
+            limit -= 2  # RoBERTa positions start after the padding index
+        self.max_length = min(limit, tokenizer.model_max_length if tokenizer.model_max_length < 10**6 else limit)
+        self.cls_id = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+        self.sep_id = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.pairs = getattr(cfg, "type_vocab_size", 1) >= 2  # segment ids for (question, text) pairs
+
+    @classmethod
+    def load(cls, name: str, *, device: str | None = None, dtype: str | None = None, progress=None):
+        tf = _transformers()
+        path = prepare(name, progress=progress)
+        dev = resolve_device(device)
+        dt = resolve_dtype(dtype, dev)
+        try:
+            tokenizer = tf.AutoTokenizer.from_pretrained(str(path))
+            model = tf.AutoModelForTokenClassification.from_pretrained(str(path), dtype=dt)
+        except (OSError, ValueError, KeyError) as e:
+            raise InvalidInput(f"cannot load {name} as a token classifier (a *ForTokenClassification "
+                               f"checkpoint with its tokenizer): {str(e).splitlines()[0]}") from None
+        if not getattr(tokenizer, "is_fast", False):
+            raise MissingDependency(f"a fast tokenizer for {name} (word offsets)", "pip install tokenizers")
+        model.to(dev).eval()
+        return cls(model, tokenizer, name=str(name), device=dev, dtype=dt)
+
+    @classmethod
+    def shared(cls, name: str, device: str | None = None, dtype: str | None = None, progress=None) -> TokenClassifier:
+        """load(), but one instance per (name, device, dtype) in this process."""
+        key = (name, device, dtype)
+        if key not in _SHARED:
+            _SHARED[key] = cls.load(name, device=device, dtype=dtype, progress=progress)
+        return _SHARED[key]
+
+    @functools.lru_cache(maxsize=256)  # noqa: B019  (bounded; texts repeat across rates in a sweep)
+    def tokenize(self, text: str) -> Tokens:
+        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True,
+                             return_attention_mask=False, verbose=False)
+        ids = np.asarray(enc["input_ids"], np.int64)
+        offsets = np.asarray(enc["offset_mapping"], np.int64).reshape(-1, 2)
+        words = np.fromiter((-1 if w is None else w for w in enc.word_ids()), np.int64, len(ids))
+        # renumber 0, 1, ... in order; a token without a word id is a word of its own
+        new = np.ones(len(words), bool)
+        new[1:] = (words[1:] != words[:-1]) | (words[1:] < 0)
+        return Tokens(ids, offsets, np.cumsum(new) - 1)
+
+    def keep_probs(self, chunks: list[np.ndarray], prefix: np.ndarray | None = None,
+                   batch_tokens: int = 4096) -> list[np.ndarray]:
+        """P(keep) for every token of every chunk (ids without special tokens). Chunks are sorted
+        by length and packed into batches of about `batch_tokens` padded tokens, then put back
+        in order. With `prefix` (e.g. the question), each input is [CLS] prefix [SEP] chunk [SEP]
+        and only the chunk's probabilities are returned."""
+        import torch
+
+        pre = [] if prefix is None or len(prefix) == 0 else [self.cls_id, *prefix.tolist(), self.sep_id]
+        head = pre if pre else [self.cls_id]
+        out: list[np.ndarray | None] = [None] * len(chunks)
+        order = sorted(range(len(chunks)), key=lambda i: -len(chunks[i]))
+        at = 0
+        while at < len(order):
+            width = len(head) + len(chunks[order[at]]) + 1
+            n = max(1, batch_tokens // max(width, 1))
+            batch = order[at:at + n]
+            at += n
+            ids = np.full((len(batch), width), self.pad_id, np.int64)
+            mask = np.zeros((len(batch), width), np.int64)
+            types = np.zeros((len(batch), width), np.int64)
+            for r, i in enumerate(batch):
+                row = head + chunks[i].tolist() + [self.sep_id]
+                ids[r, :len(row)] = row
+                mask[r, :len(row)] = 1
+                if pre and self.pairs:
+                    types[r, len(head):len(row)] = 1
+            kw = {"input_ids": torch.from_numpy(ids).to(self.device),
+                  "attention_mask": torch.from_numpy(mask).to(self.device)}
+            if self.pairs:
+                kw["token_type_ids"] = torch.from_numpy(types).to(self.device)
+            with torch.inference_mode():
+                logits = self.model(**kw).logits
+                probs = torch.softmax(logits.float(), dim=-1)[..., self.keep_label].cpu().numpy()
+            for r, i in enumerate(batch):
+                out[i] = probs[r, len(head):len(head) + len(chunks[i])]
+        return out  # type: ignore[return-value]

@@ -1,0 +1,169 @@
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from elision import Compressor, InvalidInput
+from elision.methods.llmlingua2 import chunk_bounds, word_units
+
+from .conftest import is_subsequence
+
+MODEL = "minilm-l6"  # TEMP until the artifact exists
+
+
+@pytest.fixture(scope="module")
+def ll2():
+    return Compressor("llmlingua2", model=MODEL, target="cl100k_base")
+
+
+@pytest.fixture(scope="module")
+def clf(ll2):
+    return ll2.method.clf
+
+
+def test_word_units_tile_the_text_and_split_line_breaks(clf):
+    text = "The Tay Bridge, opened in 1878.\n\n- Dundee's   station"
+    t = clf.tokenize(text)
+    starts, ends, word_unit = word_units(text, t.offsets, t.word_of)
+    units = [text[a:b] for a, b in zip(starts, ends)]
+    assert "".join(units) == text
+    assert "\n\n" in units  # a line-break gap is its own unit
+    assert units[:4] == ["The", " Tay", " Bridge", ","]
+    assert len(word_unit) == t.word_of[-1] + 1 and (np.diff(word_unit) > 0).all()
+
+
+def test_chunks_respect_limit_and_prefer_sentence_ends(clf):
+    text = " ".join(f"Sentence number {i} talks about the bridge at Dundee." for i in range(60))
+    t = clf.tokenize(text)
+    bounds = chunk_bounds(text, t.offsets, t.word_of, 100)
+    assert bounds[0][0] == 0 and bounds[-1][1] == len(t.ids)
+    assert all(b - a <= 100 for a, b in bounds)
+    assert all(b == a2 for (_, b), (a2, _) in zip(bounds, bounds[1:]))
+    for a, _ in bounds[1:]:  # each cut falls right after a full stop
+        assert text[:t.offsets[a, 0]].rstrip().endswith(".")
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("ab Z.,\n1é-")), min_size=0, max_size=300), st.integers(16, 64))
+def test_chunks_cover_and_cut_between_words(clf, text, limit):
+    t = clf.tokenize(text)
+    bounds = chunk_bounds(text, t.offsets, t.word_of, limit)
+    covered = [i for a, b in bounds for i in range(a, b)]
+    assert covered == list(range(len(t.ids)))
+    assert all(b - a <= limit for a, b in bounds)
+    starts, ends, _ = word_units(text, t.offsets, t.word_of)
+    assert "".join(text[a:b] for a, b in zip(starts, ends)) == text
+
+
+@pytest.mark.parametrize("rate", [0.5, 0.33, 0.2])
+def test_rate_budget_and_original_text(ll2, docs, rate):
+    r = ll2.compress(context=docs["docs"], question=docs["question"], rate=rate)
+    assert r.compressed_tokens <= r.budget_tokens
+    assert abs(r.rate - rate) / rate <= 0.05
+    assert is_subsequence(r.compressed_prompt, r.original_prompt)
+    assert r.compressed_prompt.endswith(docs["question"])  # the question is kept whole
+    # an uncased encoder never lowercases the output: it is cut from the original characters
+    assert any(ch.isupper() for ch in r.compressed_prompt[:-len(docs["question"])])
+
+
+def test_trained_classifier_keeps_content_words(ll2, docs):
+    """The shipped classifier ranks content above function words (not a random head)."""
+    text = docs["docs"][0]
+    (starts, ends, p, _), = ll2.method.word_probs(_prompt(text), ll2.options)
+    words = {text[a:b].strip(): q for a, b, q in zip(starts, ends, p)}
+    function = np.mean([words[w] for w in ("the", "in", "of", "was", "a", "it") if w in words])
+    content = np.mean([words[w] for w in ("Tay", "Bridge", "1878", "Dundee", "Bouch", "collapsed") if w in words])
+    assert content > function + 0.2
+
+
+def _prompt(text, question=""):
+    from elision.prompt import Prompt
+
+    return Prompt.build([text], "", question, ())
+
+
+def test_force_tokens_digits_and_protect(ll2, docs):
+    r = ll2.compress(context=docs["docs"], rate=0.2, force_tokens=(".", "?"), force_digits=True,
+                     protect=["Thomas Bouch"])
+    n_dots = sum(d.count(".") for d in docs["docs"])
+    assert r.compressed_prompt.count(".") == n_dots
+    assert "1878" in r.compressed_prompt and "Thomas Bouch" in r.compressed_prompt
+    dots = ll2.compress(context=["Wait.... what?!! Really...."], rate=0.5, force_tokens=("."),
+                        drop_consecutive=True)
+    assert "...." not in dots.compressed_prompt
+
+
+def test_threshold_never_keeps_low_probability_words(ll2, docs):
+    text = docs["docs"][1]
+    (starts, ends, p, _), = ll2.method.word_probs(_prompt(text), ll2.options)
+    r = ll2.compress(context=[text], rate=1.0, threshold=0.5, keep_newlines=False)
+    expected = "".join(text[a:b] for a, b, q in zip(starts, ends, p) if q >= 0.5).strip()
+    assert 0 < r.compressed_tokens < r.origin_tokens
+    assert r.compressed_prompt == expected  # exactly the words at or above the threshold
+
+
+def test_context_filter_drops_whole_contexts(ll2, docs):
+    r = ll2.compress(context=docs["docs"][:4], rate=0.4, context_rate=0.5)
+    nonempty = [s for s in r.spans[:4] if s]
+    assert len(nonempty) == 2
+    assert r.compressed_tokens <= r.budget_tokens and r.rate > 0.3  # the kept two fill the budget
+
+
+def test_question_aware_conditions_the_scores(ll2, docs):
+    p = _prompt(docs["docs"][0], docs["question"])
+    plain = ll2.method.word_probs(p, ll2.options)[0][2]
+    aware = ll2.method.word_probs(p, ll2.options.build({"question_aware": True}, base=ll2.options))[0][2]
+    assert plain.shape == aware.shape and not np.allclose(plain, aware)
+    r = ll2.compress(context=docs["docs"], question=docs["question"], rate=0.3, question_aware=True,
+                     compress_question=True)
+    assert r.compressed_tokens <= r.budget_tokens and not r.compressed_prompt.endswith(docs["question"])
+
+
+def test_long_input_past_the_encoder_window(ll2, docs):
+    text = " ".join(docs["docs"] * 12)  # ~3,000 words in one context: many chunks
+    r = ll2.compress(context=[text], rate=0.25)
+    assert r.origin_tokens > 3000 and abs(r.rate - 0.25) / 0.25 <= 0.05
+    assert is_subsequence(r.compressed_prompt, text)
+
+
+def test_scores_are_reused_across_rates(ll2, docs):
+    a = ll2.compress(context=docs["docs"], rate=0.5)
+    b = ll2.compress(context=docs["docs"], rate=0.25)
+    assert is_subsequence(b.compressed_prompt, a.compressed_prompt)  # one ranking, two thresholds
+
+
+def test_any_token_classifier_with_any_fast_tokenizer(tmp_path, llmlingua):
+    """No name checks: a BERT-shaped classifier over SmolLM2's byte-level BPE tokenizer works,
+    and its keep label comes from id2label."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForTokenClassification
+
+    from elision.models.registry import prepare
+
+    tok = AutoTokenizer.from_pretrained(str(prepare("smollm2-135m")))
+    cfg = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=128, num_labels=2,
+                     id2label={0: "preserve", 1: "discard"}, label2id={"preserve": 0, "discard": 1})
+    torch.manual_seed(0)
+    BertForTokenClassification(cfg).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    c = Compressor("llmlingua2", model=str(tmp_path), target="cl100k_base", dtype="float32")
+    assert c.method.clf.keep_label == 0 and c.method.clf.max_length == 128
+    r = c.compress(context=["Grüße aus Köln! The Tay Bridge opened in 1878. " * 20], rate=0.4)
+    assert is_subsequence(r.compressed_prompt, r.original_prompt) and r.compressed_tokens <= r.budget_tokens
+
+
+def test_bad_input(ll2, tmp_path):
+    with pytest.raises(InvalidInput, match="valid:"):
+        ll2.compress(context=["a b c"], rate=0.5, segment_size=3)
+    with pytest.raises(InvalidInput, match="word_score"):
+        ll2.compress(context=["a b c"], rate=0.5, word_score="median")
+    with pytest.raises(InvalidInput, match="threshold"):
+        ll2.compress(context=["a b c"], rate=0.5, threshold=1.5)
+    with pytest.raises(InvalidInput, match="context_rate"):
+        ll2.compress(context=["a b c"], rate=0.5, context_rate=0)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "nonsense"}))
+    with pytest.raises(InvalidInput, match="cannot load"):
+        Compressor("llmlingua2", model=str(tmp_path))
