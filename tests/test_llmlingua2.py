@@ -57,6 +57,20 @@ def test_chunks_cover_and_cut_between_words(clf, text, limit):
     assert "".join(text[a:b] for a, b in zip(starts, ends)) == text
 
 
+def test_packed_rows_give_the_same_probabilities_as_one_row_per_chunk(ll2, docs):
+    """Chunks packed side by side (block-diagonal mask, positions from 0) == one row each."""
+    from elision.models.encoder import TokenClassifier
+
+    clf32 = TokenClassifier.shared(ll2.model_name, dtype="float32")
+    chunks = [clf32.tokenize(d).ids[:40 + 9 * i] for i, d in enumerate(docs["docs"])]
+    question = clf32.tokenize(docs["question"]).ids
+    for prefix in (None, question):
+        packed = clf32.keep_probs(chunks, prefix, row_tokens=256)
+        alone = [clf32.keep_probs([c], prefix)[0] for c in chunks]
+        assert [len(p) for p in packed] == [len(c) for c in chunks]
+        assert max(float(np.abs(a - b).max()) for a, b in zip(packed, alone)) < 1e-4
+
+
 @pytest.mark.parametrize("rate", [0.5, 0.33, 0.2])
 def test_rate_budget_and_original_text(ll2, docs, rate):
     r = ll2.compress(context=docs["docs"], question=docs["question"], rate=rate)

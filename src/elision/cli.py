@@ -171,11 +171,11 @@ def models(name):
         return
     for spec in KNOWN_MODELS.values():
         try:
-            _package_dir(spec)
-            state = "installed"
+            found = (_package_dir(spec) / spec.file).exists()
+            state = "installed" if found else f"missing ({spec.install})"
         except ElisionError:
             state = f"missing ({spec.install})"
-        click.echo(f"{spec.name:14} {spec.kind:8} {spec.about}\n{'':24}{state}")
+        click.echo(f"{spec.name:18} {spec.kind:10} {spec.about}\n{'':30}{state}")
     click.echo(f"cache: {cache_dir()}\nany local path, .gguf file or Hugging Face id (org/name) also works")
 
 

