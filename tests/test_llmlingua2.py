@@ -10,7 +10,7 @@ from elision.methods.llmlingua2 import chunk_bounds, word_units
 
 from .conftest import is_subsequence
 
-MODEL = "minilm-l6"  # TEMP until the artifact exists
+MODEL = None  # the classifier shipped with elision (llmlingua2-minilm)
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +107,14 @@ def test_force_tokens_digits_and_protect(ll2, docs):
     dots = ll2.compress(context=["Wait.... what?!! Really...."], rate=0.5, force_tokens=("."),
                         drop_consecutive=True)
     assert "...." not in dots.compressed_prompt
+
+
+def test_keep_newlines(ll2):
+    text = "".join(f"- item {i}: the bridge at Dundee was long\n" for i in range(30))
+    kept = ll2.compress(context=[text], rate=0.4, keep_newlines=True)
+    assert kept.compressed_prompt.count("\n") == text.rstrip().count("\n")
+    plain = ll2.compress(context=[text], rate=0.2)
+    assert is_subsequence(plain.compressed_prompt, text) and plain.compressed_tokens <= plain.budget_tokens
 
 
 def test_threshold_never_keeps_low_probability_words(ll2, docs):

@@ -52,7 +52,8 @@ def word_units(text: str, offsets: np.ndarray, word_of: np.ndarray) -> tuple[np.
     w_start = offsets[first, 0]
     w_end = np.maximum.accumulate(offsets[last, 1])
     gap_from = np.concatenate([[0], w_end[:-1]])
-    # a white-space gap holding a line break becomes its own unit (kept with keep_newlines)
+    # a white-space gap holding a line break becomes its own unit (always kept with
+    # keep_newlines, else ranked with the word after it)
     breaks = [i for i in range(len(first)) if gap_from[i] < w_start[i] and "\n" in text[gap_from[i]:w_start[i]]]
     cuts = np.concatenate([[0], w_end[:-1], w_start[breaks]]) if breaks else np.concatenate([[0], w_end[:-1]])
     starts = np.unique(cuts[cuts < n])
@@ -108,7 +109,7 @@ class LLMLingua2(Method):
         context_rate: float = 1.0  # < 1: keep only this share of the contexts (by mean P(keep))
         force_tokens: tuple[str, ...] = ()  # e.g. ".,?,!": always keep these words
         force_digits: bool = False
-        keep_newlines: bool = True  # keep line breaks (layout of lists, code, tables)
+        keep_newlines: bool = False  # True: keep every line break (layout of lists, code, tables)
         drop_consecutive: bool = False  # a run of the same forced token ('....') keeps only its first
         question_aware: bool = False  # [CLS] question [SEP] chunk [SEP]
         compress_instruction: bool = False
