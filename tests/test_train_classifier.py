@@ -297,6 +297,25 @@ def test_cli_trains_and_reports(data, tmp_path):
     assert meta["command"].startswith("elision train classifier --data") and "--max-steps 2" in meta["command"]
 
 
+def test_several_data_folders_train_together(data, tmp_path):
+    """Two distillations of the same passages (e.g. a teacher at two rates) train as one set;
+    rows with the same id stay on the same side of the held-out split."""
+    from click.testing import CliRunner
+
+    from elision.cli import cli
+
+    out = tmp_path / "clf2"
+    res = CliRunner().invoke(cli, ["train", "classifier", "--data", str(data), "--data", str(data), "--out", str(out),
+                                   "--max-steps", "1", "--batch-size", "8", "--max-length", "64", "--threads", "1"])
+    assert res.exit_code == 0, res.output
+    meta = json.loads((out / "elision.json").read_text())
+    assert len(meta["data"]["sets"]) == 2 and meta["command"].count("--data") == 2
+    n_rows = sum(1 for line in (data / "data.jsonl").read_text().splitlines() if line.strip())
+    passages = meta["data"]["passages"]
+    assert passages["train"] + passages["heldout"] == 2 * n_rows
+    assert passages["heldout"] % 2 == 0 and passages["heldout"] > 0  # both copies of an id on one side
+
+
 def test_cli_bad_input_exits_2(tmp_path):
     from click.testing import CliRunner
 

@@ -171,7 +171,7 @@ def models(name):
         return
     for spec in KNOWN_MODELS.values():
         try:
-            found = (_package_dir(spec) / spec.file).exists()
+            found = spec.assemble or (_package_dir(spec) / spec.file).exists()  # assembled: chunks
             state = "installed" if found else f"missing ({spec.install})"
         except ElisionError:
             state = f"missing ({spec.install})"

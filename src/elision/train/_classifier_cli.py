@@ -32,12 +32,16 @@ def _command_line(ctx: click.Context) -> str:
         if not isinstance(p, click.Option) or ctx.get_parameter_source(p.name) in (None, ParameterSource.DEFAULT):
             continue
         value = ctx.params[p.name]
-        words += ([p.opts[0]] if value else []) if p.is_flag else [p.opts[0], str(value)]
+        if p.multiple:
+            words += [w for v in value for w in (p.opts[0], str(v))]
+        else:
+            words += ([p.opts[0]] if value else []) if p.is_flag else [p.opts[0], str(value)]
     return shlex.join(words)
 
 
 @click.command()
-@click.option("--data", "data_dir", required=True, help="distillation folder with data.jsonl (and stats.json)")
+@click.option("--data", "data_dir", required=True, multiple=True,
+              help="distillation folder with data.jsonl (and stats.json); repeat to train on several")
 @click.option("--out", "out_dir", required=True, help="folder for the artifact (and checkpoints while training)")
 @click.option("--base", default="minilm-l6", show_default=True, help="encoder: a known name or a local checkpoint")
 @click.option("--epochs", type=float, default=2, show_default=True)
@@ -66,7 +70,7 @@ def classifier(data_dir, out_dir, base, epochs, lr, lora_r, lora_alpha, full, ma
     from .classifier import artifact_size, train
 
     _quiet_transformers()
-    meta = train(data_dir, out_dir, base=base, epochs=epochs, lr=lr, lora_r=lora_r, lora_alpha=lora_alpha,
+    meta = train(list(data_dir), out_dir, base=base, epochs=epochs, lr=lr, lora_r=lora_r, lora_alpha=lora_alpha,
                  full=full, max_steps=max_steps, batch_size=batch_size, max_length=max_length, heldout=heldout,
                  seed=seed, balanced=balanced, eval_every=eval_every, checkpoint_every=checkpoint_every,
                  keep_checkpoints=keep_checkpoints, device=device, dtype=dtype, threads=threads,

@@ -371,9 +371,14 @@ class TrainConfig:
         return self.lr if self.lr is not None else (FULL_LR if self.full else LORA_LR)
 
 
-def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, threads: int | None = None,
-          progress: Callable[[str], None] | None = None, command: str | None = None, **settings) -> dict:
+def train(data_dir: str | os.PathLike | Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
+          threads: int | None = None, progress: Callable[[str], None] | None = None, command: str | None = None,
+          **settings) -> dict:
     """Train the keep/drop classifier on a distillation folder and write the artifact to out_dir.
+
+    Several folders (a list) train on all their rows: the same passages labelled by a teacher at
+    two rates give graded targets (a word kept at both rates -> P(keep) ~1, at one -> ~0.5).
+    Rows with the same id stay on the same side of the held-out split.
 
     settings: the TrainConfig fields (base="minilm-l6", lora_r=16, lora_alpha=32, full=False,
     epochs=2, lr=None, batch_size=16, max_length=256, heldout=0.05, seed=0, max_steps=None, ...).
@@ -396,8 +401,13 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, threads: i
         fast = torch.cuda.is_bf16_supported() if device.startswith("cuda") else device == "cpu" and _cpu_has_fast_bf16()
         dtype = "bfloat16" if fast else "float32"
     cfg = dataclasses.replace(cfg, device=device, dtype=dtype, lr=cfg.learning_rate)
-    data_dir, out_dir = Path(data_dir).expanduser(), Path(out_dir).expanduser()
-    rows, stats = load_data(data_dir)
+    dirs = [data_dir] if isinstance(data_dir, (str, os.PathLike)) else list(data_dir)
+    if not dirs:
+        raise InvalidInput("give at least one distillation folder")
+    dirs, out_dir = [Path(d).expanduser() for d in dirs], Path(out_dir).expanduser()
+    loaded = [load_data(d) for d in dirs]
+    rows = [r for rs, _ in loaded for r in rs]
+    stats = loaded[0][1] if len(loaded) == 1 else {"sets": [{**st, "path": str(d)} for d, (_, st) in zip(dirs, loaded)]}
     if not cfg.full:
         _peft()  # fail before loading anything
     base_path = prepare(cfg.base, progress=progress)
@@ -409,14 +419,15 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, threads: i
         # fork_rng: seeding here must not touch the caller's global RNG (no global side effects)
         with torch.random.fork_rng(devices=[torch.cuda.current_device()] if device.startswith("cuda") else []):
             torch.manual_seed(cfg.seed)
-            return _train(torch, cfg, rows, stats, data_dir, out_dir, base_path, say=progress or (lambda m: None),
+            return _train(torch, cfg, rows, stats, dirs, out_dir, base_path, say=progress or (lambda m: None),
                           show_bar=progress is not None, command=command)
     finally:
         torch.set_num_threads(old_threads)
 
 
-def _train(torch, o: TrainConfig, rows, stats, data_dir: Path, out_dir: Path, base_path, *, say, show_bar,
+def _train(torch, o: TrainConfig, rows, stats, dirs: list[Path], out_dir: Path, base_path, *, say, show_bar,
            command) -> dict:
+    data_dir = dirs[0] if len(dirs) == 1 else Path(",".join(map(str, dirs)))  # for messages and metadata
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
     t_start = time.perf_counter()
@@ -496,7 +507,8 @@ def _train(torch, o: TrainConfig, rows, stats, data_dir: Path, out_dir: Path, ba
     # what must match for a checkpoint to be resumed (not the eval/checkpoint cadence)
     settings = {k: v for k, v in dataclasses.asdict(o).items()
                 if k not in ("eval_every", "checkpoint_every", "keep_checkpoints")}
-    settings["data_sha256"] = _sha256_file(data_dir / "data.jsonl")
+    digests = [_sha256_file(d / "data.jsonl") for d in dirs]
+    settings["data_sha256"] = digests[0] if len(digests) == 1 else hashlib.sha256("".join(digests).encode()).hexdigest()
     ck_dir = out_dir / "checkpoints"
     step, seconds, history = 0, 0.0, []
     best = {"f1": -1.0, "step": 0, "state": None, "metrics": None}
