@@ -189,3 +189,33 @@ def test_bad_input(ll2, tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "nonsense"}))
     with pytest.raises(InvalidInput, match="cannot load"):
         Compressor("llmlingua2", model=str(tmp_path))
+
+
+@pytest.mark.parametrize("arch", ["roberta", "distilbert"])
+def test_other_encoder_families_pack_or_fall_back_correctly(tmp_path, arch, docs):
+    """RoBERTa numbers positions from padding_idx + 1, DistilBERT has no token types: packed rows
+    must still give each chunk exactly its own probabilities."""
+    import torch
+    import transformers as tf
+
+    from elision.models.encoder import TokenClassifier
+    from elision.models.registry import prepare
+
+    tok = tf.AutoTokenizer.from_pretrained(str(prepare("minilm-l6")))
+    small = dict(vocab_size=len(tok), max_position_embeddings=130, num_labels=2, pad_token_id=tok.pad_token_id)
+    if arch == "roberta":
+        cfg = tf.RobertaConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                               type_vocab_size=1, **small)
+        model = tf.RobertaForTokenClassification
+    else:
+        cfg = tf.DistilBertConfig(dim=32, n_layers=1, n_heads=2, hidden_dim=64, **small)
+        model = tf.DistilBertForTokenClassification
+    torch.manual_seed(0)
+    model(cfg).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    clf = TokenClassifier.load(str(tmp_path), dtype="float32")
+    assert clf.max_length == (129 if arch == "roberta" else 130)
+    chunks = [clf.tokenize(d).ids[:20 + 7 * i] for i, d in enumerate(docs["docs"])]
+    packed = clf.keep_probs(chunks, row_tokens=128)
+    alone = [clf.keep_probs([c])[0] for c in chunks]
+    assert max(float(np.abs(a - b).max()) for a, b in zip(packed, alone)) < 1e-4

@@ -16,6 +16,7 @@ LLMLingua-2 convention). Not handled: slow (Python) tokenizers, which give no of
 from __future__ import annotations
 
 import functools
+import inspect
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,14 +43,17 @@ class TokenClassifier:
         self.keep_label = next((k for k, v in names.items() if v in ("keep", "preserve", "preserved")), 1)
         if cfg.num_labels < 2 or self.keep_label >= cfg.num_labels:
             raise InvalidInput(f"{name}: a keep/drop classifier needs at least 2 labels, has {cfg.num_labels}")
-        limit = getattr(cfg, "max_position_embeddings", 512) or 512
-        if getattr(cfg, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
-            limit -= 2  # RoBERTa positions start after the padding index
+        # RoBERTa-style embeddings number positions from padding_idx + 1 (2 for XLM-R), BERT from 0
+        pe = getattr(getattr(model.base_model, "embeddings", None), "position_embeddings", None)
+        self.first_position = pe.padding_idx + 1 if getattr(pe, "padding_idx", None) is not None else 0
+        limit = (getattr(cfg, "max_position_embeddings", 512) or 512) - self.first_position
         self.max_length = min(limit, tokenizer.model_max_length if tokenizer.model_max_length < 10**6 else limit)
         self.cls_id = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
         self.sep_id = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.pairs = getattr(cfg, "type_vocab_size", 1) >= 2  # segment ids for (question, text) pairs
+        # packing several chunks per row needs explicit positions (DistilBERT, for one, takes none)
+        self.packing = "position_ids" in inspect.signature(model.forward).parameters
 
     @classmethod
     def load(cls, name: str, *, device: str | None = None, dtype: str | None = None, progress=None):
@@ -111,7 +115,7 @@ class TokenClassifier:
         rows: list[list[int]] = []  # piece indices per row
         fill: list[int] = []
         for i in sorted(range(len(pieces)), key=lambda i: -len(pieces[i])):
-            r = next((r for r in range(len(rows)) if fill[r] + len(pieces[i]) <= width), None)
+            r = next((r for r in range(len(rows)) if fill[r] + len(pieces[i]) <= width), None) if self.packing else None
             if r is None:
                 rows.append([])
                 fill.append(0)
@@ -139,11 +143,14 @@ class TokenClassifier:
                         types[r, x + len(head):x + n] = 1
                     block[r, x:x + n] = k
                     x += n
-            allowed = (block[:, :, None] == block[:, None, :]) & (block[:, None, :] >= 0)
-            allowed |= np.eye(w, dtype=bool)[None]  # padding attends to itself (no empty softmax)
-            mask = torch.zeros(allowed.shape, dtype=self.dtype).masked_fill_(torch.from_numpy(~allowed), neg)
-            kw = {"input_ids": torch.from_numpy(ids), "attention_mask": mask[:, None],
-                  "position_ids": torch.from_numpy(pos)}
+            if any(len(m) > 1 for m in batch):
+                allowed = (block[:, :, None] == block[:, None, :]) & (block[:, None, :] >= 0)
+                allowed |= np.eye(w, dtype=bool)[None]  # padding attends to itself (no empty softmax)
+                mask = torch.zeros(allowed.shape, dtype=self.dtype).masked_fill_(torch.from_numpy(~allowed), neg)
+                kw = {"input_ids": torch.from_numpy(ids), "attention_mask": mask[:, None],
+                      "position_ids": torch.from_numpy(pos + self.first_position)}
+            else:  # one chunk per row: the model's own padding mask and positions
+                kw = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(block >= 0).long()}
             if self.pairs:
                 kw["token_type_ids"] = torch.from_numpy(types)
             with torch.inference_mode():
