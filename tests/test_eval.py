@@ -107,6 +107,20 @@ def test_runner_writes_results_report_plots_and_reuses_cache(tmp_path, target):
     assert len((out / "results.jsonl").read_text().splitlines()) == 8  # nothing recomputed
 
 
+def test_runner_recomputes_rows_made_with_another_model(tmp_path):
+    """Cached rows carry the model's identity (package version, artifact hash): a retrained
+    classifier's rows are not mixed with its predecessor's."""
+    out = tmp_path / "run"
+    rows = run(str(DATA / "cases.jsonl"), ["llmlingua2"], [0.5], out, target_lm=None, progress=False)
+    assert all(r["model"].startswith("llmlingua2-minilm@") for r in rows)
+    lines = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    (out / "results.jsonl").write_text("".join(json.dumps({**r, "model": "llmlingua2-minilm@old"}) + "\n"
+                                               for r in lines))
+    again = run(str(DATA / "cases.jsonl"), ["llmlingua2"], [0.5], out, target_lm=None, progress=False)
+    assert [r["model"] for r in again] == [r["model"] for r in rows]
+    assert len((out / "results.jsonl").read_text().splitlines()) == 2 * len(rows)  # all recomputed
+
+
 def test_generation_metrics():
     from elision.eval.generation import exact_match, f1, rouge_l
 

@@ -69,7 +69,13 @@ def run(dataset: str, methods: list[str], rates: list[float], out: str | Path, n
     from ..methods import get_method
 
     sig = {m: "ref" if m.startswith(reference.PREFIX) else repr(get_method(m).Options.build({})) for m in methods}
-    done = {k: v for k, v in done.items() if v.get("options", sig.get(k[1])) == sig.get(k[1])}
+    # ... and with the same model: a retrained classifier or another package version invalidates rows
+    from ..models.registry import identity
+
+    model_id = {m: identity(get_method(m).default_model)
+                if not m.startswith(reference.PREFIX) and get_method(m).uses_model else None for m in methods}
+    done = {k: v for k, v in done.items()
+            if v.get("options", sig.get(k[1])) == sig.get(k[1]) and v.get("model") == model_id.get(k[1])}
     todo = [(c, m, r) for c in cases for m in methods for r in rates
             if (c.id, m, round(r, 6)) not in done]
     comps = {m: Compressor(m, target=target) for m in methods
@@ -116,7 +122,8 @@ def run(dataset: str, methods: list[str], rates: list[float], out: str | Path, n
                     text, seconds = o["compressed_prompt"], o["seconds"]
                 comp_tokens = tok.count(text)
                 row = {
-                    "case_id": c.id, "dataset": dataset, "method": m, "options": sig[m], "rate": rate,
+                    "case_id": c.id, "dataset": dataset, "method": m, "options": sig[m], "model": model_id[m],
+                    "rate": rate,
                     "achieved_rate": comp_tokens / origin, "rate_error": abs(comp_tokens / origin - rate) / rate,
                     "origin_tokens": origin, "compressed_tokens": comp_tokens,
                     "seconds": seconds, "tokens_per_s": origin / max(seconds, 1e-9),

@@ -164,6 +164,29 @@ def prepare(name: str, progress=None) -> Path | str:
     )
 
 
+def identity(name: str) -> str:
+    """What a model name stands for right now, for caches of results made with it:
+    'smollm2-135m@0.1.2' (package version), 'llmlingua2-minilm@3f1c...' (artifact content),
+    a local path with its modification time, or a hub id as given. Loads nothing."""
+    if name in KNOWN_MODELS:
+        spec = KNOWN_MODELS[name]
+        if spec.kind == "classifier":
+            from .adapter import artifact_sha256
+
+            try:
+                return f"{name}@{artifact_sha256(_package_dir(spec) / spec.file)[:12]}"
+            except OSError:
+                return f"{name}@missing"
+        try:
+            return f"{name}@{importlib.metadata.version(spec.package)}"
+        except importlib.metadata.PackageNotFoundError:
+            return f"{name}@missing"
+    path = Path(name).expanduser()
+    if path.exists():
+        return f"{path.resolve()}@{path.stat().st_mtime_ns}"
+    return name
+
+
 def _merged(artifact: Path, name: str, progress=None) -> Path:
     """A LoRA artifact merged into its base once, cached by the artifact's content."""
     from .adapter import artifact_sha256, merge_adapter
