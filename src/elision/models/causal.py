@@ -155,6 +155,39 @@ class CausalLM:
                 j = k
         return tot / np.maximum(cnt, 1)
 
+    def conditional_nll(self, prefixes: Sequence[np.ndarray], suffix: np.ndarray, batch_tokens: int = 4096,
+                        max_prefix: int = 1024) -> np.ndarray:
+        """Mean surprisal (nats/token) of the same `suffix` after each prefix: -log p(suffix |
+        BOS + prefix) / len(suffix). Prefixes longer than `max_prefix` keep their last tokens.
+        LongLLMLingua's coarse ranking is this with prefix = a document, suffix = the question
+        (plus a restatement): the lower, the more the document explains the question."""
+        torch = self.torch
+        suffix = np.asarray(suffix, np.int64)
+        if len(suffix) == 0:
+            return np.zeros(len(prefixes))
+        rows = [np.concatenate([[self.bos_id], np.asarray(p, np.int64)[-max_prefix:], suffix]) for p in prefixes]
+        out = np.zeros(len(rows))
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+        j = 0
+        with torch.inference_mode():
+            while j < len(order):
+                width = len(rows[order[j]])
+                k = j + 1
+                while k < len(order) and len(rows[order[k]]) * (k - j + 1) <= batch_tokens:
+                    width = len(rows[order[k]])
+                    k += 1
+                batch = order[j:k]
+                ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+                for b, i in enumerate(batch):  # right padding: causal attention never sees it
+                    ids[b, :len(rows[i])] = torch.from_numpy(rows[i])
+                h = self._body(input_ids=ids.to(self.device)).last_hidden_state
+                n = len(suffix)
+                for b, i in enumerate(batch):
+                    end = len(rows[i])  # hidden state t predicts token t + 1
+                    out[i] = float(self._nll(h[b, end - n - 1:end - 1], ids[b, end - n:end].to(self.device)).mean())
+                j = k
+        return out
+
     def stream(self) -> Stream:
         return Stream(self)
 

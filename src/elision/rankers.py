@@ -1,0 +1,144 @@
+"""Rankers: how relevant is each context to a question? One small class per idea, chosen by name.
+
+    >>> get_ranker("bm25").scores("Which bridge collapsed?", docs)      # higher = more relevant
+    array([7.1, 0.0, 1.3, ...])
+
+- `lm` (LongLLMLingua, arXiv 2310.06839): -log p(question + restatement | context) per token
+  under a small causal LM ("We can get the answer to this question in the given documents."
+  follows the question, as in the paper); the context that best explains the question wins.
+- `bm25`: Okapi BM25 over lower-cased word tokens (k1 1.5, b 0.75), no model at all.
+- `embedding`: cosine similarity of mean-pooled sentence embeddings from the offline
+  all-MiniLM-L6-v2 (`minilm-l6`), the sentence-transformers recipe.
+
+Not handled: cross-encoders and rankers that need the network (add one by registering a class
+with a `scores(question, contexts)` method).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Sequence
+from typing import ClassVar, Protocol
+
+import numpy as np
+
+from ._errors import InvalidInput, UnknownName
+
+RESTATEMENT = "We can get the answer to this question in the given documents."
+_WORD = re.compile(r"\w+")
+
+
+class Ranker(Protocol):
+    name: ClassVar[str]
+
+    def scores(self, question: str, contexts: Sequence[str]) -> np.ndarray:
+        """One score per context; higher = more relevant to the question."""
+
+
+RANKERS: dict[str, type] = {}
+
+
+def register(cls: type) -> type:
+    RANKERS[cls.name] = cls
+    return cls
+
+
+def get_ranker(name: str, **kwargs) -> Ranker:
+    if name not in RANKERS:
+        raise UnknownName("ranker", name, RANKERS)
+    return RANKERS[name](**kwargs)
+
+
+def _check(question: str, contexts: Sequence[str]) -> list[str]:
+    if not isinstance(question, str) or not question.strip():
+        raise InvalidInput("ranking needs a non-empty question")
+    if isinstance(contexts, str) or not all(isinstance(c, str) for c in contexts):
+        raise InvalidInput("contexts must be a list of strings")
+    if not contexts:
+        raise InvalidInput("a question without contexts: nothing to rank")
+    return list(contexts)
+
+
+@register
+class BM25:
+    """Okapi BM25. 'bridge collapsed' vs ['The bridge collapsed.', 'Bread rises.'] -> [>0, 0]."""
+
+    name = "bm25"
+
+    def __init__(self, k1: float = 1.5, b: float = 0.75):
+        self.k1, self.b = k1, b
+
+    def scores(self, question, contexts):
+        contexts = _check(question, contexts)
+        docs = [Counter(_WORD.findall(c.lower())) for c in contexts]
+        lengths = np.array([sum(d.values()) for d in docs], float)
+        avg = max(lengths.mean(), 1e-9)
+        n = len(docs)
+        out = np.zeros(n)
+        for term in set(_WORD.findall(question.lower())):
+            df = sum(1 for d in docs if term in d)
+            if not df:
+                continue
+            idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
+            tf = np.array([d.get(term, 0) for d in docs], float)
+            out += idf * tf * (self.k1 + 1) / (tf + self.k1 * (1 - self.b + self.b * lengths / avg))
+        return out
+
+
+@register
+class Embedding:
+    """Cosine similarity of mean-pooled, normalised MiniLM sentence embeddings."""
+
+    name = "embedding"
+
+    def __init__(self, model: str = "minilm-l6", device: str | None = None, batch_size: int = 32):
+        from .models.registry import _transformers, prepare, resolve_device
+
+        tf = _transformers()
+        path = prepare(model)
+        self.device = resolve_device(device)
+        self.tokenizer = tf.AutoTokenizer.from_pretrained(str(path))
+        self.model = tf.AutoModel.from_pretrained(str(path)).to(self.device).eval()
+        self.batch_size = batch_size
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        import torch
+
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(texts), self.batch_size):
+                enc = self.tokenizer(list(texts[i:i + self.batch_size]), padding=True, truncation=True,
+                                     max_length=256, return_tensors="pt").to(self.device)
+                h = self.model(**enc).last_hidden_state
+                m = enc["attention_mask"][..., None].to(h.dtype)
+                v = (h * m).sum(1) / m.sum(1).clamp(min=1)
+                out.append(torch.nn.functional.normalize(v, dim=-1).float().cpu().numpy())
+        return np.concatenate(out)
+
+    def scores(self, question, contexts):
+        contexts = _check(question, contexts)
+        e = self.embed([question, *contexts])
+        return e[1:] @ e[0]
+
+
+@register
+class LMLikelihood:
+    """LongLLMLingua's ranking: minus the mean surprisal of question + restatement after each
+    context under a small causal LM (the shared instance: loaded once per process)."""
+
+    name = "lm"
+
+    def __init__(self, model: str = "smollm2-135m", device: str | None = None, dtype: str | None = None,
+                 restatement: str = RESTATEMENT, max_context_tokens: int = 1024):
+        from .models.causal import CausalLM
+
+        self.lm = CausalLM.shared(model, device=device, dtype=dtype)
+        self.restatement, self.max_context_tokens = restatement, max_context_tokens
+
+    def scores(self, question, contexts):
+        contexts = _check(question, contexts)
+        suffix = self.lm.tokenize("\n\n" + question + (" " + self.restatement if self.restatement else ""))[0]
+        prefixes = [self.lm.tokenize(c)[0] for c in contexts]
+        return -self.lm.conditional_nll(prefixes, suffix, max_prefix=self.max_context_tokens)
