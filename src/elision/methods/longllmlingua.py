@@ -1,0 +1,157 @@
+"""LongLLMLingua (Jiang et al., 2023, arXiv 2310.06839): question-aware compression for RAG and
+long documents: keep what answers the question, not what is merely surprising.
+
+1. Coarse: rank the contexts by relevance to the question (`ranker`: `lm` = LongLLMLingua's
+   -log p(question + restatement | context) under the small LM, or `bm25`, or `embedding`;
+   see elision.rankers) and keep them in rank order until they hold the budget plus
+   `context_budget` target tokens; the rest are dropped whole (protected text survives).
+2. Dynamic ratio: the kept contexts share the remaining budget unevenly: the best-ranked keeps
+   `(1 + dynamic_ratio)` times the average rate, the worst `(1 - dynamic_ratio)` times, linear
+   in rank between.
+3. Fine: contrastive perplexity: each token's surprisal without the question minus its
+   surprisal when the question comes first (two passes of the small LM); words the question
+   makes predictable are kept first, within each context's rate; one global threshold across
+   contexts then lands exactly on the budget (selection.fit_to_budget).
+
+    >>> c = Compressor("longllmlingua")
+    >>> c.compress(context=docs, question="Which bridge collapsed in 1879?", rate=0.25)
+
+Not handled yet: document reordering (the output keeps the original order), the iterative
+(compressed-prefix) variant of the fine stage, and prompts past the LM's window lose the
+question from the conditioned pass's cache when it is rebuilt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from .._errors import InvalidInput
+from ..prompt import SEPARATOR, Prompt
+from ..rankers import RANKERS, get_ranker
+from ..selection import Units, aggregate, forced_mask, rank_priorities, unit_token_index, word_spans
+from ..tokenizers import TargetTokenizer
+from .base import CausalMethod, Options, register
+
+
+@register
+class LongLLMLingua(CausalMethod):
+    """Question-aware: rank contexts by the question, keep the words it makes predictable."""
+
+    name = "longllmlingua"
+
+    @dataclasses.dataclass(frozen=True)
+    class Options(Options):
+        ranker: str = "lm"  # lm | bm25 | embedding
+        context_budget: int = 100  # the coarse stage keeps contexts up to the budget + this many tokens
+        dynamic_ratio: float = 0.3  # best-ranked context keeps (1 + r) x the average rate, the worst (1 - r) x
+        contrastive: bool = True  # False: plain surprisal (question-agnostic fine stage)
+        chunk_size: int = 512  # model tokens per forward pass
+        word_score: str = "sum"  # how a word's token scores combine: sum | mean | max
+        force_digits: bool = False
+        force_tokens: tuple[str, ...] = ()
+
+        def __post_init__(self):
+            if self.ranker not in RANKERS:
+                raise InvalidInput(f"unknown ranker {self.ranker!r}; known: {', '.join(sorted(RANKERS))}")
+            if self.context_budget < 0:
+                raise InvalidInput("context_budget must be >= 0 target tokens")
+            if not 0 <= self.dynamic_ratio < 1:
+                raise InvalidInput(f"dynamic_ratio must be in [0, 1), got {self.dynamic_ratio}")
+            if self.chunk_size < 8:
+                raise InvalidInput("chunk_size must be at least 8 model tokens")
+            if self.word_score not in ("sum", "mean", "max"):
+                raise InvalidInput(f"word_score must be sum, mean or max, got {self.word_score!r}")
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._rankers: dict = {}
+
+    def _ranker(self, name: str):
+        if name not in self._rankers:
+            self._rankers[name] = get_ranker(name, model=self.model_name) if name == "lm" else get_ranker(name)
+        return self._rankers[name]
+
+    def priorities(self, prompt: Prompt, budget, target: TargetTokenizer, options, progress=None):
+        segs = prompt.segments
+        ctx = prompt.role_segments("context")
+        question = " ".join(segs[i].text for i in prompt.role_segments("question"))
+        if not question.strip():
+            raise InvalidInput("longllmlingua needs a question (question=...); without one use llmlingua")
+        if not ctx:
+            raise InvalidInput("longllmlingua needs contexts to compress (context=[...])")
+        tlen = [target.count(s.text) for s in segs]
+        fixed = sum(tlen[i] for i, s in enumerate(segs) if s.role != "context")
+        avail = max(budget.tokens - fixed, 1)
+
+        # 1. coarse: contexts in order of relevance until the budget (+ context_budget) is held
+        scores = self._ranker(options.ranker).scores(question, [segs[i].text for i in ctx])
+        ranked = [ctx[k] for k in np.argsort(-scores, kind="stable")]
+        selected, total = [], 0
+        for i in ranked:
+            if selected and total >= avail + options.context_budget:
+                break
+            selected.append(i)
+            total += tlen[i]
+        # 2. dynamic ratio: linear in rank, best first
+        base = min(1.0, avail / max(total, 1))
+        k = len(selected)
+        rate = {i: float(np.clip(base * (1 + options.dynamic_ratio * (1 - 2 * r / (k - 1) if k > 1 else 0)), 0.01, 1))
+                for r, i in enumerate(selected)}
+
+        # 3. fine: contrastive surprisal over the selected contexts, in prompt order
+        order = [i for i in ctx if i in rate]
+        info = self._contrastive(prompt, order, question, options, progress)
+        out = []
+        for i, seg in enumerate(segs):
+            starts, ends = word_spans(seg.text)
+            forced = forced_mask(starts, ends, seg.text, seg.protected, options.force_digits, False,
+                                 options.force_tokens)
+            if seg.role != "context":
+                out.append(Units(starts, ends, np.full(len(starts), np.inf)))
+            elif i not in rate:  # dropped by the coarse stage: only protected text survives
+                protected = forced_mask(starts, ends, seg.text, seg.protected)
+                out.append(Units(starts, ends, np.where(protected, np.inf, -np.inf)))
+            else:
+                ids, offsets = self.lm.tokenize(seg.text)
+                owner = unit_token_index(starts, offsets[:, 0]) if len(ids) else np.zeros(0, np.int64)
+                score = aggregate(info[i], owner, len(starts), options.word_score) if len(ids) else np.zeros(len(starts))
+                weights = np.maximum(np.bincount(owner, minlength=len(starts)), 1)
+                out.append(Units(starts, ends, rank_priorities(score, weights, rate[i], forced)))
+        return out
+
+    def _contrastive(self, prompt, order, question, options, progress=None) -> dict[int, np.ndarray]:
+        lm = self.lm
+        plain, cond = lm.stream(), lm.stream()
+        if options.contrastive:
+            q_ids = lm.tokenize(question + SEPARATOR)[0]
+            for a in range(0, len(q_ids), options.chunk_size):
+                cond.score(q_ids[a:a + options.chunk_size])
+                cond.keep(np.ones(min(options.chunk_size, len(q_ids) - a), bool))
+        sep = lm.tokenize(SEPARATOR)[0]
+        total = sum(len(lm.tokenize(prompt.segments[i].text)[0]) for i in order)
+        done, out = 0, {}
+        for n, i in enumerate(order):
+            ids = lm.tokenize(prompt.segments[i].text)[0]
+            streams = (plain, cond) if options.contrastive else (plain,)
+            if n and len(sep):
+                for s in streams:
+                    s.score(sep)
+                    s.keep(np.ones(len(sep), bool))
+            res = np.zeros(len(ids))
+            for a in range(0, len(ids), options.chunk_size):
+                part = ids[a:a + options.chunk_size]
+                nll = plain.score(part)
+                plain.keep(np.ones(len(part), bool))
+                if options.contrastive:
+                    nll_q = cond.score(part)
+                    cond.keep(np.ones(len(part), bool))
+                    res[a:a + len(part)] = nll - nll_q  # how much the question helps predict it
+                else:
+                    res[a:a + len(part)] = nll
+                done += len(part)
+                if progress:
+                    progress(done, total)
+            out[i] = res
+        return out

@@ -1,0 +1,45 @@
+import pytest
+
+from elision import Compressor, InvalidInput
+
+from .conftest import is_subsequence
+
+
+@pytest.fixture(scope="module")
+def long(llmlingua):
+    c = Compressor("longllmlingua", target="cl100k_base")
+    assert c.method.lm is llmlingua.method.lm  # the same SmolLM2, loaded once per process
+    return c
+
+
+@pytest.mark.parametrize("ranker", ["lm", "bm25", "embedding"])
+def test_keeps_the_document_that_answers(long, docs, ranker):
+    q = "Which bridge over the Firth of Tay collapsed in a storm, and who designed it?"
+    r = long.compress(context=docs["docs"], question=q, rate=0.25, ranker=ranker)
+    assert r.compressed_tokens <= r.budget_tokens and abs(r.rate - 0.25) / 0.25 <= 0.05
+    assert is_subsequence(r.compressed_prompt, r.original_prompt)
+    assert r.compressed_prompt.endswith(q)
+    assert "Bouch" in r.compressed_prompt and "Tay" in r.compressed_prompt
+    kept = [i for i, s in enumerate(r.spans[:len(docs["docs"])]) if s]
+    assert 0 in kept and len(kept) < len(docs["docs"])  # the coarse stage dropped whole documents
+
+
+def test_dynamic_ratio_gives_the_best_document_more(long, docs):
+    q = "Who shared the 1903 Nobel Prize in Physics?"
+    flat = long.compress(context=docs["docs"], question=q, rate=0.3, dynamic_ratio=0.0)
+    tilted = long.compress(context=docs["docs"], question=q, rate=0.3, dynamic_ratio=0.6)
+    for r in (flat, tilted):
+        assert r.compressed_tokens <= r.budget_tokens
+    kept_gold = [sum(e - s for s, e in r.spans[7]) for r in (flat, tilted)]
+    assert kept_gold[1] > kept_gold[0]
+
+
+def test_bad_input(long, docs):
+    with pytest.raises(InvalidInput, match="needs a question"):
+        long.compress(context=docs["docs"], rate=0.3)
+    with pytest.raises(InvalidInput, match="needs contexts"):
+        long.compress(instruction="Answer briefly.", question="Why?", rate=0.5)
+    with pytest.raises(InvalidInput, match="unknown ranker 'nope'"):
+        long.compress(context=docs["docs"], question="Why?", rate=0.3, ranker="nope")
+    with pytest.raises(InvalidInput, match="dynamic_ratio"):
+        long.compress(context=docs["docs"], question="Why?", rate=0.3, dynamic_ratio=1.5)
