@@ -15,9 +15,9 @@ def long(llmlingua):
 @pytest.mark.parametrize("ranker", ["lm", "bm25", "embedding"])
 def test_keeps_the_document_that_answers(long, docs, ranker):
     q = "Which bridge over the Firth of Tay collapsed in a storm, and who designed it?"
-    r = long.compress(context=docs["docs"], question=q, rate=0.25, ranker=ranker)
+    r = long.compress(context=docs["docs"], question=q, rate=0.25, ranker=ranker, reorder="none")
     assert r.compressed_tokens <= r.budget_tokens and abs(r.rate - 0.25) / 0.25 <= 0.05
-    assert is_subsequence(r.compressed_prompt, r.original_prompt)
+    assert is_subsequence(r.compressed_prompt, r.original_prompt)  # reorder="none": a subsequence
     assert r.compressed_prompt.endswith(q)
     assert "Bouch" in r.compressed_prompt and "Tay" in r.compressed_prompt
     kept = [i for i, s in enumerate(r.spans[:len(docs["docs"])]) if s]
@@ -43,3 +43,24 @@ def test_bad_input(long, docs):
         long.compress(context=docs["docs"], question="Why?", rate=0.3, ranker="nope")
     with pytest.raises(InvalidInput, match="dynamic_ratio"):
         long.compress(context=docs["docs"], question="Why?", rate=0.3, dynamic_ratio=1.5)
+
+
+def test_reordering_puts_the_best_document_first_or_at_both_ends(long, docs):
+    q = "Who shared the 1903 Nobel Prize in Physics with Pierre Curie?"
+    gold = docs["docs"][7]
+    for how in ("sort", "two_ends", "none"):
+        r = long.compress(context=docs["docs"], instruction="Answer briefly.", question=q, rate=0.4, reorder=how,
+                          ranker="bm25")
+        assert r.compressed_tokens <= r.budget_tokens
+        parts = r.compressed_prompt.split("\n\n")
+        assert parts[0] == "Answer briefly." and parts[-1] == q
+        gold_kept = "".join(gold[s:e] for s, e in r.spans[8])  # segment 0 is the instruction
+        assert gold_kept and gold_kept in parts
+        at = parts.index(gold_kept)
+        kept_docs = [i for i in range(1, 11) if r.spans[i]]
+        if how == "none":
+            assert at == 1 + kept_docs.index(8)  # original order
+        else:
+            assert at == 1  # the most relevant document comes right after the instruction
+    with pytest.raises(InvalidInput, match="reorder"):
+        long.compress(context=docs["docs"], question=q, rate=0.4, reorder="random")

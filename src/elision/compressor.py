@@ -85,8 +85,9 @@ class Compressor:
         t1 = time.perf_counter()
         units = self.method.priorities(p, budget, self.target, opts, progress)
         t2 = time.perf_counter()
-        spans = fit_to_budget(p, units, self.target, budget.tokens)
-        text = assemble(p, spans)
+        order = self.method.order(p, opts)
+        spans = fit_to_budget(p, units, self.target, budget.tokens, order)
+        text = assemble(p, spans, order)
         t3 = time.perf_counter()
         return CompressionResult(
             compressed_prompt=text,

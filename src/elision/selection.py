@@ -12,7 +12,8 @@ Worked example: text "The cat sat." with word units ["The", " cat", " sat", "."]
 priorities [0.2, 0.9, 0.1, inf]; a budget of 2 target tokens keeps " cat" and "." and the
 segment becomes "cat." (leading/trailing white space of a segment is trimmed).
 
-Not handled: reordering (a selection is always a subsequence of the original).
+Within a segment a selection is always a subsequence of the original; a method may also give
+the order of the segments (LongLLMLingua puts the most relevant documents first).
 """
 
 from __future__ import annotations
@@ -148,12 +149,17 @@ def kept_spans(text: str, units: Units, keep: np.ndarray) -> tuple[Span, ...]:
     return tuple((s, e) for s, e in spans)
 
 
-def assemble(prompt: Prompt, spans: list[tuple[Span, ...]]) -> str:
+def assemble(prompt: Prompt, spans: list[tuple[Span, ...]], order: list[int] | None = None) -> str:
+    """The kept text of each segment, joined by the separator, in prompt order or in `order`
+    (segment indices; a method that reorders documents, such as LongLLMLingua, gives one)."""
     parts = ["".join(seg.text[s:e] for s, e in sp) for seg, sp in zip(prompt.segments, spans)]
+    if order is not None:
+        parts = [parts[i] for i in order]
     return SEPARATOR.join(p for p in parts if p)
 
 
-def fit_to_budget(prompt: Prompt, units: list[Units], target: TargetTokenizer, budget: int) -> list[tuple[Span, ...]]:
+def fit_to_budget(prompt: Prompt, units: list[Units], target: TargetTokenizer, budget: int,
+                  segment_order: list[int] | None = None) -> list[tuple[Span, ...]]:
     """Keep the longest prefix of units (by priority) whose assembled text fits `budget` target
     tokens. The count of an assembled subsequence grows (almost) monotonically with the number
     of units kept, so a binary search over that number finds it in ~log2(n) tokenizations."""
@@ -171,7 +177,7 @@ def fit_to_budget(prompt: Prompt, units: list[Units], target: TargetTokenizer, b
                 for i, (seg, u) in enumerate(zip(prompt.segments, units))]
 
     def fits(k: int) -> bool:
-        return target.count(assemble(prompt, spans_for(k))) <= budget
+        return target.count(assemble(prompt, spans_for(k), segment_order)) <= budget
 
     lo, hi = n_forced, n_allowed
     if fits(hi):

@@ -92,6 +92,11 @@ class Method:
                    progress: Progress | None = None) -> list[Units]:
         raise NotImplementedError
 
+    def order(self, prompt: Prompt, options: Options) -> list[int] | None:
+        """Segment order of the output, after priorities() ran on this prompt; None = as given.
+        Only methods that reorder documents (LongLLMLingua) override it."""
+        return None
+
 
 class CausalMethod(Method):
     """A method guided by a causal LM: loads it (once per process and configuration) as self.lm."""

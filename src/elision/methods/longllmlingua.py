@@ -16,7 +16,9 @@ long documents: keep what answers the question, not what is merely surprising.
     >>> c = Compressor("longllmlingua")
     >>> c.compress(context=docs, question="Which bridge collapsed in 1879?", rate=0.25)
 
-Not handled yet: document reordering (the output keeps the original order), the iterative
+Reordering (`reorder`): the contexts go out most relevant first (`sort`, the paper's default),
+or alternately at the front and the back so the best sit at both ends (`two_ends`), or as given
+(`none`); the instruction stays first and the question last. Not handled yet: the iterative
 (compressed-prefix) variant of the fine stage, and prompts past the LM's window lose the
 question from the conditioned pass's cache when it is rebuilt.
 """
@@ -44,6 +46,7 @@ class LongLLMLingua(CausalMethod):
     @dataclasses.dataclass(frozen=True)
     class Options(Options):
         ranker: str = "lm"  # lm | bm25 | embedding
+        reorder: str = "sort"  # sort: most relevant first | two_ends: best at both ends | none
         context_budget: int = 100  # the coarse stage keeps contexts up to the budget + this many tokens
         dynamic_ratio: float = 0.3  # best-ranked context keeps (1 + r) x the average rate, the worst (1 - r) x
         contrastive: bool = True  # False: plain surprisal (question-agnostic fine stage)
@@ -55,6 +58,8 @@ class LongLLMLingua(CausalMethod):
         def __post_init__(self):
             if self.ranker not in RANKERS:
                 raise InvalidInput(f"unknown ranker {self.ranker!r}; known: {', '.join(sorted(RANKERS))}")
+            if self.reorder not in ("sort", "two_ends", "none"):
+                raise InvalidInput(f"reorder must be sort, two_ends or none, got {self.reorder!r}")
             if self.context_budget < 0:
                 raise InvalidInput("context_budget must be >= 0 target tokens")
             if not 0 <= self.dynamic_ratio < 1:
@@ -67,6 +72,10 @@ class LongLLMLingua(CausalMethod):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self._rankers: dict = {}
+        self._orders: dict = {}  # (prompt, options) -> segment order, from the last priorities()
+
+    def order(self, prompt: Prompt, options) -> list[int] | None:
+        return self._orders.get((prompt, options))
 
     def _ranker(self, name: str):
         if name not in self._rankers:
@@ -88,6 +97,8 @@ class LongLLMLingua(CausalMethod):
         # 1. coarse: contexts in order of relevance until the budget (+ context_budget) is held
         scores = self._ranker(options.ranker).scores(question, [segs[i].text for i in ctx])
         ranked = [ctx[k] for k in np.argsort(-scores, kind="stable")]
+        self._orders.clear()  # only the latest prompt's order is asked for
+        self._orders[(prompt, options)] = _order(len(segs), ctx, ranked, options.reorder)
         selected, total = [], 0
         for i in ranked:
             if selected and total >= avail + options.context_budget:
@@ -155,3 +166,15 @@ class LongLLMLingua(CausalMethod):
                     progress(done, total)
             out[i] = res
         return out
+
+
+def _order(n: int, ctx: list[int], ranked: list[int], how: str) -> list[int] | None:
+    """Segment order with the context slots refilled by relevance.
+    ctx [1, 2, 3, 4], ranked [3, 1, 4, 2]: sort -> contexts 3, 1, 4, 2; two_ends -> 3, 4, 2, 1."""
+    if how == "none":
+        return None
+    if how == "two_ends":
+        front, back = ranked[0::2], ranked[1::2]
+        ranked = front + back[::-1]
+    slots = iter(ranked)
+    return [next(slots) if i in set(ctx) else i for i in range(n)]
