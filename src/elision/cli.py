@@ -24,16 +24,9 @@ PROGRESS_MIN_TOKENS = 1500  # show a progress bar from this many input tokens on
 
 
 def _read_input(src: str) -> str:
-    try:
-        data = sys.stdin.buffer.read() if src == "-" else open(src, "rb").read()
-    except OSError as e:
-        raise InvalidInput(f"cannot read {src}: {e.strerror or e}") from None
-    if b"\x00" in data[:65536]:
-        raise InvalidInput(f"{src} looks like a binary file (NUL bytes); give text")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise InvalidInput(f"{src} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    from ._io import decode_text, read_text_file
+
+    return decode_text(sys.stdin.buffer.read(), src) if src == "-" else read_text_file(src)
 
 
 def parse_prompt(text: str) -> dict:

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import json
 import urllib.error
-import urllib.request
 from collections import Counter
 
+from .._io import post_json
 from .datasets import normalize
 
 
@@ -63,15 +63,10 @@ class Generator:
         self.api_key, self.model, self.max_tokens, self.timeout = api_key, model, max_tokens, timeout
 
     def answer(self, prompt: str) -> str:
-        body = json.dumps({"model": self.model, "temperature": 0, "max_tokens": self.max_tokens,
-                           "messages": [{"role": "user", "content": prompt}]}).encode()
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        req = urllib.request.Request(self.url, body, headers)
+        payload = {"model": self.model, "temperature": 0, "max_tokens": self.max_tokens,
+                   "messages": [{"role": "user", "content": prompt}]}
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                data = json.loads(resp.read())
+            data = json.loads(post_json(self.url, payload, self.api_key, self.timeout))
         except (urllib.error.URLError, TimeoutError, json.JSONDecodeError) as e:
             raise RuntimeError(f"generation endpoint {self.url} failed: {e}") from e
         return data["choices"][0]["message"]["content"].strip()

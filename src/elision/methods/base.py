@@ -87,10 +87,21 @@ class Method:
         if model is not None and not self.uses_model:
             raise InvalidInput(f"method {self.name!r} uses no model; do not pass model=")
         self.model_name = model if model is not None else self.default_model
+        self._memo: dict = {}  # see _remembered
 
     def priorities(self, prompt: Prompt, budget: Budget, target: TargetTokenizer, options: Options,
                    progress: Progress | None = None) -> list[Units]:
         raise NotImplementedError
+
+    def _remembered(self, key, compute: Callable[[], object], size: int = 8):
+        """compute() once per key, the last `size` keys kept: scores that do not depend on the
+        budget (an evaluation sweep, a caller trying budgets) are computed once per prompt."""
+        memo = self._memo
+        if key not in memo:
+            if len(memo) >= size:
+                memo.pop(next(iter(memo)))
+            memo[key] = compute()
+        return memo[key]
 
     def order(self, prompt: Prompt, options: Options) -> list[int] | None:
         """Segment order of the output, after priorities() ran on this prompt; None = as given.

@@ -132,16 +132,10 @@ class LLMLingua2(Method):
         from ..models.encoder import TokenClassifier
 
         self.clf = TokenClassifier.shared(self.model_name, device=device, dtype=dtype, progress=progress)
-        self._memo: dict = {}
 
     def priorities(self, prompt: Prompt, budget, target: TargetTokenizer, options, progress=None):
         # P(keep) does not depend on the budget: a prompt tried at several rates is scored once
-        key = (prompt, options)
-        if key not in self._memo:
-            if len(self._memo) >= 8:
-                self._memo.pop(next(iter(self._memo)))
-            self._memo[key] = self.word_probs(prompt, options, progress)
-        words = self._memo[key]
+        words = self._remembered((prompt, options), lambda: self.word_probs(prompt, options, progress))
         dropped: set[int] = set()
         if options.context_rate < 1:  # the context-level filter: lowest mean P(keep) goes first
             ctx = [i for i, s in enumerate(prompt.segments) if s.role == "context" and words[i][2] is not None]
@@ -187,12 +181,11 @@ class LLMLingua2(Method):
             wp = aggregate(tok_p[i], t.word_of, n_words, options.word_score) if n_words else np.zeros(0)
             up = np.full(len(starts), np.nan)
             up[word_unit] = wp
-            # units without a word (line-break gaps) follow the next word, else the previous one
+            # units without a word (line-break gaps) follow the next word; a trailing gap, which
+            # kept_spans trims anyway, ranks last
             idx = np.where(~np.isnan(up), np.arange(len(up)), len(up))
             idx = np.minimum.accumulate(idx[::-1])[::-1]
-            up = np.where(idx < len(up), up[np.minimum(idx, len(up) - 1)], np.nan)
-            if np.isnan(up).any():
-                up = aggregate(np.nan_to_num(up, nan=-1.0), np.arange(len(up)), len(up), "first")
+            up = np.where(idx < len(up), up[np.minimum(idx, len(up) - 1)], -1.0)
             out.append((starts, ends, up, float(tok_p[i].mean()) if len(tok_p[i]) else 0.0))
         return out
 

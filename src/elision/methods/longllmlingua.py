@@ -117,14 +117,14 @@ class LongLLMLingua(CausalMethod):
         out = []
         for i, seg in enumerate(segs):
             starts, ends = word_spans(seg.text)
-            forced = forced_mask(starts, ends, seg.text, seg.protected, options.force_digits, False,
-                                 options.force_tokens)
             if seg.role != "context":
                 out.append(Units(starts, ends, np.full(len(starts), np.inf)))
             elif i not in rate:  # dropped by the coarse stage: only protected text survives
                 protected = forced_mask(starts, ends, seg.text, seg.protected)
                 out.append(Units(starts, ends, np.where(protected, np.inf, -np.inf)))
             else:
+                forced = forced_mask(starts, ends, seg.text, seg.protected, options.force_digits, False,
+                                     options.force_tokens)
                 ids, offsets = self.lm.tokenize(seg.text)
                 owner = unit_token_index(starts, offsets[:, 0]) if len(ids) else np.zeros(0, np.int64)
                 score = aggregate(info[i], owner, len(starts), options.word_score) if len(ids) else np.zeros(len(starts))
@@ -176,5 +176,5 @@ def _order(n: int, ctx: list[int], ranked: list[int], how: str) -> list[int] | N
     if how == "two_ends":
         front, back = ranked[0::2], ranked[1::2]
         ranked = front + back[::-1]
-    slots = iter(ranked)
-    return [next(slots) if i in set(ctx) else i for i in range(n)]
+    slots, is_ctx = iter(ranked), set(ctx)
+    return [next(slots) if i in is_ctx else i for i in range(n)]

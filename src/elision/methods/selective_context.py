@@ -85,16 +85,8 @@ class SelectiveContext(CausalMethod):
     def priorities(self, prompt: Prompt, budget, target: TargetTokenizer, options, progress=None):
         # Self-information does not depend on the rate: the same prompt at several rates (an
         # evaluation sweep, a caller trying budgets) is scored once.
-        key = (prompt, options)
-        if key not in self._memo:
-            if len(self._memo) >= 8:
-                self._memo.pop(next(iter(self._memo)))
-            self._memo[key] = self._priorities(prompt, options, progress)
-        return [Units(u.starts, u.ends, u.priority.copy()) for u in self._memo[key]]
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self._memo: dict = {}
+        units = self._remembered((prompt, options), lambda: self._priorities(prompt, options, progress))
+        return [Units(u.starts, u.ends, u.priority.copy()) for u in units]
 
     def _priorities(self, prompt: Prompt, options, progress=None):
         lm = self.lm

@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from .._errors import InvalidInput, MissingDependency
+from .._io import sha256_file
 from ..models.adapter import _quiet_transformers
 
 FORMAT_LORA = "elision-lora-1"
@@ -254,14 +255,6 @@ def _peft():
     except ImportError as e:
         raise MissingDependency("peft (needed for LoRA training)", "pip install 'elision[train]'") from e
     return peft
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _collate(torch, chunks: Sequence[Chunk], pad_id: int):
@@ -507,7 +500,7 @@ def _train(torch, o: TrainConfig, rows, stats, dirs: list[Path], out_dir: Path, 
     # what must match for a checkpoint to be resumed (not the eval/checkpoint cadence)
     settings = {k: v for k, v in dataclasses.asdict(o).items()
                 if k not in ("eval_every", "checkpoint_every", "keep_checkpoints")}
-    digests = [_sha256_file(d / "data.jsonl") for d in dirs]
+    digests = [sha256_file(d / "data.jsonl") for d in dirs]
     settings["data_sha256"] = digests[0] if len(digests) == 1 else hashlib.sha256("".join(digests).encode()).hexdigest()
     ck_dir = out_dir / "checkpoints"
     step, seconds, history = 0, 0.0, []

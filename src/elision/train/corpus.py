@@ -28,7 +28,6 @@ markup in a user corpus (only fenced code blocks are dropped).
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import random
 import re
@@ -41,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._errors import InvalidInput, UnknownName
+from .._io import read_text_file, sha256_file
 from ..models.registry import cache_dir
 
 
@@ -92,7 +92,7 @@ def fetch_corpus(progress: Callable[[str], None] | None = None) -> Path:
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     for s in SOURCES.values():
         deb = _download(s.package, debs, say)
-        digest = _sha256(deb)
+        digest = sha256_file(deb)
         dest = src / s.package
         entry = manifest.get(s.package, {})
         if entry.get("sha256") == digest and dest.is_dir():
@@ -133,14 +133,6 @@ def _run(cmd: list[str], what: str, cwd: Path | None = None) -> str:
     if r.returncode != 0:
         raise InvalidInput(f"{what} failed (exit {r.returncode}): {r.stderr.strip()[-500:]}")
     return r.stdout
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def decode_kjv(data: bytes) -> str:
@@ -476,21 +468,8 @@ def user_passages(path: str | Path, max_words: int = 350) -> list[dict]:
     return out
 
 
-def _read(path: Path) -> str:
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise InvalidInput(f"cannot read {path}: {e.strerror or e}") from None
-    if b"\x00" in data[:65536]:
-        raise InvalidInput(f"{path} looks like a binary file (NUL bytes); give text")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise InvalidInput(f"{path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
-
-
 def _file_passages(path: Path, name: str, max_words: int) -> list[dict]:
-    text = _read(path)
+    text = read_text_file(path)
     if path.suffix.lower() == ".md":
         text = re.sub(r"^(```|~~~).*?^\1[^\n]*$", "", text, flags=re.S | re.M)  # fenced code
     blocks = [b.strip() for b in re.split(r"\n[ \t]*\n", text) if b.strip()]
@@ -500,7 +479,7 @@ def _file_passages(path: Path, name: str, max_words: int) -> list[dict]:
 
 def _jsonl_passages(path: Path, max_words: int) -> list[dict]:
     out = []
-    for lineno, line in enumerate(_read(path).splitlines(), 1):
+    for lineno, line in enumerate(read_text_file(path).splitlines(), 1):
         if not line.strip():
             continue
         try:

@@ -26,7 +26,6 @@ import http.client
 import json
 import time
 import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -35,6 +34,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from .._errors import ElisionError, InvalidInput
+from .._io import post_json
 from .align import WORD, align
 
 
@@ -118,17 +118,12 @@ class EndpointTeacher:
 
     def compress(self, text: str) -> str:
         n_words = len(text.split())
-        body = json.dumps({
+        payload = {
             "model": self.model, "temperature": 0, "max_tokens": 2 * n_words + 64,  # a deletion is shorter
             "messages": [{"role": "system", "content": SYSTEM_PROMPT},
-                         {"role": "user", "content": self.prompt(text)}]}).encode()
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        req = urllib.request.Request(self.url, body, headers)
+                         {"role": "user", "content": self.prompt(text)}]}
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                raw = resp.read()
+            raw = post_json(self.url, payload, self.api_key, self.timeout)
         except urllib.error.HTTPError as e:
             detail = e.read()[:300].decode("utf-8", errors="replace").strip()
             raise TeacherError(f"{self.url} answered HTTP {e.code} {e.reason}: {detail}") from None
