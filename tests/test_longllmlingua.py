@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 
 from elision import Compressor, InvalidInput
@@ -64,3 +65,29 @@ def test_reordering_puts_the_best_document_first_or_at_both_ends(long, docs):
             assert at == 1  # the most relevant document comes right after the instruction
     with pytest.raises(InvalidInput, match="reorder"):
         long.compress(context=docs["docs"], question=q, rate=0.4, reorder="random")
+
+
+def test_lm_ranker_pass_doubles_as_the_plain_surprisal(long, docs):
+    """The lm ranker's forward pass over BOS + context + question gives each context's own
+    token surprisal (what the fine stage needs); it matches scoring BOS + context alone."""
+    lm = long.method.lm
+    ranker = long.method._ranker("lm")
+    q = "Which bridge collapsed in a storm?"
+    scores, surprisal = ranker.scores_and_surprisal(q, docs["docs"][:4])
+    assert list(scores) == pytest.approx(list(ranker.scores(q, docs["docs"][:4])), abs=1e-6)
+    for k, text in enumerate(docs["docs"][:4]):
+        ids = lm.tokenize(text)[0]
+        alone = lm.token_nll([np.concatenate([[lm.bos_id], ids])])[0]
+        free = surprisal(k)
+        assert free.shape == alone.shape == (len(ids),)
+        assert np.abs(free - alone).mean() < 0.05  # bf16 batches of different widths differ a little
+
+
+def test_surprisal_weight(long, docs):
+    q = "Which bridge over the Firth of Tay collapsed in a storm, and who designed it?"
+    with pytest.raises(InvalidInput, match="surprisal_weight"):
+        long.compress(context=docs["docs"], question=q, rate=0.3, surprisal_weight=-1)
+    pure = long.compress(context=docs["docs"], question=q, rate=0.3, surprisal_weight=0.0, reorder="none")
+    mixed = long.compress(context=docs["docs"], question=q, rate=0.3, reorder="none")
+    assert pure.compressed_tokens <= pure.budget_tokens and mixed.compressed_tokens <= mixed.budget_tokens
+    assert pure.compressed_prompt != mixed.compressed_prompt  # the weight changes which words stay

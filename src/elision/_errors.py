@@ -17,6 +17,10 @@ class InvalidInput(ElisionError):
     """The prompt, the rate or the budget cannot be used (empty text, rate outside (0, 1], ...)."""
 
 
+class TooLong(InvalidInput):
+    """The prompt is over the configured token limit (the service answers 413)."""
+
+
 class UnknownName(ElisionError):
     """A method, model, target tokenizer or option name that elision does not know."""
 

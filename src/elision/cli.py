@@ -30,8 +30,8 @@ def _read_input(src: str) -> str:
 
 
 def parse_prompt(text: str) -> dict:
-    """JSON list -> contexts; JSON object -> its context/instruction/question; else blocks.
-    'a\\n\\nb' -> {'context': ['a', 'b']}."""
+    """JSON list -> contexts (or chat messages, if its items have a role); JSON object -> its
+    context/instruction/question or its messages; else blocks. 'a\\n\\nb' -> {'context': ['a', 'b']}."""
     stripped = text.strip()
     if stripped[:1] in "[{":
         try:
@@ -39,8 +39,12 @@ def parse_prompt(text: str) -> dict:
         except json.JSONDecodeError:
             obj = None
         if isinstance(obj, list):
+            if obj and all(isinstance(m, dict) and "role" in m for m in obj):
+                return {"messages": obj}
             return {"context": obj}
         if isinstance(obj, dict):
+            if "messages" in obj:
+                return {"messages": obj["messages"]}
             allowed = {"context", "instruction", "question"}
             fields = {k: v for k, v in obj.items() if k in allowed}
             if not fields:
@@ -98,6 +102,17 @@ def compress(source, rate, target_tokens, method, model, target, question, instr
     from .prompt import Prompt
 
     fields = parse_prompt(_read_input(source))
+    if "messages" in fields:  # a chat: compressed as one, printed back as JSON messages
+        say = (lambda m: click.echo(m, err=True)) if not quiet else None
+        _quiet_transformers()
+        comp = Compressor(method, model=model, target=target, device=device, dtype=dtype, progress=say,
+                          **dict(options))
+        r = comp.compress_messages(fields["messages"], rate=rate, target_tokens=target_tokens, protect=protect)
+        click.echo(json.dumps(r.to_dict() if as_json else r.messages, ensure_ascii=False, indent=1))
+        if not quiet:
+            click.echo(f"{r.origin_tokens:,} -> {r.compressed_tokens:,} {r.target} tokens (rate {r.rate:.3f}) in "
+                       f"{len(r.compressed)} of {len(r.messages)} messages; {r.method} in {r.seconds:.2f} s", err=True)
+        return
     if question is not None:
         fields["question"] = question
     if instruction is not None:
@@ -175,7 +190,9 @@ def models(name):
 @cli.command("eval")
 @click.option("--dataset", "-d", required=True,
               help="squad-mdqa, squad-shifts-mdqa, coqa, gsm8k-cot, bbh-cot, cnn-dm, xsum, or a .jsonl file")
-@click.option("--methods", default="llmlingua,selective_context,random,truncate", show_default=True)
+@click.option("--methods", default="llmlingua,selective_context,random,truncate", show_default=True,
+              help="comma-separated; a variant with options: longllmlingua[ranker=bm25,reorder=none]; "
+                   "the reference: ref:llmlingua, ref:longllmlingua, ref:llmlingua2")
 @click.option("--rates", default="0.5,0.33,0.2,0.1", show_default=True)
 @click.option("--out", "out_dir", required=True, help="folder for results.jsonl, report.md and plots")
 @click.option("--n", default=60, show_default=True, help="number of cases")
@@ -190,7 +207,7 @@ def eval_cmd(dataset, methods, rates, out_dir, n, seed, target, target_lm, endpo
     """Evaluate methods x rates on a dataset; reruns reuse cached results."""
     from .budget import check_rate
     from .eval.report import table
-    from .eval.runner import run, summarize
+    from .eval.runner import run, split_methods, summarize
 
     _quiet_transformers()
     try:
@@ -205,7 +222,7 @@ def eval_cmd(dataset, methods, rates, out_dir, n, seed, target, target_lm, endpo
     else:
         click.echo("generation metrics (EM/F1/ROUGE-L) skipped: no --endpoint given", err=True)
     try:
-        rows = run(dataset, [m.strip() for m in methods.split(",") if m.strip()], rate_list, out_dir, n=n,
+        rows = run(dataset, split_methods(methods), rate_list, out_dir, n=n,
                    seed=seed, target=target, target_lm=None if target_lm == "none" else target_lm,
                    generator=generator)
     except FileNotFoundError as e:
@@ -231,6 +248,9 @@ def methods():
 from .train.cli import train as _train  # noqa: E402  (after cli exists; the group only wires commands)
 
 cli.add_command(_train)
+from .serve.cli import serve as _serve  # noqa: E402
+
+cli.add_command(_serve)
 main = cli
 
 

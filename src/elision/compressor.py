@@ -15,7 +15,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 
-from ._errors import InvalidInput
+from ._errors import InvalidInput, TooLong
 from .budget import make_budget
 from .methods import get_method
 from .prompt import Prompt
@@ -80,7 +80,7 @@ class Compressor:
         p = Prompt.build(context if context is not None else prompt, instruction, question, protect)
         origin = self.target.count(p.text)
         if origin > self.max_input_tokens:
-            raise InvalidInput(f"prompt has {origin} tokens, over the limit of {self.max_input_tokens}")
+            raise TooLong(f"prompt has {origin} tokens, over the limit of {self.max_input_tokens}")
         budget = make_budget(origin, rate, target_tokens)
         t1 = time.perf_counter()
         units = self.method.priorities(p, budget, self.target, opts, progress)
@@ -105,6 +105,16 @@ class Compressor:
             timings={"prepare": t1 - t0, "score": t2 - t1, "fit": t3 - t2},
         )
 
+    def compress_messages(self, messages, *, rate: float | None = None, target_tokens: int | None = None,
+                          age_decay: float = 0.75, keep_recent: int = 0, protect=(), **options):
+        """Compress a chat conversation (OpenAI-style messages) and return it in the same format:
+        system messages and the latest user turn kept (the latter as the question), older turns
+        and tool outputs compressed, older ones harder. See elision.messages."""
+        from .messages import compress_messages
+
+        return compress_messages(self, messages, rate=rate, target_tokens=target_tokens, age_decay=age_decay,
+                                 keep_recent=keep_recent, protect=protect, **options)
+
 
 @functools.lru_cache(maxsize=4)
 def _cached(method: str, model: str | None, target: str, device: str | None, dtype: str | None) -> Compressor:
@@ -123,3 +133,9 @@ def compress(
 ) -> CompressionResult:
     """One-call API: `compress(text, rate=0.33)`. Compressors are cached per configuration."""
     return _cached(method, model, target, device, dtype).compress(prompt, **kwargs)
+
+
+def compress_messages(messages, *, method: str = "longllmlingua", model: str | None = None, target: str = "gpt-4o",
+                      device: str | None = None, dtype: str | None = None, **kwargs):
+    """One-call API for chat messages: `compress_messages(messages, rate=0.5)`."""
+    return _cached(method, model, target, device, dtype).compress_messages(messages, **kwargs)

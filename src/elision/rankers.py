@@ -138,7 +138,26 @@ class LMLikelihood:
         self.restatement, self.max_context_tokens = restatement, max_context_tokens
 
     def scores(self, question, contexts):
+        return self.scores_and_surprisal(question, contexts)[0]
+
+    def scores_and_surprisal(self, question, contexts):
+        """The scores, and what the same forward pass gives almost for free: a function k ->
+        context k's own token surprisal given BOS + the context before it (None where the
+        context was cut to `max_context_tokens`). The LM head runs on those positions only when
+        asked, so a caller pays it for the contexts it keeps; LongLLMLingua's fine stage uses it
+        as its unconditioned pass."""
         contexts = _check(question, contexts)
-        suffix = self.lm.tokenize("\n\n" + question + (" " + self.restatement if self.restatement else ""))[0]
-        prefixes = [self.lm.tokenize(c)[0] for c in contexts]
-        return -self.lm.conditional_nll(prefixes, suffix, max_prefix=self.max_context_tokens)
+        lm = self.lm
+        suffix = lm.tokenize("\n\n" + question + (" " + self.restatement if self.restatement else ""))[0]
+        prefixes = [lm.tokenize(c)[0] for c in contexts]
+        rows = [np.concatenate([[lm.bos_id], p[-self.max_context_tokens:], suffix]) for p in prefixes]
+        hidden = lm.hidden_states(rows)
+        n = len(suffix)
+        scores = np.array([-lm.nll_from_hidden(h, r, len(r) - n).mean() for h, r in zip(hidden, rows)])
+
+        def surprisal(k: int) -> np.ndarray | None:
+            if len(prefixes[k]) > self.max_context_tokens:
+                return None
+            return lm.nll_from_hidden(hidden[k], rows[k], 1, len(rows[k]) - n)
+
+        return scores, surprisal

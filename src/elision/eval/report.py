@@ -45,6 +45,8 @@ def write_report(rows: list[dict], out: Path, dataset: str) -> Path:
           "the answer; '-' where not informative.", "",
           "Training-set note: " + CONTAMINATION.get(dataset, "user data: unknown whether the target LM has seen it.")
           + " Comparisons between methods on the same prompts stay fair.", "", table(summary), ""]
+    if _positions(rows):
+        md += ["By gold-document position:", "", position_table(rows), ""]
     md += [f"![{p.stem}]({p.name})" for p in plots]
     (out / "report.md").write_text("\n".join(md) + "\n")
     return out / "report.md"
@@ -74,29 +76,65 @@ def _plots(rows: list[dict], summary: list[dict], out: Path) -> list[Path]:
     fig.savefig(p, dpi=120)
     plt.close(fig)
     paths.append(p)
-    positions = [x for x in ("first", "middle", "last") if any(r.get("position") == x for r in rows)]
-    if positions:
+    positions = _positions(rows)
+    for metric, key, label in (("survival", "survived", "answer survival"), ("retained", "retained", "retained share")):
+        if not positions or not any(r.get(key) is not None for r in rows):
+            continue
         methods = sorted({r["method"] for r in rows})
         rates = sorted({r["rate"] for r in rows}, reverse=True)
         fig, axes = plt.subplots(1, len(rates), figsize=(4 * len(rates), 3.5), squeeze=False)
         for ax, rate in zip(axes[0], rates):
             w = 0.8 / len(methods)
             for i, m in enumerate(methods):
-                vals = []
-                for pos in positions:
-                    rs = [r["survived"] for r in rows if r["method"] == m and r["rate"] == rate
-                          and r.get("position") == pos and r.get("survived") is not None]
-                    vals.append(sum(rs) / len(rs) if rs else 0)
-                ax.bar([j + i * w for j in range(len(positions))], vals, w, label=m)
+                vals = [by_position(rows, m, rate, pos, key) for pos in positions]
+                ax.bar([j + i * w for j in range(len(positions))], [v or 0 for v in vals], w, label=m)
             ax.set_xticks([j + 0.4 - w / 2 for j in range(len(positions))], positions)
             ax.set_title(f"rate {rate}")
-            ax.set_ylim(0, 1)
-        axes[0][0].set_ylabel("answer survival")
+            if metric == "survival":
+                ax.set_ylim(0, 1)
+            ax.axhline(0, color="black", lw=0.5)
+        axes[0][0].set_ylabel(label)
         axes[0][-1].legend(fontsize=7)
-        fig.suptitle("survival by gold-document position")
+        fig.suptitle(f"{label} by gold-document position")
         fig.tight_layout()
-        p = out / "survival_by_position.png"
+        p = out / f"{metric}_by_position.png"
         fig.savefig(p, dpi=120)
         plt.close(fig)
         paths.append(p)
     return paths
+
+
+def _positions(rows: list[dict]) -> list[str]:
+    return [x for x in ("first", "middle", "last") if any(r.get("position") == x for r in rows)]
+
+
+def by_position(rows: list[dict], method: str, rate: float, position: str, key: str,
+                median: bool = False) -> float | None:
+    """Mean (or median) of `key` over the rows of one method, rate and gold position (None if
+    no row has it)."""
+    import statistics
+
+    vals = [float(r[key]) for r in rows if r["method"] == method and r["rate"] == rate
+            and r.get("position") == position and r.get(key) is not None]
+    if not vals:
+        return None
+    return statistics.median(vals) if median else sum(vals) / len(vals)
+
+
+def position_table(rows: list[dict]) -> str:
+    """Survival, retained share (mean) and retained share (median) per method x rate x gold
+    position (multi-document QA). The median is there because retained is a ratio whose
+    denominator (how much the full context helps) can be small, and one such case can move a
+    20-case mean by 0.2."""
+    positions = _positions(rows)
+    if not positions:
+        return ""
+    stats = [("survival", "survived", False), ("retained", "retained", False), ("retained median", "retained", True)]
+    if not any(r.get("retained") is not None for r in rows):
+        stats = stats[:1]
+    cols = [f"{name} {p}" for name, _, _ in stats for p in positions]
+    lines = ["| method | rate | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 2)]
+    for m, rate in sorted({(r["method"], r["rate"]) for r in rows}, key=lambda x: (x[0], -x[1])):
+        vals = [by_position(rows, m, rate, p, k, med) for _, k, med in stats for p in positions]
+        lines.append(f"| {m} | {rate:.3f} | " + " | ".join(fmt(v) for v in vals) + " |")
+    return "\n".join(lines)

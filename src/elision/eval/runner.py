@@ -11,10 +11,12 @@ answer with the full / compressed / no context) needs the target LM (default gem
 from __future__ import annotations
 
 import json
+import re
 import statistics
 import sys
 from pathlib import Path
 
+from .._errors import InvalidInput
 from ..tokenizers import get_target
 from . import datasets as D
 from . import reference
@@ -40,6 +42,39 @@ def load_cases(dataset: str, n: int = 60, seed: int = 0) -> list[D.Case]:
 
         raise UnknownName("dataset", dataset, DATASETS, hint="or a path to a .jsonl file")
     return DATASETS[dataset](n, seed)
+
+
+def split_methods(text: str) -> list[str]:
+    """'llmlingua,longllmlingua[ranker=bm25,reorder=none]' -> the two specs (commas inside
+    brackets belong to the variant)."""
+    out, depth, cur = [], 0, ""
+    for ch in text:
+        depth += (ch == "[") - (ch == "]")
+        if ch == "," and depth == 0:
+            out.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    out.append(cur.strip())
+    return [m for m in out if m]
+
+
+def parse_method(spec: str) -> tuple[str, dict]:
+    """'longllmlingua[ranker=bm25,dynamic_ratio=0.5]' -> ('longllmlingua', {'ranker': 'bm25',
+    'dynamic_ratio': 0.5}): a method variant with its own options, as its own row label."""
+    m = re.fullmatch(r"\s*([\w:.-]+)\s*(?:\[(.*)\])?\s*", spec)
+    if not m:
+        raise InvalidInput(f"cannot read method {spec!r}; write name or name[option=value,...]")
+    opts = {}
+    for item in filter(None, (x.strip() for x in (m.group(2) or "").split(","))):
+        k, eq, v = item.partition("=")
+        if not eq or not k.strip():
+            raise InvalidInput(f"method option {item!r} in {spec!r} is not option=value")
+        try:
+            opts[k.strip()] = json.loads(v)
+        except ValueError:
+            opts[k.strip()] = v.strip()
+    return m.group(1), opts
 
 
 def _key(row: dict) -> tuple:
@@ -68,17 +103,20 @@ def run(dataset: str, methods: list[str], rates: list[float], out: str | Path, n
     # A cached row counts only if it was made with the method's current options (defaults change).
     from ..methods import get_method
 
-    sig = {m: "ref" if m.startswith(reference.PREFIX) else repr(get_method(m).Options.build({})) for m in methods}
+    spec = {m: parse_method(m) for m in methods}  # label -> (method, options)
+    sig = {m: "ref" if m.startswith(reference.PREFIX) else repr(get_method(spec[m][0]).Options.build(spec[m][1]))
+           for m in methods}
     # ... and with the same model: a retrained classifier or another package version invalidates rows
     from ..models.registry import identity
 
-    model_id = {m: identity(get_method(m).default_model)
-                if not m.startswith(reference.PREFIX) and get_method(m).uses_model else None for m in methods}
+    model_id = {m: identity(get_method(spec[m][0]).default_model)
+                if not m.startswith(reference.PREFIX) and get_method(spec[m][0]).uses_model else None
+                for m in methods}
     done = {k: v for k, v in done.items()
             if v.get("options", sig.get(k[1])) == sig.get(k[1]) and v.get("model") == model_id.get(k[1])}
     todo = [(c, m, r) for c in cases for m in methods for r in rates
             if (c.id, m, round(r, 6)) not in done]
-    comps = {m: Compressor(m, target=target) for m in methods
+    comps = {m: Compressor(spec[m][0], target=target, **spec[m][1]) for m in methods
              if not m.startswith(reference.PREFIX) and any(t[1] == m for t in todo)}
     tok = get_target(target)
     ref_out = {}  # (case id, method, rate) -> the reference's output line

@@ -9,18 +9,24 @@ long documents: keep what answers the question, not what is merely surprising.
    `(1 + dynamic_ratio)` times the average rate, the worst `(1 - dynamic_ratio)` times, linear
    in rank between.
 3. Fine: contrastive perplexity: each token's surprisal without the question minus its
-   surprisal when the question comes first (two passes of the small LM); words the question
-   makes predictable are kept first, within each context's rate; one global threshold across
-   contexts then lands exactly on the budget (selection.fit_to_budget).
+   surprisal when the question comes first; words the question makes predictable are kept
+   first, within each context's rate; one global threshold across contexts then lands exactly
+   on the budget (selection.fit_to_budget). Pure contrast (`surprisal_weight=0`, the paper's)
+   drops what the question cannot predict, such as the very name it asks for ("who designed
+   it?" lost "Thomas Bouch" in tests/test_longllmlingua.py), and a difference of two bf16
+   passes flips on noise; the default adds half the plain surprisal back.
+   Each context is scored on its own (BOS + context, and BOS + question + context), so both
+   passes are single padded batches, and the plain pass is the lm ranker's own forward pass
+   (its hidden states over the context), paid again only as the LM head on kept contexts.
 
     >>> c = Compressor("longllmlingua")
     >>> c.compress(context=docs, question="Which bridge collapsed in 1879?", rate=0.25)
 
 Reordering (`reorder`): the contexts go out most relevant first (`sort`, the paper's default),
 or alternately at the front and the back so the best sit at both ends (`two_ends`), or as given
-(`none`); the instruction stays first and the question last. Not handled yet: the iterative
-(compressed-prefix) variant of the fine stage, and prompts past the LM's window lose the
-question from the conditioned pass's cache when it is rebuilt.
+(`none`); the instruction stays first and the question last. Not handled: the iterative
+(compressed-prefix) variant of the fine stage; contexts longer than `chunk_size` model tokens
+are scored in windows of that size.
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ class LongLLMLingua(CausalMethod):
         context_budget: int = 100  # the coarse stage keeps contexts up to the budget + this many tokens
         dynamic_ratio: float = 0.3  # best-ranked context keeps (1 + r) x the average rate, the worst (1 - r) x
         contrastive: bool = True  # False: plain surprisal (question-agnostic fine stage)
+        surprisal_weight: float = 0.5  # score = (plain - conditioned) + w * plain; 0 = the paper's
         chunk_size: int = 512  # model tokens per forward pass
         word_score: str = "sum"  # how a word's token scores combine: sum | mean | max
         force_digits: bool = False
@@ -64,6 +71,8 @@ class LongLLMLingua(CausalMethod):
                 raise InvalidInput("context_budget must be >= 0 target tokens")
             if not 0 <= self.dynamic_ratio < 1:
                 raise InvalidInput(f"dynamic_ratio must be in [0, 1), got {self.dynamic_ratio}")
+            if not self.surprisal_weight >= 0:
+                raise InvalidInput(f"surprisal_weight must be >= 0, got {self.surprisal_weight}")
             if self.chunk_size < 8:
                 raise InvalidInput("chunk_size must be at least 8 model tokens")
             if self.word_score not in ("sum", "mean", "max"):
@@ -95,7 +104,13 @@ class LongLLMLingua(CausalMethod):
         avail = max(budget.tokens - fixed, 1)
 
         # 1. coarse: contexts in order of relevance until the budget (+ context_budget) is held
-        scores = self._ranker(options.ranker).scores(question, [segs[i].text for i in ctx])
+        ranker = self._ranker(options.ranker)
+        texts = [segs[i].text for i in ctx]
+        surprisal = None  # k -> context k's plain surprisal, when the ranker's pass gives it
+        if hasattr(ranker, "scores_and_surprisal"):
+            scores, surprisal = ranker.scores_and_surprisal(question, texts)
+        else:
+            scores = ranker.scores(question, texts)
         ranked = [ctx[k] for k in np.argsort(-scores, kind="stable")]
         self._orders.clear()  # only the latest prompt's order is asked for
         self._orders[(prompt, options)] = _order(len(segs), ctx, ranked, options.reorder)
@@ -112,8 +127,14 @@ class LongLLMLingua(CausalMethod):
                 for r, i in enumerate(selected)}
 
         # 3. fine: contrastive surprisal over the selected contexts, in prompt order
-        order = [i for i in ctx if i in rate]
-        info = self._contrastive(prompt, order, question, options, progress)
+        free = {}  # segment -> plain surprisal from the ranker's pass (contexts of one window)
+        if surprisal is not None:
+            for k, i in enumerate(ctx):
+                if i in rate and len(self.lm.tokenize(segs[i].text)[0]) <= options.chunk_size:
+                    got = surprisal(k)
+                    if got is not None:
+                        free[i] = got
+        info = self._surprisal(prompt, [i for i in ctx if i in rate], question, options, free, progress)
         out = []
         for i, seg in enumerate(segs):
             starts, ends = word_spans(seg.text)
@@ -132,39 +153,34 @@ class LongLLMLingua(CausalMethod):
                 out.append(Units(starts, ends, rank_priorities(score, weights, rate[i], forced)))
         return out
 
-    def _contrastive(self, prompt, order, question, options, progress=None) -> dict[int, np.ndarray]:
-        lm = self.lm
-        plain, cond = lm.stream(), lm.stream()
-        if options.contrastive:
-            q_ids = lm.tokenize(question + SEPARATOR)[0]
-            for a in range(0, len(q_ids), options.chunk_size):
-                cond.score(q_ids[a:a + options.chunk_size])
-                cond.keep(np.ones(min(options.chunk_size, len(q_ids) - a), bool))
-        sep = lm.tokenize(SEPARATOR)[0]
-        total = sum(len(lm.tokenize(prompt.segments[i].text)[0]) for i in order)
-        done, out = 0, {}
-        for n, i in enumerate(order):
+    def _surprisal(self, prompt, order, question, options, free, progress=None) -> dict[int, np.ndarray]:
+        """Per model token of each selected context: surprisal given BOS + the context so far
+        (windows of `chunk_size`), minus, when contrastive, the same given the question first.
+        Each context is scored on its own, so every pass is one padded batch; the plain pass
+        comes from the lm ranker's pass where it scored the whole context (`free`)."""
+        lm, win = self.lm, options.chunk_size
+        q_ids = lm.tokenize(question + SEPARATOR)[0][-win:]
+        plain_rows, cond_rows, where = [], [], []  # where: (segment, offset in its ids)
+        for i in order:
             ids = lm.tokenize(prompt.segments[i].text)[0]
-            streams = (plain, cond) if options.contrastive else (plain,)
-            if n and len(sep):
-                for s in streams:
-                    s.score(sep)
-                    s.keep(np.ones(len(sep), bool))
-            res = np.zeros(len(ids))
-            for a in range(0, len(ids), options.chunk_size):
-                part = ids[a:a + options.chunk_size]
-                nll = plain.score(part)
-                plain.keep(np.ones(len(part), bool))
-                if options.contrastive:
-                    nll_q = cond.score(part)
-                    cond.keep(np.ones(len(part), bool))
-                    res[a:a + len(part)] = nll - nll_q  # how much the question helps predict it
-                else:
-                    res[a:a + len(part)] = nll
-                done += len(part)
-                if progress:
-                    progress(done, total)
-            out[i] = res
+            for a in range(0, len(ids), win):
+                part = ids[a:a + win]
+                where.append((i, a, len(part)))
+                plain_rows.append(None if i in free else np.concatenate([[lm.bos_id], part]))
+                cond_rows.append(np.concatenate([[lm.bos_id], q_ids, part]))
+        todo = [k for k, r in enumerate(plain_rows) if r is not None]
+        plain = dict(zip(todo, lm.token_nll([plain_rows[k] for k in todo])))
+        cond = {}
+        if options.contrastive:
+            cond = dict(enumerate(lm.token_nll(cond_rows, [len(q_ids) + 1] * len(cond_rows))))
+        out = {i: np.zeros(len(lm.tokenize(prompt.segments[i].text)[0])) for i in order}
+        for k, (i, a, n) in enumerate(where):
+            nll = plain[k] if k in plain else free[i]
+            # how much the question helps predict a token, plus (w) how surprising it is anyway
+            out[i][a:a + n] = nll - cond[k] + options.surprisal_weight * nll if options.contrastive else nll
+        if progress:
+            total = sum(len(v) for v in out.values())
+            progress(total, total)
         return out
 
 
@@ -178,3 +194,4 @@ def _order(n: int, ctx: list[int], ranked: list[int], how: str) -> list[int] | N
         ranked = front + back[::-1]
     slots, is_ctx = iter(ranked), set(ctx)
     return [next(slots) if i in is_ctx else i for i in range(n)]
+

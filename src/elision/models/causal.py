@@ -111,48 +111,88 @@ class CausalLM:
             out.append(torch.logsumexp(logits, -1) - logits.gather(-1, t[:, None])[:, 0])
         return torch.cat(out) if out else hidden.new_zeros(0, dtype=torch.float32)
 
-    def perplexities(self, id_lists: Sequence[np.ndarray], batch_tokens: int = 4096) -> np.ndarray:
-        """Mean surprisal (nats/token) of each text on its own, conditioned on BOS only.
-        Sorted by length and right-padded into batches of at most `batch_tokens` with at most
-        ~15% padding (wide batches run faster here, padding is wasted work); order restored."""
+    def _batches(self, rows: list[np.ndarray], batch_tokens: int):
+        """Rows sorted by length, grouped while a batch holds at most `batch_tokens` with at most
+        ~15% padding (wide batches run faster here, padding is wasted work); yields (row
+        indices, right-padded ids on the device, last hidden states)."""
         torch = self.torch
-        rows: list[tuple[int, np.ndarray]] = []  # (text index, BOS + window of ids)
-        win = self.max_context - 1
-        for i, ids in enumerate(id_lists):
-            for s in range(0, max(len(ids), 1), win):
-                rows.append((i, np.concatenate([[self.bos_id], ids[s:s + win]])))
-        order = sorted(range(len(rows)), key=lambda r: len(rows[r][1]))
-        tot, cnt = np.zeros(len(id_lists)), np.zeros(len(id_lists))
+        order = sorted(range(len(rows)), key=lambda r: len(rows[r]))
         j = 0
         with torch.inference_mode():
             while j < len(order):
-                k, real = j + 1, len(rows[order[j]][1])
-                while k < len(order):  # grow while the batch is small enough and padding stays low
-                    w = len(rows[order[k]][1])  # sorted: the widest row so far
+                k, real = j + 1, len(rows[order[j]])
+                while k < len(order):
+                    w = len(rows[order[k]])  # sorted: the widest row so far
                     if w * (k - j + 1) > batch_tokens or (real + w) < 0.85 * w * (k - j + 1):
                         break
                     real += w
                     k += 1
-                batch = [rows[r] for r in order[j:k]]
-                width = max(len(b[1]) for b in batch)
-                ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-                mask = torch.zeros((len(batch), width), dtype=torch.long)
-                for b, (_, row) in enumerate(batch):
-                    ids[b, :len(row)] = torch.from_numpy(row)
-                    mask[b, :len(row)] = 1
-                ids, mask = ids.to(self.device), mask.to(self.device)
+                batch = order[j:k]
+                ids = torch.full((len(batch), len(rows[batch[-1]])), self.pad_id, dtype=torch.long)
+                for b, i in enumerate(batch):
+                    ids[b, :len(rows[i])] = torch.from_numpy(rows[i])
+                ids = ids.to(self.device)
                 # Right padding under causal attention never reaches a real token, so no
                 # attention mask is needed (and sdpa keeps its fast causal kernel).
-                h = self._body(input_ids=ids).last_hidden_state
-                valid = mask[:, 1:].bool()
-                nll = self._nll(h[:, :-1][valid], ids[:, 1:][valid]).cpu().numpy()
-                lens = valid.sum(1).cpu().numpy()
-                pos = 0
-                for (i, _), n_tok in zip(batch, lens):
-                    tot[i] += nll[pos:pos + n_tok].sum()
-                    cnt[i] += n_tok
-                    pos += n_tok
+                yield batch, ids, self._body(input_ids=ids).last_hidden_state
                 j = k
+
+    def token_nll(self, rows: Sequence[np.ndarray], start: Sequence[int] | None = None,
+                  batch_tokens: int = 4096) -> list[np.ndarray]:
+        """-log p(row[t] | row[:t]) for t = start[i] .. len(row) - 1 of each row (each row
+        carries its own BOS), batched (see _batches); the LM head runs only on the asked
+        positions; order kept."""
+        torch = self.torch
+        rows = [np.asarray(r, np.int64) for r in rows]
+        start = [1] * len(rows) if start is None else [max(1, int(s)) for s in start]
+        out: list[np.ndarray] = [np.zeros(0)] * len(rows)
+        for batch, ids, h in self._batches(rows, batch_tokens):
+            want = torch.zeros(ids.shape, dtype=torch.bool)  # targets to score
+            for b, i in enumerate(batch):
+                want[b, start[i]:len(rows[i])] = True
+            sel = want[:, 1:].to(self.device)  # hidden state t predicts token t + 1
+            with torch.inference_mode():
+                nll = self._nll(h[:, :-1][sel], ids[:, 1:][sel]).cpu().numpy().astype(np.float64)
+            pos = 0
+            for i in batch:
+                n_tok = max(len(rows[i]) - start[i], 0)
+                out[i] = nll[pos:pos + n_tok]
+                pos += n_tok
+        return out
+
+    def hidden_states(self, rows: Sequence[np.ndarray], batch_tokens: int = 4096) -> list:
+        """The last hidden state at every position of each row (batched as token_nll), for
+        callers that score some positions now and others only if they turn out to matter."""
+        rows = [np.asarray(r, np.int64) for r in rows]
+        out: list = [None] * len(rows)
+        for batch, _, h in self._batches(rows, batch_tokens):
+            for b, i in enumerate(batch):
+                out[i] = h[b, :len(rows[i])]
+        return out
+
+    def nll_from_hidden(self, h, row: np.ndarray, start: int = 1, end: int | None = None) -> np.ndarray:
+        """-log p(row[t] | row[:t]) for t in [start, end) from hidden_states()' output."""
+        end = len(row) if end is None else end
+        start = max(1, start)
+        if end <= start:
+            return np.zeros(0)
+        t = self.torch.from_numpy(np.asarray(row[start:end], np.int64)).to(self.device)
+        with self.torch.inference_mode():
+            return self._nll(h[start - 1:end - 1], t).cpu().numpy().astype(np.float64)
+
+    def perplexities(self, id_lists: Sequence[np.ndarray], batch_tokens: int = 4096) -> np.ndarray:
+        """Mean surprisal (nats/token) of each text on its own, conditioned on BOS only (texts
+        past the window are scored in windows)."""
+        owner, rows = [], []
+        win = self.max_context - 1
+        for i, ids in enumerate(id_lists):
+            for s in range(0, max(len(ids), 1), win):
+                owner.append(i)
+                rows.append(np.concatenate([[self.bos_id], np.asarray(ids[s:s + win], np.int64)]))
+        tot, cnt = np.zeros(len(id_lists)), np.zeros(len(id_lists))
+        for i, nll in zip(owner, self.token_nll(rows, batch_tokens=batch_tokens)):
+            tot[i] += nll.sum()
+            cnt[i] += len(nll)
         return tot / np.maximum(cnt, 1)
 
     def conditional_nll(self, prefixes: Sequence[np.ndarray], suffix: np.ndarray, batch_tokens: int = 4096,
@@ -161,32 +201,12 @@ class CausalLM:
         BOS + prefix) / len(suffix). Prefixes longer than `max_prefix` keep their last tokens.
         LongLLMLingua's coarse ranking is this with prefix = a document, suffix = the question
         (plus a restatement): the lower, the more the document explains the question."""
-        torch = self.torch
         suffix = np.asarray(suffix, np.int64)
         if len(suffix) == 0:
             return np.zeros(len(prefixes))
         rows = [np.concatenate([[self.bos_id], np.asarray(p, np.int64)[-max_prefix:], suffix]) for p in prefixes]
-        out = np.zeros(len(rows))
-        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
-        j = 0
-        with torch.inference_mode():
-            while j < len(order):
-                width = len(rows[order[j]])
-                k = j + 1
-                while k < len(order) and len(rows[order[k]]) * (k - j + 1) <= batch_tokens:
-                    width = len(rows[order[k]])
-                    k += 1
-                batch = order[j:k]
-                ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-                for b, i in enumerate(batch):  # right padding: causal attention never sees it
-                    ids[b, :len(rows[i])] = torch.from_numpy(rows[i])
-                h = self._body(input_ids=ids.to(self.device)).last_hidden_state
-                n = len(suffix)
-                for b, i in enumerate(batch):
-                    end = len(rows[i])  # hidden state t predicts token t + 1
-                    out[i] = float(self._nll(h[b, end - n - 1:end - 1], ids[b, end - n:end].to(self.device)).mean())
-                j = k
-        return out
+        nll = self.token_nll(rows, [len(r) - len(suffix) for r in rows], batch_tokens)
+        return np.array([x.mean() for x in nll])
 
     def stream(self) -> Stream:
         return Stream(self)

@@ -1,0 +1,27 @@
+"""Request bodies of the service, as pydantic models (they make the OpenAPI docs)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class CompressRequest(BaseModel):
+    """The library's compress() arguments, by the library's names."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    context: str | list[str] | None = Field(None, description="the text to compress: one string or a list of documents")
+    prompt: str | list[str] | None = Field(None, description="shorthand for context")
+    messages: list[dict[str, Any]] | None = Field(
+        None, description="chat messages (OpenAI format) instead of a prompt: compressed with compress_messages")
+    instruction: str = Field("", description="kept verbatim, first")
+    question: str = Field("", description="kept verbatim, last; question-aware methods condition on it")
+    rate: float | None = Field(None, description="share of target tokens to keep, in (0, 1]; default 0.5")
+    target_tokens: int | None = Field(None, description="a token budget instead of a rate")
+    method: str | None = Field(None, description="one of the methods this service loaded (GET /healthz)")
+    target: str | None = Field(None, description="target tokenizer for counts and budgets (gpt-4o, cl100k_base, ...)")
+    protect: list[str] = Field(default_factory=list, description="strings that must survive")
+    options: dict[str, Any] = Field(default_factory=dict, description="method options (elision methods lists them)")
+    return_original: bool = Field(False, description="also return original_prompt")
