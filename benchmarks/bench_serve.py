@@ -9,7 +9,7 @@ start-up, one compression worker), driven by asyncio httpx clients from this pro
 share the machine's cores, so figures are for the pair. Prompts are SQuAD dev paragraphs (`make
 data`) packed to the token size, a different prompt per request. The memory phase uses shorter
 prompts (--memory-tokens) so that 10,000 requests fit in minutes; RSS is sampled every 1,000
-after a warm-up. Writes benchmarks/results/serve.json.
+after a warm-up of --memory-warmup requests. Writes benchmarks/results/serve.json.
 """
 
 from __future__ import annotations
@@ -103,6 +103,8 @@ def main():
     ap.add_argument("--memory-requests", type=int, default=10_000)
     ap.add_argument("--memory-tokens", type=int, default=100)
     ap.add_argument("--memory-concurrency", type=int, default=8)
+    ap.add_argument("--memory-warmup", type=int, default=1000,
+                    help="requests before the first RSS reading (bounded caches fill up first)")
     ap.add_argument("--port", type=int, default=18080)
     args = ap.parse_args()
     import psutil
@@ -124,7 +126,8 @@ def main():
         memory = []
         if args.memory_requests:
             short = prompts(args.memory_tokens, 2000)
-            asyncio.run(load(url, short[:200], args.memory_concurrency, args.rate))  # warm-up: caches fill
+            warm = [short[k % len(short)] for k in range(args.memory_warmup)]
+            asyncio.run(load(url, warm, args.memory_concurrency, args.rate))  # warm-up: bounded caches fill
             memory.append({"after_requests": 0, "rss_mb": server.memory_info().rss / 2**20})
             done, step = 0, 1000
             t0 = time.perf_counter()
