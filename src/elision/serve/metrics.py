@@ -16,7 +16,7 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 
 HELP = {
     "elision_requests_total": ("counter", "HTTP requests answered, by endpoint and status code."),
-    "elision_errors_total": ("counter", "Requests that ended in an error, by endpoint and kind."),
+    "elision_errors_total": ("counter", "Requests answered with a 4xx or 5xx status, by endpoint and status code."),
     "elision_tokens_in_total": ("counter", "Target tokens received for compression."),
     "elision_tokens_out_total": ("counter", "Target tokens after compression."),
     "elision_tokens_saved_total": ("counter", "Target tokens removed by compression."),
