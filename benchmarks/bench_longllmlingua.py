@@ -17,17 +17,12 @@ benchmarks/results/longllmlingua.json.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from pathlib import Path
 
-from _common import RESULTS, machine, run_reference, table, today
-from bench_llmlingua import summarize
+from _common import RESULTS, mdqa_cases, reference_summary, report, summarize, time_compressor, time_split
 
 from elision import Compressor
-from elision.eval.data import path
-from elision.eval.datasets import squad_mdqa
 from elision.tokenizers import get_target
 
 
@@ -41,49 +36,22 @@ def main():
     ap.add_argument("--no-reference", action="store_true")
     ap.add_argument("--out", default=str(RESULTS / "longllmlingua.json"))
     args = ap.parse_args()
-    cases = squad_mdqa(path("squad/squaddev_v1.1.json"), n=args.n, seed=args.seed)
+    cases = mdqa_cases(args.n, args.seed)
     tok = get_target("cl100k_base")
     results = []
     if not args.no_reference:
-        ref_in = [{"id": c.id, "context": c.context, "instruction": c.instruction, "question": c.question,
-                   "method": "longllmlingua", "rate": args.rate} for c in cases]
-        ref = run_reference(ref_in, rerun=args.rerun_reference)
-        for o, c in zip(ref, cases):
-            o["original"] = "\n\n".join(x for x in [c.instruction, *c.context, c.question] if x)
-        results.append(summarize("llmlingua 0.2.2 LongLLMLingua (reference)", ref, cases, args.rate, tok))
+        results.append(reference_summary("llmlingua 0.2.2 LongLLMLingua (reference)", "longllmlingua", cases,
+                                         args.rate, tok, rerun=args.rerun_reference))
     splits = {}
     for ranker in args.rankers.split(","):
         comp = Compressor("longllmlingua", ranker=ranker, target="cl100k_base")
-        comp.compress(context=cases[0].context, question=cases[0].question, rate=args.rate)  # warm-up
-        outs = []
-        for i, c in enumerate(cases):
-            r = comp.compress(context=c.context, instruction=c.instruction, question=c.question, rate=args.rate)
-            outs.append({"compressed_prompt": r.compressed_prompt, "origin_tokens": r.origin_tokens,
-                         "seconds": r.seconds, "timings": r.timings})
-            print(f"\r{ranker} {i + 1}/{len(cases)}", end="", file=sys.stderr, flush=True)
-        print(file=sys.stderr)
+        outs = time_compressor(comp, cases, args.rate, label=f"{ranker} ")
         results.append(summarize(f"elision longllmlingua (ranker={ranker})", outs, cases, args.rate, tok))
-        splits[ranker] = {k: sum(o["timings"][k] for o in outs) / sum(o["seconds"] for o in outs)
-                          for k in outs[0]["timings"]}
-    per_case = {r[0]["impl"]: r[1] for r in results}
-    results = [r[0] for r in results]
-    if not args.no_reference:
-        for r in results[1:]:
-            r["speedup"] = r["tokens_per_s"] / results[0]["tokens_per_s"]
-    cols = ["impl", "cases", "errors", "tokens_per_s", "speedup", "rate_error", "achieved_rate", "survival",
-            "survival_first", "survival_middle", "survival_last"]
-    shown = [{k: (f"{v:.3f}" if isinstance(v, float) and k != "tokens_per_s" else
-                  f"{v:.0f}" if k == "tokens_per_s" else v) for k, v in r.items()} for r in results]
-    print(f"\nLongLLMLingua on SQuAD v1.1 dev multi-document QA ({args.n} prompts, 10 documents), rate {args.rate}; "
-          f"{machine()}; {today()}")
-    print(table(shown, cols))
+        splits[ranker] = time_split(outs)
+    report(f"LongLLMLingua on SQuAD v1.1 dev multi-document QA ({args.n} prompts, 10 documents), rate {args.rate}",
+           results, not args.no_reference, args.out, args=vars(args), time_split=splits)
     for ranker, share in splits.items():
         print(f"elision ranker={ranker} time split: " + ", ".join(f"{k} {v:.0%}" for k, v in share.items()))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = Path(args.out)
-    out.write_text(json.dumps({"date": today(), "machine": machine(), "args": vars(args), "results": results,
-                               "time_split": splits, "cases": per_case}, indent=1, default=str))
-    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

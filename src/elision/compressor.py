@@ -75,12 +75,11 @@ class Compressor:
         """Compress; `prompt` is a shorthand for `context`. Options override the compressor's."""
         if prompt is not None and context is not None:
             raise InvalidInput("give the text as prompt or as context=, not both")
-        opts = self.options.build(options, base=self.options) if options else self.options
+        opts = self.resolve_options(options)
         t0 = time.perf_counter()
         p = Prompt.build(context if context is not None else prompt, instruction, question, protect)
         origin = self.target.count(p.text)
-        if origin > self.max_input_tokens:
-            raise TooLong(f"prompt has {origin} tokens, over the limit of {self.max_input_tokens}")
+        self.check_length(origin, "prompt has")
         budget = make_budget(origin, rate, target_tokens)
         t1 = time.perf_counter()
         units = self.method.priorities(p, budget, self.target, opts, progress)
@@ -104,6 +103,14 @@ class Compressor:
             price_per_million=self.price,
             timings={"prepare": t1 - t0, "score": t2 - t1, "fit": t3 - t2},
         )
+
+    def resolve_options(self, options: dict):
+        """The compressor's options with a call's overrides (validated)."""
+        return self.options.build(options, base=self.options) if options else self.options
+
+    def check_length(self, tokens: int, what: str) -> None:
+        if tokens > self.max_input_tokens:
+            raise TooLong(f"{what} {tokens} tokens, over the limit of {self.max_input_tokens}")
 
     def compress_messages(self, messages, *, rate: float | None = None, target_tokens: int | None = None,
                           age_decay: float = 0.75, keep_recent: int = 0, protect=(), **options):

@@ -31,17 +31,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._errors import InvalidInput, TooLong
+from ._errors import InvalidInput
 from .budget import make_budget
 from .prompt import SEPARATOR, Prompt
+from .result import TokenCounts
 from .selection import assemble, fit_to_budget
 
-KEPT_ROLES = ("system", "developer")
 COMPRESSIBLE_ROLES = ("user", "assistant", "tool", "function")
 
 
 @dataclass(frozen=True)
-class MessagesResult:
+class MessagesResult(TokenCounts):
     messages: list[dict]  # the conversation, compressed, in the caller's format
     origin_tokens: int  # all message texts, target tokenizer
     compressed_tokens: int
@@ -53,18 +53,6 @@ class MessagesResult:
     compressed: tuple[int, ...] = ()  # indices of the messages that were compressible
     per_message: tuple[tuple[int, int], ...] = field(default=(), repr=False)  # (origin, compressed) tokens
     seconds: float = 0.0
-
-    @property
-    def rate(self) -> float:
-        return self.compressed_tokens / self.origin_tokens if self.origin_tokens else 1.0
-
-    @property
-    def ratio(self) -> float:
-        return self.origin_tokens / self.compressed_tokens if self.compressed_tokens else float("inf")
-
-    @property
-    def saved_tokens(self) -> int:
-        return self.origin_tokens - self.compressed_tokens
 
     def to_dict(self) -> dict:
         return {"messages": self.messages, "origin_tokens": self.origin_tokens,
@@ -150,12 +138,12 @@ def compress_messages(compressor, messages: Sequence[Mapping], *, rate: float | 
                   and p.text.strip()]
     recent = sorted({p.message for p in squeezable}, reverse=True)[:keep_recent]
     squeezable = [p for p in squeezable if p.message not in recent]
+    sq_msgs = tuple(sorted({p.message for p in squeezable}))
     question = SEPARATOR.join(p.text for p in pieces if p.message == last_user and p.text.strip())
     target = compressor.target
     count = [target.count(p.text) for p in pieces]
     origin = sum(count)
-    if origin > compressor.max_input_tokens:
-        raise TooLong(f"messages hold {origin} tokens, over the limit of {compressor.max_input_tokens}")
+    compressor.check_length(origin, "messages hold")
     budget = make_budget(max(origin, 1), rate, target_tokens)
     out = copy.deepcopy([dict(m) for m in messages])
     new_text = {id(p): p.text for p in pieces}
@@ -164,7 +152,7 @@ def compress_messages(compressor, messages: Sequence[Mapping], *, rate: float | 
         fixed = sum(c for p, c in zip(pieces, count) if id(p) not in sq_ids)
         sq_count = [c for p, c in zip(pieces, count) if id(p) in sq_ids]
         # one scoring pass over the whole history; the latest user turn is the question
-        opts = compressor.options.build(options, base=compressor.options) if options else compressor.options
+        opts = compressor.resolve_options(options)
         prompt = Prompt.build([p.text for p in squeezable], "", question, protect)
         ctx = prompt.role_segments("context")  # one per squeezable piece (all are non-empty)
         seg_budget = make_budget(target.count(prompt.text), None,
@@ -176,8 +164,7 @@ def compress_messages(compressor, messages: Sequence[Mapping], *, rate: float | 
                 raise
             raise InvalidInput(f"{compressor.method.name} compresses a conversation toward its latest user "
                                f"message, and these messages have none ({e})") from e
-        msg_order = sorted({p.message for p in squeezable}, reverse=True)
-        age = {m: k for k, m in enumerate(msg_order)}  # 0 = newest compressible message
+        age = {m: k for k, m in enumerate(reversed(sq_msgs))}  # 0 = newest compressible message
         allowed = [bool((units[i].priority > -np.inf).any()) for i in ctx]
         toks = [c if a else 0 for c, a in zip(sq_count, allowed)]  # whole-dropped pieces take no budget
         rates = age_rates(toks, [age[p.message] for p in squeezable], budget.tokens - fixed, age_decay)
@@ -191,7 +178,6 @@ def compress_messages(compressor, messages: Sequence[Mapping], *, rate: float | 
             out[p.message]["content"] = text
         else:
             out[p.message]["content"][p.part]["text"] = text
-    sq_msgs = tuple(sorted({p.message for p in squeezable}))
     per = {}
     for p, c, n in zip(pieces, count, new_count):
         a, b = per.get(p.message, (0, 0))

@@ -14,8 +14,29 @@ from dataclasses import dataclass, field
 from .prompt import Prompt, Span
 
 
+class TokenCounts:
+    """rate, ratio and saved tokens from origin_tokens / compressed_tokens (both results have them)."""
+
+    origin_tokens: int
+    compressed_tokens: int
+
+    @property
+    def rate(self) -> float:
+        """compressed / original tokens (what LLMLingua calls the rate)."""
+        return self.compressed_tokens / self.origin_tokens if self.origin_tokens else 1.0
+
+    @property
+    def ratio(self) -> float:
+        """original / compressed tokens (the 'x times smaller' figure)."""
+        return self.origin_tokens / self.compressed_tokens if self.compressed_tokens else float("inf")
+
+    @property
+    def saved_tokens(self) -> int:
+        return self.origin_tokens - self.compressed_tokens
+
+
 @dataclass(frozen=True)
-class CompressionResult:
+class CompressionResult(TokenCounts):
     compressed_prompt: str
     origin_tokens: int  # in the target tokenizer
     compressed_tokens: int  # in the target tokenizer
@@ -33,20 +54,6 @@ class CompressionResult:
     @property
     def original_prompt(self) -> str:
         return self.prompt.text
-
-    @property
-    def rate(self) -> float:
-        """compressed / original tokens (what LLMLingua calls the rate)."""
-        return self.compressed_tokens / self.origin_tokens if self.origin_tokens else 1.0
-
-    @property
-    def ratio(self) -> float:
-        """original / compressed tokens (the 'x times smaller' figure)."""
-        return self.origin_tokens / self.compressed_tokens if self.compressed_tokens else float("inf")
-
-    @property
-    def saved_tokens(self) -> int:
-        return self.origin_tokens - self.compressed_tokens
 
     @property
     def saving_usd(self) -> float | None:

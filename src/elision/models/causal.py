@@ -195,19 +195,6 @@ class CausalLM:
             cnt[i] += len(nll)
         return tot / np.maximum(cnt, 1)
 
-    def conditional_nll(self, prefixes: Sequence[np.ndarray], suffix: np.ndarray, batch_tokens: int = 4096,
-                        max_prefix: int = 1024) -> np.ndarray:
-        """Mean surprisal (nats/token) of the same `suffix` after each prefix: -log p(suffix |
-        BOS + prefix) / len(suffix). Prefixes longer than `max_prefix` keep their last tokens.
-        LongLLMLingua's coarse ranking is this with prefix = a document, suffix = the question
-        (plus a restatement): the lower, the more the document explains the question."""
-        suffix = np.asarray(suffix, np.int64)
-        if len(suffix) == 0:
-            return np.zeros(len(prefixes))
-        rows = [np.concatenate([[self.bos_id], np.asarray(p, np.int64)[-max_prefix:], suffix]) for p in prefixes]
-        nll = self.token_nll(rows, [len(r) - len(suffix) for r in rows], batch_tokens)
-        return np.array([x.mean() for x in nll])
-
     def stream(self) -> Stream:
         return Stream(self)
 

@@ -159,7 +159,7 @@ def create_app(settings: Settings | None = None, preloaded: dict | None = None):
     @app.middleware("http")
     async def _guard(request: Request, call_next):
         path = request.url.path
-        label = path if path in ENDPOINTS else "other"
+        label = _label(path)
         t0 = time.perf_counter()
         if settings.api_key and path not in OPEN_PATHS and not _authorized(request, settings.api_key, path):
             response = respond_error(401, "unauthorized", "missing or wrong service token: send X-Elision-Key: "
