@@ -148,5 +148,7 @@ def test_question_kept_whole_by_default(llmlingua, docs):
     q = "Question: " + docs["question"] + "\nAnswer:"
     r = llmlingua.compress(context=docs["docs"], question=q, rate=0.25)
     assert r.compressed_prompt.endswith(q)  # the 'Answer:' cue survives (see docs/benchmarks.md)
-    r = llmlingua.compress(context=docs["docs"], question=q, rate=0.25, question_rate=0.5)
+    r = llmlingua.compress(context=docs["docs"], question=q, rate=0.25, question_rate=0.5, keep_question=False)
     assert not r.compressed_prompt.endswith(q)
+    with pytest.raises(InvalidInput, match="keep_question"):  # compressing a kept question is a contradiction
+        llmlingua.compress(context=docs["docs"], question=q, rate=0.25, question_rate=0.5)

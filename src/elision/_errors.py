@@ -39,3 +39,8 @@ class MissingDependency(ElisionError):
     def __init__(self, what: str, install: str) -> None:
         super().__init__(f"{what} is not installed; install it with: {install}")
         self.install = install
+
+
+class MethodError(RuntimeError):
+    """A method's output breaks the protocol (units that do not tile a segment, a bad order):
+    a bug in the method, not in the caller's input, so not an ElisionError."""

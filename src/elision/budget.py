@@ -31,6 +31,9 @@ class Budget:
     tokens: int  # the compressed prompt may hold at most this many target tokens
     rate: float | None = None
     target_tokens: int | None = None
+    # target tokens of each segment of the prompt (the pipeline counts them once, for methods
+    # that plan per segment: a method never counts target tokens itself)
+    segment_tokens: tuple[int, ...] = ()
 
 
 def check_rate(rate) -> float:

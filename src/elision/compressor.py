@@ -15,12 +15,11 @@ import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 
-from ._errors import InvalidInput, TooLong
-from .budget import make_budget
+from ._errors import InvalidInput
 from .methods import get_method
+from .pipeline import Pipeline
 from .prompt import Prompt
 from .result import CompressionResult
-from .selection import assemble, fit_to_budget
 from .tokenizers import get_target
 from .tokenizers import price_per_million as _list_price
 
@@ -28,6 +27,9 @@ DEFAULT_MAX_INPUT_TOKENS = 1_000_000
 
 
 class Compressor:
+    """A method with its model loaded once, the target tokenizer and default options, over the
+    one Pipeline every compression goes through (see elision.pipeline)."""
+
     def __init__(
         self,
         method: str = "llmlingua",
@@ -42,14 +44,28 @@ class Compressor:
         **options,
     ):
         cls = get_method(method)
-        self.options = cls.Options.build(options)  # validate before loading anything
-        self.target_name = target
-        self.target = get_target(target)
-        self.price = price_per_million if price_per_million is not None else _list_price(target)
-        self.max_input_tokens = max_input_tokens
+        opts = cls.Options.build(options)  # validate before loading anything
+        tokenizer = get_target(target)
         t0 = time.perf_counter()
-        self.method = cls(model=model, device=device, dtype=dtype, progress=progress)
+        loaded = cls(model=model, device=device, dtype=dtype, progress=progress)
         self.load_seconds = time.perf_counter() - t0
+        self.pipeline = Pipeline(loaded, tokenizer, opts, target_name=target, max_input_tokens=max_input_tokens,
+                                 price_per_million=price_per_million if price_per_million is not None
+                                 else _list_price(target))
+
+    method = property(lambda self: self.pipeline.method)
+    target = property(lambda self: self.pipeline.target)
+    target_name = property(lambda self: self.pipeline.target_name)
+    options = property(lambda self: self.pipeline.options)
+    price = property(lambda self: self.pipeline.price)
+
+    @property
+    def max_input_tokens(self) -> int:
+        return self.pipeline.max_input_tokens
+
+    @max_input_tokens.setter
+    def max_input_tokens(self, value: int) -> None:
+        self.pipeline.max_input_tokens = value
 
     @property
     def method_name(self) -> str:
@@ -61,7 +77,7 @@ class Compressor:
 
     def compress(
         self,
-        prompt: str | Sequence[str] | None = None,
+        prompt: str | Sequence[str] | Prompt | None = None,
         *,
         context: str | Sequence[str] | None = None,
         instruction: str = "",
@@ -72,45 +88,24 @@ class Compressor:
         progress: Callable[[int, int], None] | None = None,
         **options,
     ) -> CompressionResult:
-        """Compress; `prompt` is a shorthand for `context`. Options override the compressor's."""
+        """Compress; `prompt` is a shorthand for `context`, or an already built `Prompt` (then
+        instruction, question and protect come from it). Options override the compressor's."""
+        t0 = time.perf_counter()
         if prompt is not None and context is not None:
             raise InvalidInput("give the text as prompt or as context=, not both")
-        opts = self.resolve_options(options)
-        t0 = time.perf_counter()
-        p = Prompt.build(context if context is not None else prompt, instruction, question, protect)
-        origin = self.target.count(p.text)
-        self.check_length(origin, "prompt has")
-        budget = make_budget(origin, rate, target_tokens)
-        t1 = time.perf_counter()
-        units = self.method.priorities(p, budget, self.target, opts, progress)
-        t2 = time.perf_counter()
-        order = self.method.order(p, opts)
-        spans = fit_to_budget(p, units, self.target, budget.tokens, order)
-        text = assemble(p, spans, order)
-        t3 = time.perf_counter()
-        return CompressionResult(
-            compressed_prompt=text,
-            origin_tokens=origin,
-            compressed_tokens=self.target.count(text),
-            budget_tokens=budget.tokens,
-            requested_rate=budget.rate,
-            method=self.method.name,
-            model=self.method.model_name,
-            target=self.target_name,
-            prompt=p,
-            spans=tuple(spans),
-            seconds=t3 - t0,
-            price_per_million=self.price,
-            timings={"prepare": t1 - t0, "score": t2 - t1, "fit": t3 - t2},
-        )
+        opts = self.pipeline.resolve_options(options)
+        if isinstance(prompt, Prompt):
+            if instruction or question or protect:
+                raise InvalidInput("a built Prompt carries its instruction, question and protected text")
+            p = prompt
+        else:
+            p = Prompt.build(context if context is not None else prompt, instruction, question, protect)
+        return self.pipeline.compress(p, rate=rate, target_tokens=target_tokens, options=opts, progress=progress,
+                                      started=t0)
 
     def resolve_options(self, options: dict):
         """The compressor's options with a call's overrides (validated)."""
-        return self.options.build(options, base=self.options) if options else self.options
-
-    def check_length(self, tokens: int, what: str) -> None:
-        if tokens > self.max_input_tokens:
-            raise TooLong(f"{what} {tokens} tokens, over the limit of {self.max_input_tokens}")
+        return self.pipeline.resolve_options(options)
 
     def compress_messages(self, messages, *, rate: float | None = None, target_tokens: int | None = None,
                           age_decay: float = 0.75, keep_recent: int = 0, protect=(), **options):
@@ -119,8 +114,8 @@ class Compressor:
         and tool outputs compressed, older ones harder. See elision.messages."""
         from .messages import compress_messages
 
-        return compress_messages(self, messages, rate=rate, target_tokens=target_tokens, age_decay=age_decay,
-                                 keep_recent=keep_recent, protect=protect, **options)
+        return compress_messages(self.pipeline, messages, rate=rate, target_tokens=target_tokens,
+                                 age_decay=age_decay, keep_recent=keep_recent, protect=protect, **options)
 
 
 @functools.lru_cache(maxsize=4)

@@ -35,7 +35,6 @@ from ._errors import InvalidInput
 from .budget import make_budget
 from .prompt import SEPARATOR, Prompt
 from .result import TokenCounts
-from .selection import assemble, fit_to_budget
 
 COMPRESSIBLE_ROLES = ("user", "assistant", "tool", "function")
 
@@ -121,15 +120,18 @@ def age_rates(tokens: Sequence[int], ages: Sequence[int], budget: float, decay: 
     return np.minimum(1.0, lo * w)
 
 
-def compress_messages(compressor, messages: Sequence[Mapping], *, rate: float | None = None,
+def compress_messages(pipeline, messages: Sequence[Mapping], *, rate: float | None = None,
                       target_tokens: int | None = None, age_decay: float = 0.75, keep_recent: int = 0,
                       protect: Iterable = (), **options) -> MessagesResult:
-    """Compressor.compress_messages: see the module docstring."""
+    """Compressor.compress_messages: see the module docstring. `pipeline` is the compressor's
+    elision.pipeline.Pipeline: the history is scored once through it (so every keep guarantee
+    holds), then each message is fitted to its own budget."""
     if not 0 < age_decay <= 1:
         raise InvalidInput(f"age_decay must be in (0, 1], got {age_decay}")
     if not isinstance(keep_recent, int) or keep_recent < 0:
         raise InvalidInput(f"keep_recent must be a whole number >= 0, got {keep_recent!r}")
     t0 = time.perf_counter()
+    opts = pipeline.resolve_options(options)
     pieces = _pieces(messages)
     roles = [m["role"] for m in messages]
     users = [i for i, r in enumerate(roles) if r == "user"]
@@ -140,10 +142,10 @@ def compress_messages(compressor, messages: Sequence[Mapping], *, rate: float | 
     squeezable = [p for p in squeezable if p.message not in recent]
     sq_msgs = tuple(sorted({p.message for p in squeezable}))
     question = SEPARATOR.join(p.text for p in pieces if p.message == last_user and p.text.strip())
-    target = compressor.target
+    target = pipeline.target
     count = [target.count(p.text) for p in pieces]
     origin = sum(count)
-    compressor.check_length(origin, "messages hold")
+    pipeline.check_length(origin, "messages hold")
     budget = make_budget(max(origin, 1), rate, target_tokens)
     out = copy.deepcopy([dict(m) for m in messages])
     new_text = {id(p): p.text for p in pieces}
@@ -152,24 +154,23 @@ def compress_messages(compressor, messages: Sequence[Mapping], *, rate: float | 
         fixed = sum(c for p, c in zip(pieces, count) if id(p) not in sq_ids)
         sq_count = [c for p, c in zip(pieces, count) if id(p) in sq_ids]
         # one scoring pass over the whole history; the latest user turn is the question
-        opts = compressor.resolve_options(options)
         prompt = Prompt.build([p.text for p in squeezable], "", question, protect)
         ctx = prompt.role_segments("context")  # one per squeezable piece (all are non-empty)
-        seg_budget = make_budget(target.count(prompt.text), None,
-                                 max(1, budget.tokens - fixed + target.count(question)))
+        seg_budget = pipeline.budget(prompt, None, max(1, budget.tokens - fixed + target.count(question)))
         try:
-            units = compressor.method.priorities(prompt, seg_budget, target, opts, None)
+            scored = pipeline.score(prompt, seg_budget, opts)
         except InvalidInput as e:
             if question:
                 raise
-            raise InvalidInput(f"{compressor.method.name} compresses a conversation toward its latest user "
+            raise InvalidInput(f"{pipeline.method.name} compresses a conversation toward its latest user "
                                f"message, and these messages have none ({e})") from e
+        units = scored.units
         age = {m: k for k, m in enumerate(reversed(sq_msgs))}  # 0 = newest compressible message
         allowed = [bool((units[i].priority > -np.inf).any()) for i in ctx]
         toks = [c if a else 0 for c, a in zip(sq_count, allowed)]  # whole-dropped pieces take no budget
         rates = age_rates(toks, [age[p.message] for p in squeezable], budget.tokens - fixed, age_decay)
         for p, i, r, c in zip(squeezable, ctx, rates, sq_count):
-            new_text[id(p)] = _fit_segment(prompt.segments[i], units[i], target, int(r * c))
+            new_text[id(p)] = pipeline.fit_segment(prompt.segments[i], units[i], int(r * c))
     new_count = []
     for p, c in zip(pieces, count):
         text = new_text[id(p)]
@@ -184,13 +185,7 @@ def compress_messages(compressor, messages: Sequence[Mapping], *, rate: float | 
         per[p.message] = (a + c, b + n)
     return MessagesResult(
         messages=out, origin_tokens=origin, compressed_tokens=sum(new_count), budget_tokens=budget.tokens,
-        requested_rate=budget.rate, method=compressor.method.name, model=compressor.method.model_name,
-        target=compressor.target_name, compressed=sq_msgs,
+        requested_rate=budget.rate, method=pipeline.method.name, model=pipeline.method.model_name,
+        target=pipeline.target_name, compressed=sq_msgs,
         per_message=tuple(per.get(i, (0, 0)) for i in range(len(messages))),
         seconds=time.perf_counter() - t0)
-
-
-def _fit_segment(segment, units, target, budget: int) -> str:
-    """The segment's highest-priority units whose kept text fits `budget` target tokens."""
-    one = Prompt((segment,), (0,))
-    return assemble(one, fit_to_budget(one, [units], target, budget))

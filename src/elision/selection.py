@@ -101,17 +101,35 @@ def rank_priorities(scores: np.ndarray, weights: np.ndarray, ratio: float, force
 
 def forced_mask(starts: np.ndarray, ends: np.ndarray, text: str, spans: tuple[Span, ...],
                 digits: bool = False, newlines: bool = False, tokens: tuple[str, ...] = ()) -> np.ndarray:
-    """Units that overlap a protected span, or contain a digit / a newline / a forced token."""
+    """Units that overlap a protected span, or contain a digit / a newline / a forced token.
+    Linear in the text: one prefix sum over protected characters, one pass over the units.
+    'a 12 b' with units 'a', ' 12', ' b' and digits=True -> [False, True, False]"""
     m = np.zeros(len(starts), bool)
-    for s, e in spans:
-        m |= (starts < e) & (ends > s)
+    if spans:
+        mark = np.zeros(len(text) + 1, np.int64)
+        for s, e in spans:
+            mark[s] += 1
+            mark[e] -= 1
+        covered = np.concatenate([[0], np.cumsum(np.cumsum(mark)[:-1] > 0)])  # protected chars before i
+        m |= covered[ends] > covered[starts]
     if digits or newlines or tokens:
+        token_set = frozenset(tokens)
         for i, (s, e) in enumerate(zip(starts.tolist(), ends.tolist())):
             u = text[s:e]
             if (digits and any(ch.isdigit() for ch in u)) or (newlines and "\n" in u) or (
-                    tokens and u.strip() in tokens):
+                    token_set and u.strip() in token_set):
                 m[i] = True
     return m
+
+
+def must_keep(segment, starts: np.ndarray, ends: np.ndarray, policy) -> np.ndarray:
+    """The units of `segment` that the keep policy (a method's Options: protected spans, kept
+    roles, force_digits / force_tokens / keep_newlines) says must survive. The pipeline enforces
+    exactly this; a method may call it too, to spend its budget on the rest."""
+    if segment.role in policy.kept_roles():
+        return np.ones(len(starts), bool)
+    return forced_mask(starts, ends, segment.text, segment.protected, policy.force_digits,
+                       policy.keep_newlines, policy.force_tokens)
 
 
 @dataclass(frozen=True)

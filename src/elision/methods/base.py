@@ -1,11 +1,30 @@
 """The method protocol, typed options, and the registry of methods by name.
 
-A method turns a Prompt into per-segment Units with priorities; the Compressor then fits
-them to the budget (selection.fit_to_budget) and builds the result. So a method never counts
-target tokens itself and can never return more than the budget allows (bar protected text).
+A method is a pure scorer. Given a Prompt (and, only if it declares `budget_aware = True`, the
+Budget) it returns, for each segment, Units: character spans tiling the segment's text with a
+priority each (higher = kept first; +inf = always kept; -inf = never kept), and optionally an
+order of the segments. That is all it does. The pipeline (elision.pipeline) then, for every
+method alike, third-party ones included:
 
-    >>> get_method("random")
-    <class 'elision.methods.baselines.Random'>
+  - keeps protected spans, forced digits / tokens / line breaks and the roles the options keep
+    whole (the question by default), whatever priorities the method gave them;
+  - lands the result on the budget counted in the TARGET tokenizer (selection.fit_to_budget);
+  - keeps each segment's text a subsequence of the original;
+  - caches the scores of methods that do not look at the budget, keyed by prompt and options.
+
+A minimal method (keeps the longest words first):
+
+    >>> @register
+    ... class LongWords(Method):
+    ...     name = "long_words"
+    ...     def score(self, prompt, options, budget=None, progress=None):
+    ...         out = []
+    ...         for seg in prompt.segments:
+    ...             starts, ends = word_spans(seg.text)
+    ...             out.append(Units(starts, ends, (ends - starts).astype(float)))
+    ...         return out
+    >>> get_method("long_words") is LongWords
+    True
 
 Third-party methods register through the entry-point group "elision.methods".
 """
@@ -21,15 +40,30 @@ from typing import ClassVar
 from .._errors import InvalidInput, UnknownName
 from ..budget import Budget
 from ..prompt import Prompt
-from ..selection import Units
-from ..tokenizers import TargetTokenizer
+from ..parsing import parse_bool
+from ..selection import Units, word_spans  # noqa: F401  (word_spans: the docstring's example)
 
 Progress = Callable[[int, int], None]  # (done, total) in the method's own work units
 
 
 @dataclasses.dataclass(frozen=True)
 class Options:
-    """Base for per-method options: frozen, keyword-only, unknown keys rejected."""
+    """Base for per-method options: frozen, keyword-only, unknown keys rejected.
+
+    The fields here are the keep policy every method accepts; the pipeline enforces them, so a
+    method never has to. A method may change a default by declaring the field again
+    (`keep_instruction: bool = True`)."""
+
+    keep_question: bool = True  # the question is never compressed
+    keep_instruction: bool = False  # the instruction is never compressed
+    force_digits: bool = False  # every word holding a digit is kept
+    force_tokens: tuple[str, ...] = ()  # these words are always kept, e.g. ".,?"
+    keep_newlines: bool = False  # every line break is kept (layout of lists, code, tables)
+    drop_consecutive: bool = False  # a run of one forced token ('....') keeps only its first
+
+    def kept_roles(self) -> frozenset[str]:
+        return frozenset(r for r, keep in (("question", self.keep_question),
+                                           ("instruction", self.keep_instruction)) if keep)
 
     @classmethod
     def build(cls, values: dict | None = None, base: Options | None = None) -> Options:
@@ -48,13 +82,7 @@ def _coerce(name: str, tp, value):
     """Accept CLI strings ("3", "true", "a,b") as well as Python values for a field type."""
     try:
         if tp is bool:
-            if isinstance(value, str):
-                if value.lower() in ("1", "true", "yes", "on"):
-                    return True
-                if value.lower() in ("0", "false", "no", "off"):
-                    return False
-                raise ValueError
-            return bool(value)
+            return parse_bool(value, f"option {name}")
         if tp is int:
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError
@@ -74,39 +102,36 @@ def _coerce(name: str, tp, value):
     return value
 
 
+@dataclasses.dataclass(frozen=True)
+class Scored:
+    """What a method returns: one Units per segment, and optionally the segments' output order
+    (a permutation of their indices; None = as given)."""
+
+    units: tuple[Units, ...]
+    order: tuple[int, ...] | None = None
+
+
 class Method:
-    """Subclass, set `name` and `Options`, implement `priorities`, and decorate with @register."""
+    """Subclass, set `name` (and `Options`), implement `score`, and decorate with @register."""
 
     name: ClassVar[str]
     Options: ClassVar[type[Options]] = Options
     uses_model: ClassVar[bool] = False
     default_model: ClassVar[str | None] = None
+    # True: score() is given the Budget (LLMLingua's budget controller, LongLLMLingua's coarse
+    # stage); False: it gets budget=None and the pipeline caches its scores across budgets.
+    budget_aware: ClassVar[bool] = False
 
     def __init__(self, *, model: str | None = None, device: str | None = None, dtype: str | None = None,
                  progress: Callable[[str], None] | None = None):
         if model is not None and not self.uses_model:
             raise InvalidInput(f"method {self.name!r} uses no model; do not pass model=")
         self.model_name = model if model is not None else self.default_model
-        self._memo: dict = {}  # see _remembered
+        self.device, self.dtype = device, dtype
 
-    def priorities(self, prompt: Prompt, budget: Budget, target: TargetTokenizer, options: Options,
-                   progress: Progress | None = None) -> list[Units]:
+    def score(self, prompt: Prompt, options: Options, budget: Budget | None = None,
+              progress: Progress | None = None) -> Scored | list[Units]:
         raise NotImplementedError
-
-    def _remembered(self, key, compute: Callable[[], object], size: int = 8):
-        """compute() once per key, the last `size` keys kept: scores that do not depend on the
-        budget (an evaluation sweep, a caller trying budgets) are computed once per prompt."""
-        memo = self._memo
-        if key not in memo:
-            if len(memo) >= size:
-                memo.pop(next(iter(memo)))
-            memo[key] = compute()
-        return memo[key]
-
-    def order(self, prompt: Prompt, options: Options) -> list[int] | None:
-        """Segment order of the output, after priorities() ran on this prompt; None = as given.
-        Only methods that reorder documents (LongLLMLingua) override it."""
-        return None
 
 
 class CausalMethod(Method):

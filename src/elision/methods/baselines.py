@@ -1,7 +1,7 @@
 """Baselines every method must beat: `random` word deletion and `truncate`.
 
-Both keep the instruction and the question whole (they are short and the papers' baselines
-compress the context) and spend the rest of the budget on the contexts:
+Both keep the instruction and the question whole by default (they are short and the papers'
+baselines compress the context) and spend the rest of the budget on the contexts:
   random   - words kept uniformly at random (seeded: same input and seed, same output);
   truncate - the contexts' first words, in prompt order, until the budget is spent.
 """
@@ -12,44 +12,49 @@ import dataclasses
 
 import numpy as np
 
-from ..budget import Budget
 from ..prompt import Prompt
-from ..selection import Units, forced_mask, word_spans
-from ..tokenizers import TargetTokenizer
+from ..selection import Units, word_spans
 from .base import Method, Options, register
 
 
 def _word_units(prompt: Prompt, score_fn) -> list[Units]:
     out = []
-    for i, seg in enumerate(prompt.segments):
+    for seg in prompt.segments:
         starts, ends = word_spans(seg.text)
-        forced = forced_mask(starts, ends, seg.text, seg.protected)
-        pri = np.full(len(starts), np.inf) if seg.role != "context" else score_fn(i, len(starts))
-        out.append(Units(starts, ends, np.where(forced, np.inf, pri)))
+        out.append(Units(starts, ends, score_fn(len(starts))))
     return out
 
 
 @register
 class Random(Method):
+    """Words kept uniformly at random (seeded)."""
+
     name = "random"
 
     @dataclasses.dataclass(frozen=True)
     class Options(Options):
+        keep_instruction: bool = True
         seed: int = 0
 
-    def priorities(self, prompt: Prompt, budget: Budget, target: TargetTokenizer, options, progress=None):
+    def score(self, prompt: Prompt, options, budget=None, progress=None):
         rng = np.random.default_rng(options.seed)
-        return _word_units(prompt, lambda i, n: rng.random(n))
+        return _word_units(prompt, rng.random)
 
 
 @register
 class Truncate(Method):
+    """The first words, in prompt order, until the budget is spent."""
+
     name = "truncate"
 
-    def priorities(self, prompt: Prompt, budget: Budget, target: TargetTokenizer, options, progress=None):
+    @dataclasses.dataclass(frozen=True)
+    class Options(Options):
+        keep_instruction: bool = True
+
+    def score(self, prompt: Prompt, options, budget=None, progress=None):
         done = 0
 
-        def score(i: int, n: int) -> np.ndarray:  # earlier words first, across all contexts
+        def score(n: int) -> np.ndarray:  # earlier words first, across all segments
             nonlocal done
             s = -(done + np.arange(n, dtype=np.float64))
             done += n

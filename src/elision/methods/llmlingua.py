@@ -34,14 +34,16 @@ import numpy as np
 from .._errors import InvalidInput
 from ..budget import Budget, check_rate, plan
 from ..prompt import SEPARATOR, Prompt
-from ..selection import Units, aggregate, forced_mask, rank_priorities, token_spans, unit_token_index, word_spans
-from ..tokenizers import TargetTokenizer
+from ..selection import Units, aggregate, must_keep, rank_priorities, token_spans, unit_token_index, word_spans
 from .base import CausalMethod, Options, register
 
 
 @register
 class LLMLingua(CausalMethod):
+    """Budget controller + iterative token-level compression with a small causal LM."""
+
     name = "llmlingua"
+    budget_aware = True  # the budget controller splits the budget between roles and demonstrations
 
     @dataclasses.dataclass(frozen=True)
     class Options(Options):
@@ -53,9 +55,6 @@ class LLMLingua(CausalMethod):
         context_level: bool = True  # the coarse (demonstration-level) stage
         unit: str = "word"  # "word" | "token"
         word_score: str = "max"  # how a word's token surprisals combine: mean | max | sum | first
-        keep_newlines: bool = False
-        force_digits: bool = False
-        force_tokens: tuple[str, ...] = ()
 
         def __post_init__(self):
             if self.segment_size < 8:
@@ -66,15 +65,19 @@ class LLMLingua(CausalMethod):
                 raise InvalidInput("granularity must be >= 1")
             check_rate(self.instruction_rate)
             check_rate(self.question_rate)
+            if self.question_rate < 1 and self.keep_question:
+                raise InvalidInput(f"question_rate={self.question_rate} compresses the question, but keep_question "
+                                   "is on: pass keep_question=False too")
             if self.unit not in ("word", "token"):
                 raise InvalidInput(f"unit must be 'word' or 'token', got {self.unit!r}")
             if self.word_score not in ("mean", "max", "sum", "first"):
                 raise InvalidInput(f"word_score must be mean, max, sum or first, got {self.word_score!r}")
 
-    def priorities(self, prompt: Prompt, budget: Budget, target: TargetTokenizer, options, progress=None):
+    def score(self, prompt: Prompt, options, budget: Budget | None = None, progress=None):
         lm, segs = self.lm, prompt.segments
         toks = [lm.tokenize(s.text) for s in segs]
-        tlen = [target.count(s.text) for s in segs]
+        tlen = budget.segment_tokens  # counted once by the pipeline, in the target tokenizer
+        kept = options.kept_roles()
         role_len = {r: sum(tlen[i] for i in prompt.role_segments(r)) for r in ("instruction", "question")}
         ctx = prompt.role_segments("context")
 
@@ -84,7 +87,8 @@ class LLMLingua(CausalMethod):
 
         p = plan(role_len["instruction"], role_len["question"], [tlen[i] for i in ctx], budget.tokens,
                  ppl if options.context_level and len(ctx) > 1 else None,
-                 options.instruction_rate, options.question_rate, options.granularity)
+                 1.0 if "instruction" in kept else options.instruction_rate,
+                 1.0 if "question" in kept else options.question_rate, options.granularity)
         selected = {ctx[j] for j in p.selected}
         rate = {"instruction": p.instruction_rate, "question": p.question_rate, "context": p.context_rate}
         # One token stream over the kept segments (joined by the separator, always kept), cut
@@ -99,8 +103,7 @@ class LLMLingua(CausalMethod):
                 starts, ends = word_spans(seg.text)
             else:
                 starts, ends = token_spans(offsets, len(seg.text))
-            forced = forced_mask(starts, ends, seg.text, seg.protected, options.force_digits,
-                                 options.keep_newlines, options.force_tokens)
+            forced = must_keep(seg, starts, ends, options)  # the pipeline keeps these; ITPC counts them as kept
             if seg.role == "context" and i not in selected:  # dropped by the coarse stage: ranked
                 # after every unit of the kept ones (rank_priorities gives >= -1), so it only
                 # fills a budget that the kept demonstrations cannot

@@ -19,8 +19,8 @@ One forward pass, no causal LM: the fast path for long inputs. For each segment:
 
 `question_aware=True` puts the question before every chunk ([CLS] question [SEP] chunk [SEP]) so
 the classifier can condition on it, as EFPC does; that only helps a classifier trained that way.
-The instruction and the question are kept whole unless `compress_instruction` /
-`compress_question`. Not handled: the reference's token-level (sub-word) output.
+The instruction and the question are kept whole unless `keep_instruction=False` /
+`keep_question=False`. Not handled: the reference's token-level (sub-word) output.
 """
 
 from __future__ import annotations
@@ -31,12 +31,11 @@ import math
 import numpy as np
 
 from .._errors import InvalidInput
+from ..chunking import chunk_bounds
 from ..prompt import Prompt
-from ..selection import Units, aggregate, forced_mask
-from ..tokenizers import TargetTokenizer
+from ..selection import Units, aggregate
 from .base import Method, Options, register
 
-_SENTENCE_END = frozenset(".!?;。！？")
 
 
 def word_units(text: str, offsets: np.ndarray, word_of: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -64,34 +63,6 @@ def word_units(text: str, offsets: np.ndarray, word_of: np.ndarray) -> tuple[np.
     return starts.astype(np.int64), ends.astype(np.int64), word_unit
 
 
-def chunk_bounds(text: str, offsets: np.ndarray, word_of: np.ndarray, limit: int) -> list[tuple[int, int]]:
-    """Token ranges of at most `limit` tokens, cut before a word that starts a sentence (after
-    . ! ? ; or a line break) when one lies in the second half of the window, else before the
-    last word that fits, else (one word longer than the window) anywhere."""
-    n = len(word_of)
-    if n <= limit:
-        return [(0, n)] if n else []
-    starts = np.flatnonzero(np.concatenate([[True], word_of[1:] != word_of[:-1]]))
-    prev_end = offsets[starts[1:] - 1, 1]
-    sentence = np.array([False] + [
-        (e > 0 and text[e - 1] in _SENTENCE_END) or "\n" in text[e:s]
-        for e, s in zip(prev_end.tolist(), offsets[starts[1:], 0].tolist())])
-    sent_starts = starts[sentence]
-    out, a = [], 0
-    while n - a > limit:
-        hi = a + limit
-        k = np.searchsorted(sent_starts, hi, side="right") - 1
-        if k >= 0 and sent_starts[k] > a + limit // 2:
-            b = int(sent_starts[k])
-        else:
-            k = np.searchsorted(starts, hi, side="right") - 1
-            b = int(starts[k]) if k >= 0 and starts[k] > a else hi
-        out.append((a, b))
-        a = b
-    out.append((a, n))
-    return out
-
-
 @register
 class LLMLingua2(Method):
     """Token classification with a bidirectional encoder (fast; one forward pass)."""
@@ -107,13 +78,8 @@ class LLMLingua2(Method):
         word_score: str = "mean"  # token P(keep) -> word: mean | first | max
         threshold: float = 0.0  # > 0: never keep a word with P(keep) below it
         context_rate: float = 1.0  # < 1: keep only this share of the contexts (by mean P(keep))
-        force_tokens: tuple[str, ...] = ()  # e.g. ".,?,!": always keep these words
-        force_digits: bool = False
-        keep_newlines: bool = False  # True: keep every line break (layout of lists, code, tables)
-        drop_consecutive: bool = False  # a run of the same forced token ('....') keeps only its first
         question_aware: bool = False  # [CLS] question [SEP] chunk [SEP]
-        compress_instruction: bool = False
-        compress_question: bool = False
+        keep_instruction: bool = True
 
         def __post_init__(self):
             if self.word_score not in ("mean", "first", "max"):
@@ -133,15 +99,15 @@ class LLMLingua2(Method):
 
         self.clf = TokenClassifier.shared(self.model_name, device=device, dtype=dtype, progress=progress)
 
-    def priorities(self, prompt: Prompt, budget, target: TargetTokenizer, options, progress=None):
-        # P(keep) does not depend on the budget: a prompt tried at several rates is scored once
-        words = self._remembered((prompt, options), lambda: self.word_probs(prompt, options, progress))
+    def score(self, prompt: Prompt, options, budget=None, progress=None):
+        # P(keep) does not depend on the budget: the pipeline caches it across rates
+        words = self.word_probs(prompt, options, progress)
         dropped: set[int] = set()
         if options.context_rate < 1:  # the context-level filter: lowest mean P(keep) goes first
             ctx = [i for i, s in enumerate(prompt.segments) if s.role == "context" and words[i][2] is not None]
             ranked = sorted(ctx, key=lambda i: -words[i][3])
             dropped = set(ranked[max(1, math.ceil(options.context_rate * len(ctx))):])
-        return [self._units(seg, *w, options, i in dropped) for i, (seg, w) in enumerate(zip(prompt.segments, words))]
+        return [self._units(*w, options, i in dropped) for i, w in enumerate(words)]
 
     def word_probs(self, prompt: Prompt, options, progress=None) -> list[tuple]:
         """Per segment: (unit starts, unit ends, unit P(keep) or None when kept whole, mean P)."""
@@ -155,7 +121,8 @@ class LLMLingua2(Method):
         if prefix is not None:
             prefix = prefix[:limit // 2]
             limit -= len(prefix) + 1
-        scored = [i for i, s in enumerate(prompt.segments) if self._scored(s.role, options)]
+        kept = options.kept_roles()
+        scored = [i for i, s in enumerate(prompt.segments) if s.role == "context" or s.role not in kept]
         toks = {i: clf.tokenize(prompt.segments[i].text) for i in scored}
         chunks, where = [], []
         for i in scored:
@@ -190,26 +157,12 @@ class LLMLingua2(Method):
         return out
 
     @staticmethod
-    def _scored(role: str, options) -> bool:
-        return (role == "context" or (role == "instruction" and options.compress_instruction)
-                or (role == "question" and options.compress_question))
-
-    @staticmethod
-    def _units(seg, starts, ends, up, mean_p, options, dropped: bool) -> Units:
-        protected = forced_mask(starts, ends, seg.text, seg.protected)
-        if up is None:
+    def _units(starts, ends, up, mean_p, options, dropped: bool) -> Units:
+        if up is None:  # a segment kept whole (the pipeline forces it)
             return Units(starts, ends, np.full(len(starts), np.inf))
-        forced = protected | forced_mask(starts, ends, seg.text, (), options.force_digits, options.keep_newlines,
-                                         options.force_tokens)
         pri = up.copy()
-        if options.drop_consecutive and options.force_tokens:  # '....' -> '.' (as the reference does)
-            words = [seg.text[s:e].strip() for s, e in zip(starts.tolist(), ends.tolist())]
-            for k in range(1, len(words)):
-                if words[k] in options.force_tokens and words[k] == words[k - 1] and not protected[k]:
-                    forced[k], pri[k] = False, -np.inf
         if options.threshold > 0:
             pri[pri < options.threshold] = -np.inf
-        if dropped:  # a filtered-out context: only protected text survives
+        if dropped:  # a filtered-out context: only what the keep policy forces survives
             pri[:] = -np.inf
-            forced = protected
-        return Units(starts, ends, np.where(forced, np.inf, pri))
+        return Units(starts, ends, pri)

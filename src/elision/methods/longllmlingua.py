@@ -38,9 +38,9 @@ import numpy as np
 from .._errors import InvalidInput
 from ..prompt import SEPARATOR, Prompt
 from ..rankers import RANKERS, get_ranker
-from ..selection import Units, aggregate, forced_mask, rank_priorities, unit_token_index, word_spans
-from ..tokenizers import TargetTokenizer
-from .base import CausalMethod, Options, register
+from ..budget import Budget
+from ..selection import Units, aggregate, must_keep, rank_priorities, unit_token_index, word_spans
+from .base import CausalMethod, Options, Scored, register
 
 
 @register
@@ -59,8 +59,7 @@ class LongLLMLingua(CausalMethod):
         surprisal_weight: float = 0.5  # score = (plain - conditioned) + w * plain; 0 = the paper's
         chunk_size: int = 512  # model tokens per forward pass
         word_score: str = "sum"  # how a word's token scores combine: sum | mean | max
-        force_digits: bool = False
-        force_tokens: tuple[str, ...] = ()
+        keep_instruction: bool = True
 
         def __post_init__(self):
             if self.ranker not in RANKERS:
@@ -78,20 +77,19 @@ class LongLLMLingua(CausalMethod):
             if self.word_score not in ("sum", "mean", "max"):
                 raise InvalidInput(f"word_score must be sum, mean or max, got {self.word_score!r}")
 
+    budget_aware = True  # the coarse stage keeps contexts until the budget is held
+
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self._rankers: dict = {}
-        self._orders: dict = {}  # (prompt, options) -> segment order, from the last priorities()
-
-    def order(self, prompt: Prompt, options) -> list[int] | None:
-        return self._orders.get((prompt, options))
+        self._rankers: dict = {}  # loaded models by ranker name (no per-call state)
 
     def _ranker(self, name: str):
         if name not in self._rankers:
-            self._rankers[name] = get_ranker(name, model=self.model_name) if name == "lm" else get_ranker(name)
+            kw = {"model": self.model_name} if name == "lm" else {}
+            self._rankers[name] = get_ranker(name, device=self.device, dtype=self.dtype, **kw)
         return self._rankers[name]
 
-    def priorities(self, prompt: Prompt, budget, target: TargetTokenizer, options, progress=None):
+    def score(self, prompt: Prompt, options, budget: Budget | None = None, progress=None) -> Scored:
         segs = prompt.segments
         ctx = prompt.role_segments("context")
         question = " ".join(segs[i].text for i in prompt.role_segments("question"))
@@ -99,7 +97,7 @@ class LongLLMLingua(CausalMethod):
             raise InvalidInput("longllmlingua needs a question (question=...); without one use llmlingua")
         if not ctx:
             raise InvalidInput("longllmlingua needs contexts to compress (context=[...])")
-        tlen = [target.count(s.text) for s in segs]
+        tlen = budget.segment_tokens  # counted once by the pipeline, in the target tokenizer
         fixed = sum(tlen[i] for i, s in enumerate(segs) if s.role != "context")
         avail = max(budget.tokens - fixed, 1)
 
@@ -112,8 +110,7 @@ class LongLLMLingua(CausalMethod):
         else:
             scores = ranker.scores(question, texts)
         ranked = [ctx[k] for k in np.argsort(-scores, kind="stable")]
-        self._orders.clear()  # only the latest prompt's order is asked for
-        self._orders[(prompt, options)] = _order(len(segs), ctx, ranked, options.reorder)
+        order = _order(len(segs), ctx, ranked, options.reorder)
         selected, total = [], 0
         for i in ranked:
             if selected and total >= avail + options.context_budget:
@@ -138,20 +135,18 @@ class LongLLMLingua(CausalMethod):
         out = []
         for i, seg in enumerate(segs):
             starts, ends = word_spans(seg.text)
-            if seg.role != "context":
-                out.append(Units(starts, ends, np.full(len(starts), np.inf)))
-            elif i not in rate:  # dropped by the coarse stage: only protected text survives
-                protected = forced_mask(starts, ends, seg.text, seg.protected)
-                out.append(Units(starts, ends, np.where(protected, np.inf, -np.inf)))
+            if seg.role != "context":  # kept whole unless the options say otherwise: then by position
+                out.append(Units(starts, ends, -np.arange(len(starts), dtype=np.float64) / max(len(starts), 1)))
+            elif i not in rate:  # dropped by the coarse stage: only what the keep policy forces survives
+                out.append(Units(starts, ends, np.full(len(starts), -np.inf)))
             else:
-                forced = forced_mask(starts, ends, seg.text, seg.protected, options.force_digits, False,
-                                     options.force_tokens)
+                forced = must_keep(seg, starts, ends, options)  # kept by the pipeline; not spent from the rate
                 ids, offsets = self.lm.tokenize(seg.text)
                 owner = unit_token_index(starts, offsets[:, 0]) if len(ids) else np.zeros(0, np.int64)
                 score = aggregate(info[i], owner, len(starts), options.word_score) if len(ids) else np.zeros(len(starts))
                 weights = np.maximum(np.bincount(owner, minlength=len(starts)), 1)
                 out.append(Units(starts, ends, rank_priorities(score, weights, rate[i], forced)))
-        return out
+        return Scored(tuple(out), tuple(order) if order is not None else None)
 
     def _surprisal(self, prompt, order, question, options, free, progress=None) -> dict[int, np.ndarray]:
         """Per model token of each selected context: surprisal given BOS + the context so far

@@ -21,8 +21,7 @@ import numpy as np
 
 from .._errors import InvalidInput
 from ..prompt import SEPARATOR, Prompt
-from ..selection import Units, forced_mask, token_spans, unit_token_index, word_spans
-from ..tokenizers import TargetTokenizer
+from ..selection import Units, token_spans, unit_token_index, word_spans
 from .base import CausalMethod, Options, register
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
@@ -67,14 +66,14 @@ def sentence_spans(text: str) -> tuple[np.ndarray, np.ndarray]:
 
 @register
 class SelectiveContext(CausalMethod):
+    """Drop the units with the least self-information under a small causal LM."""
+
     name = "selective_context"
 
     @dataclasses.dataclass(frozen=True)
     class Options(Options):
         unit: str = "word"  # "token" | "word" | "phrase" | "sentence"
         chunk_size: int = 512  # model tokens per forward pass (the cache carries the context)
-        keep_question: bool = True  # never drop the question
-        force_digits: bool = False
 
         def __post_init__(self):
             if self.unit not in ("token", "word", "phrase", "sentence"):
@@ -82,13 +81,8 @@ class SelectiveContext(CausalMethod):
             if self.chunk_size < 8:
                 raise InvalidInput("chunk_size must be at least 8 model tokens")
 
-    def priorities(self, prompt: Prompt, budget, target: TargetTokenizer, options, progress=None):
-        # Self-information does not depend on the rate: the same prompt at several rates (an
-        # evaluation sweep, a caller trying budgets) is scored once.
-        units = self._remembered((prompt, options), lambda: self._priorities(prompt, options, progress))
-        return [Units(u.starts, u.ends, u.priority.copy()) for u in units]
-
-    def _priorities(self, prompt: Prompt, options, progress=None):
+    def score(self, prompt: Prompt, options, budget=None, progress=None):
+        # self-information does not depend on the budget: the pipeline caches it across rates
         lm = self.lm
         stream = lm.stream()
         sep_ids = lm.tokenize(SEPARATOR)[0]
@@ -116,9 +110,5 @@ class SelectiveContext(CausalMethod):
             else:
                 starts, ends = token_spans(offsets, len(seg.text))
             owner = unit_token_index(starts, offsets[:, 0]) if len(ids) else np.zeros(0, np.int64)
-            info = np.bincount(owner, weights=nll, minlength=len(starts))
-            forced = forced_mask(starts, ends, seg.text, seg.protected, digits=options.force_digits)
-            if seg.role == "question" and options.keep_question:
-                forced[:] = True
-            out.append(Units(starts, ends, np.where(forced, np.inf, info)))
+            out.append(Units(starts, ends, np.bincount(owner, weights=nll, minlength=len(starts))))
         return out
