@@ -84,6 +84,21 @@ def test_fidelity_ranks_full_above_random_10x(target):
     assert min(kls) > 0
 
 
+def test_answer_nll_agrees_with_the_lm_scoring(target):
+    """TargetLM.score (full next-token distributions) and CausalLM.token_nll (the chunked LM
+    head) give the same answer NLL."""
+    import numpy as np
+
+    lm = target.lm
+    prompt, answer = "The Tay Bridge opened in 1878 near Dundee. Q: When did it open? A:", "1878"
+    s = target.score(prompt, answer)
+    p_ids, a_ids = lm.tokenize(prompt)[0], lm.tokenize(" " + answer)[0]
+    row = np.concatenate([[lm.bos_id], p_ids, a_ids])
+    nll = lm.token_nll([row], start=[len(p_ids) + 1])[0]
+    assert s.logp.shape[0] == len(a_ids) == len(nll)
+    assert s.nll == pytest.approx(float(nll.mean()), abs=0.05)
+
+
 def test_retained_share_definition():
     assert retained(5.0, 1.0, 1.0) == 1.0
     assert retained(5.0, 1.0, 5.0) == 0.0

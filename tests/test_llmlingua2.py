@@ -6,7 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from elision import Compressor, InvalidInput
-from elision.methods.llmlingua2 import chunk_bounds, word_units
+from elision.chunking import chunk_bounds
+from elision.methods.llmlingua2 import word_units
 
 from .conftest import is_subsequence
 
@@ -55,6 +56,39 @@ def test_chunks_cover_and_cut_between_words(clf, text, limit):
     assert all(b - a <= limit for a, b in bounds)
     starts, ends, _ = word_units(text, t.offsets, t.word_of)
     assert "".join(text[a:b] for a, b in zip(starts, ends)) == text
+
+
+LONG = "".join(
+    f"Paragraph {i}: the Tay Bridge's girders (built 1871-1878, e.g. span no. {i}) didn't hold; "
+    f"Sir Thomas Bouch's design was re-examined by the court of inquiry in {1880 + i % 9}. "
+    f"Why? Wind-loading of {i * 3.5} lb/ft² was ignored!{chr(10) * (1 + i % 2)}"
+    f"- anti-establishment-arianism, pneumonoultramicroscopicsilicovolcanoconiosis, 橋梁。 "
+    for i in range(40))
+
+
+@pytest.mark.parametrize("chunk_tokens", [128, 64, 24])
+def test_training_windows_are_cut_like_inference_windows(ll2, clf, monkeypatch, chunk_tokens):
+    """encode_passage (training) and the method's own chunking (inference) cut a long text into
+    the same token windows, even where the distilled words differ from the tokenizer's."""
+    from elision.models.encoder import TokenClassifier
+    from elision.train.align import WORD
+    from elision.train.classifier import encode_passage
+
+    seen = []
+    keep_probs = TokenClassifier.keep_probs
+
+    def spy(self, chunks, *args, **kwargs):
+        seen.extend(c.tolist() for c in chunks)
+        return keep_probs(self, chunks, *args, **kwargs)
+
+    monkeypatch.setattr(TokenClassifier, "keep_probs", spy)
+    ll2.compress(context=[LONG], rate=0.5, chunk_tokens=chunk_tokens)
+    words = [[m.start(), m.end()] for m in WORD.finditer(LONG)]
+    train = encode_passage(clf.tokenizer, LONG, words, [i % 2 for i in range(len(words))], max_length=chunk_tokens)
+    assert len(seen) > 10 and all(len(w) <= chunk_tokens - 2 for w in seen)
+    assert [c.input_ids[1:-1].tolist() for c in train] == seen
+    t = clf.tokenize(LONG)  # and both are chunk_bounds over the tokenizer's words
+    assert [t.ids[a:b].tolist() for a, b in chunk_bounds(LONG, t.offsets, t.word_of, chunk_tokens - 2)] == seen
 
 
 def test_packed_rows_give_the_same_probabilities_as_one_row_per_chunk(ll2, docs):
@@ -139,7 +173,7 @@ def test_question_aware_conditions_the_scores(ll2, docs):
     aware = ll2.method.word_probs(p, ll2.options.build({"question_aware": True}, base=ll2.options))[0][2]
     assert plain.shape == aware.shape and not np.allclose(plain, aware)
     r = ll2.compress(context=docs["docs"], question=docs["question"], rate=0.3, question_aware=True,
-                     compress_question=True)
+                     keep_question=False)
     assert r.compressed_tokens <= r.budget_tokens and not r.compressed_prompt.endswith(docs["question"])
 
 

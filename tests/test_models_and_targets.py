@@ -73,3 +73,22 @@ def test_unloadable_model_is_a_clear_error(tmp_path):
     (tmp_path / "config.json").write_text("{}")  # a directory that is not a model
     with pytest.raises(InvalidInput, match="cannot load model"):
         Compressor("llmlingua", model=str(tmp_path))
+
+
+def test_quiet_transformers_for_a_block_or_for_good():
+    from transformers.utils import logging as hf_logging
+
+    from elision.models.hf import quiet_transformers
+
+    before = (hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled())
+    hf_logging.set_verbosity_warning()
+    hf_logging.enable_progress_bar()
+    try:
+        with quiet_transformers():  # a library call: quiet inside, as it was after
+            assert hf_logging.get_verbosity() == hf_logging.ERROR and not hf_logging.is_progress_bar_enabled()
+        assert hf_logging.get_verbosity() == hf_logging.WARNING and hf_logging.is_progress_bar_enabled()
+        quiet_transformers()  # the CLI: quiet from here on
+        assert hf_logging.get_verbosity() == hf_logging.ERROR and not hf_logging.is_progress_bar_enabled()
+    finally:
+        hf_logging.set_verbosity(before[0])
+        (hf_logging.enable_progress_bar if before[1] else hf_logging.disable_progress_bar)()

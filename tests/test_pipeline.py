@@ -159,3 +159,31 @@ def test_score_cache_is_bounded():
 def test_question_rate_contradiction_is_a_clear_error():
     with pytest.raises(InvalidInput, match="keep_question=False"):
         get_method("llmlingua").Options.build({"question_rate": 0.5})
+
+
+def test_importance_ranks_words_and_marks_must_keep(naive_installed):
+    c = Compressor("naive", target="cl100k_base")
+    imp = c.importance(context=DOCS[:2], question=QUESTION, force_digits=True)
+    rows = imp.to_rows(top=0.2)
+    text = imp.prompt.text
+    assert all(text[r["start"]:r["end"]] == r["text"] for r in rows)
+    assert {r["text"].strip() for r in rows if r["must_keep"]} >= {"1878", "1879", "28", "Who", "fall"}
+    assert all(r["important"] for r in rows if r["must_keep"])
+    free = [r for r in rows if not r["must_keep"] and r["text"].strip()]
+    assert free and [r["rank"] for r in free] == sorted(r["rank"] for r in free)  # equal scores: by position
+    with pytest.raises(InvalidInput):
+        imp.important(0)
+
+
+def test_cli_importance_writes_json_lines(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from elision.cli import cli
+
+    res = CliRunner().invoke(cli, ["importance", "-", "-m", "truncate", "--top", "0.5"],
+                             input="First words matter here. Later words matter less.\n")
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in res.output.splitlines()]
+    assert rows[0]["text"] == "First" and rows[0]["important"] and not rows[-2]["important"]

@@ -56,3 +56,20 @@ def test_ranker_errors(docs):
     with pytest.raises(UnknownName, match="unknown ranker 'nope'; known: bm25, embedding, lm"):
         get_ranker("nope")
     assert set(RANKERS) == {"bm25", "embedding", "lm"}
+
+
+def test_rankers_load_on_the_asked_device_and_dtype(llmlingua):
+    """A method passes its device and dtype on: LongLLMLingua's lm ranker then shares the
+    method's SmolLM2 instead of loading a second copy."""
+    from elision.models.causal import CausalLM
+
+    lm = get_ranker("lm", model="smollm2-135m", device="cpu", dtype="float32").lm
+    assert lm is CausalLM.shared("smollm2-135m", device="cpu", dtype="float32")
+    assert lm.dtype == "float32" and str(lm.device) == "cpu"
+    assert get_ranker("lm", device="cpu", dtype="bfloat16").lm.dtype == "bfloat16"
+    # the automatic choice shares with the same choice spelled out (keyed on what they resolve to)
+    auto = CausalLM.shared("smollm2-135m")
+    assert auto is CausalLM.shared("smollm2-135m", device=str(auto.device), dtype=auto.dtype)
+    emb = get_ranker("embedding", device="cpu", dtype="float32")
+    assert emb.device == "cpu" and str(next(emb.model.parameters()).dtype) == "torch.float32"
+    assert get_ranker("bm25", device="cpu", dtype="float32").scores("bridge", ["a bridge", "bread"])[0] > 0

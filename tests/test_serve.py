@@ -212,6 +212,13 @@ def test_proxy_per_request_control(comps, upstream):
     assert int(r.headers["x-elision-compressed-tokens"]) <= round(0.3 * int(r.headers["x-elision-origin-tokens"])) + 1
     r = post(app, "/v1/chat/completions", json={"model": "echo", "messages": CHAT, "elision": {"off": True}})
     assert _echo(r)["messages"] == CHAT
+    r = post(app, "/v1/chat/completions", json={"model": "echo", "messages": CHAT}, headers={"x-elision-off": "No"})
+    assert r.status_code == 200 and r.headers["x-elision-method"] == "llmlingua2"  # compressed
+    r = post(app, "/v1/chat/completions", json={"model": "echo", "messages": CHAT}, headers={"x-elision-off": "maybe"})
+    assert r.status_code == 400 and r.json()["error"]["message"].startswith(
+        "X-Elision-Off must be true or false (1/true/yes/on or 0/false/no/off), got 'maybe'")
+    r = post(app, "/v1/chat/completions", json={"model": "echo", "messages": CHAT, "elision": {"off": "perhaps"}})
+    assert r.status_code == 400 and r.json()["error"]["message"].startswith('"off" must be true or false')
     r = post(app, "/v1/chat/completions", json={"model": "echo", "messages": CHAT, "elision": {"ratee": 1}})
     assert r.status_code == 400 and "ratee" in r.json()["error"]["message"]
     r = post(app, "/v1/chat/completions", json={"model": "echo", "messages": "hi"})
@@ -311,6 +318,10 @@ def test_settings_from_env_and_flags():
     assert s.port == 9002 and s.methods == ("truncate", "random") and s.log_prompts and s.api_key == "k"
     with pytest.raises(ValueError, match="ELISION_QUEUE"):
         Settings.from_env({"ELISION_QUEUE": "many"})
+    assert Settings.from_env({"ELISION_LOG_PROMPTS": "On"}).log_prompts is True
+    assert Settings.from_env({"ELISION_LOG_PROMPTS": "off"}).log_prompts is False
+    with pytest.raises(ValueError, match=r"ELISION_LOG_PROMPTS must be true or false .*'sometimes'"):
+        Settings.from_env({"ELISION_LOG_PROMPTS": "sometimes"})
     with pytest.raises(ValueError, match="upstream"):
         Settings(upstream="ftp://x")
 

@@ -20,6 +20,7 @@ torch = pytest.importorskip("torch")
 
 from elision._errors import InvalidInput  # noqa: E402
 from elision.models.adapter import artifact_sha256, is_adapter_dir, merge_adapter  # noqa: E402
+from elision.models.registry import prepare  # noqa: E402
 from elision.train.classifier import (  # noqa: E402
     IGNORE,
     batches,
@@ -65,8 +66,6 @@ def make_data(path, n=60, lo=25, hi=40, seed=0):
 @pytest.fixture(scope="module")
 def tokenizer():
     from transformers import AutoTokenizer
-
-    from elision.models.registry import prepare
 
     return AutoTokenizer.from_pretrained(str(prepare("minilm-l6")))
 
@@ -180,15 +179,13 @@ def test_merged_model_matches_the_peft_model(trained, tmp_path, tokenizer):
     from safetensors.torch import load_file
     from transformers import AutoModelForTokenClassification
 
-    from elision.models.registry import prepare
-
     out, _ = trained
     assert {v.dtype for v in load_file(str(out / "adapter_model.safetensors")).values()} == {torch.float16}
-    merged_dir = merge_adapter(out, tmp_path / "merged")
+    merged_dir = merge_adapter(out, tmp_path / "merged", resolve=prepare)
     marker = json.loads((merged_dir / "elision-merged.json").read_text())
     assert marker["sha256"] == artifact_sha256(out) and marker["lora_modules"] == 6 * 6
     mtime = (merged_dir / "model.safetensors").stat().st_mtime_ns
-    assert merge_adapter(out, merged_dir) == merged_dir  # cached by content: not rebuilt
+    assert merge_adapter(out, merged_dir, resolve=prepare) == merged_dir  # cached by content: not rebuilt
     assert (merged_dir / "model.safetensors").stat().st_mtime_ns == mtime
 
     merged = AutoModelForTokenClassification.from_pretrained(merged_dir).eval()
@@ -210,13 +207,13 @@ def test_merge_rejects_what_it_cannot_use(trained, tmp_path):
 
     out, _ = trained
     with pytest.raises(InvalidInput, match="not an elision LoRA artifact"):
-        merge_adapter(tmp_path, tmp_path / "m1")
+        merge_adapter(tmp_path, tmp_path / "m1", resolve=prepare)
     bad = tmp_path / "no-base"
     shutil.copytree(out, bad, ignore=shutil.ignore_patterns("checkpoints"))
     meta = json.loads((bad / "elision.json").read_text())
     (bad / "elision.json").write_text(json.dumps({**meta, "base": "no-such-encoder"}))
     with pytest.raises(InvalidInput, match="needs its base model 'no-such-encoder'"):
-        merge_adapter(bad, tmp_path / "m2")
+        merge_adapter(bad, tmp_path / "m2", resolve=prepare)
     shapes = tmp_path / "shapes"
     shutil.copytree(out, shapes, ignore=shutil.ignore_patterns("checkpoints"))
     sd = load_file(str(shapes / "adapter_model.safetensors"))
@@ -224,7 +221,7 @@ def test_merge_rejects_what_it_cannot_use(trained, tmp_path):
     sd[key] = torch.zeros(sd[key].shape[0], 100, dtype=sd[key].dtype)  # as if trained on a narrower base
     save_file(sd, str(shapes / "adapter_model.safetensors"))
     with pytest.raises(InvalidInput, match="shape"):
-        merge_adapter(shapes, tmp_path / "m3")
+        merge_adapter(shapes, tmp_path / "m3", resolve=prepare)
     assert not (tmp_path / "m3").exists()
 
 
@@ -262,7 +259,7 @@ def test_full_fine_tune_saves_a_whole_model_and_lora_replaces_it(data, tmp_path)
     assert model.config.id2label == {0: "drop", 1: "keep"}
     assert not is_adapter_dir(out)
     with pytest.raises(InvalidInput, match="is format 'elision-full-1'"):
-        merge_adapter(out, tmp_path / "merged")
+        merge_adapter(out, tmp_path / "merged", resolve=prepare)
     meta = train(data, out, max_steps=1, **FAST)  # a LoRA artifact in the same folder: no leftovers
     assert sorted(p.name for p in out.iterdir()) == ["adapter_config.json", "adapter_model.safetensors",
                                                      "elision.json"]

@@ -19,8 +19,12 @@ import sys
 import click
 
 from ._errors import ElisionError, InvalidInput
+from .models.hf import quiet_transformers
 
-PROGRESS_MIN_TOKENS = 1500  # show a progress bar from this many input tokens on
+# The CLI owns the terminal: commands that load models call quiet_transformers() first (no
+# 'Loading weights' bars from transformers on stderr).
+
+PROGRESS_MIN_CHARS = 6000  # show a progress bar from about 1,500 tokens of input on (no count needed)
 
 
 def _read_input(src: str) -> str:
@@ -98,16 +102,26 @@ def cli():
 def compress(source, rate, target_tokens, method, model, target, question, instruction, protect, protect_regex,
              options, device, dtype, as_json, show, quiet):
     """Compress the prompt in FILE (or stdin with -)."""
+    from .budget import make_budget
     from .compressor import Compressor
     from .prompt import Prompt
 
+    try:
+        pats = [re.compile(p) for p in protect_regex]
+    except re.error as e:
+        raise InvalidInput(f"bad --protect-regex: {e}") from None
+    make_budget(1, rate, target_tokens)  # a bad rate or budget fails before any model loads
     fields = parse_prompt(_read_input(source))
+    say = (lambda m: click.echo(m, err=True)) if not quiet else None
     if "messages" in fields:  # a chat: compressed as one, printed back as JSON messages
-        say = (lambda m: click.echo(m, err=True)) if not quiet else None
-        _quiet_transformers()
+        if question is not None or instruction is not None:
+            raise InvalidInput("--question / --instruction do not apply to chat messages: the latest user "
+                               "message is the question")
+        quiet_transformers()
         comp = Compressor(method, model=model, target=target, device=device, dtype=dtype, progress=say,
                           **dict(options))
-        r = comp.compress_messages(fields["messages"], rate=rate, target_tokens=target_tokens, protect=protect)
+        r = comp.compress_messages(fields["messages"], rate=rate, target_tokens=target_tokens,
+                                   protect=[*protect, *pats])
         click.echo(json.dumps(r.to_dict() if as_json else r.messages, ensure_ascii=False, indent=1))
         if not quiet:
             click.echo(f"{r.origin_tokens:,} -> {r.compressed_tokens:,} {r.target} tokens (rate {r.rate:.3f}) in "
@@ -117,31 +131,27 @@ def compress(source, rate, target_tokens, method, model, target, question, instr
         fields["question"] = question
     if instruction is not None:
         fields["instruction"] = instruction
-    try:
-        pats = [re.compile(p) for p in protect_regex]
-    except re.error as e:
-        raise InvalidInput(f"bad --protect-regex: {e}") from None
-    prompt = Prompt.build(fields.get("context"), fields.get("instruction"), fields.get("question"))  # fail fast
-    say = (lambda m: click.echo(m, err=True)) if not quiet else None
-    _quiet_transformers()
+    # built once, before the model loads (bad input fails fast), and handed to the compressor as is
+    prompt = Prompt.build(fields.get("context"), fields.get("instruction"), fields.get("question"),
+                          [*protect, *pats])
+    quiet_transformers()
     comp = Compressor(method, model=model, target=target, device=device, dtype=dtype, progress=say,
                       **dict(options))
-    origin = comp.target.count(prompt.text)
     bar = None
-    if not quiet and origin >= PROGRESS_MIN_TOKENS:
-        bar = click.progressbar(length=1, label="compressing", file=sys.stderr)
-        bar.__enter__()
 
-    def progress(done, total):
+    def progress(done, total):  # in the method's own units (e.g. model tokens)
+        nonlocal bar
+        if bar is None:
+            bar = click.progressbar(length=total, label="compressing", file=sys.stderr)
+            bar.__enter__()
         bar.length = total
         bar.update(done - bar.pos)
 
     try:
-        r = comp.compress(context=fields.get("context"), instruction=fields.get("instruction") or "",
-                          question=fields.get("question") or "", rate=rate, target_tokens=target_tokens,
-                          protect=[*protect, *pats], progress=progress if bar else None)
+        long = len(prompt.text) >= PROGRESS_MIN_CHARS
+        r = comp.compress(prompt, rate=rate, target_tokens=target_tokens, progress=progress if long and not quiet else None)
     finally:
-        if bar:
+        if bar is not None:
             bar.__exit__(None, None, None)
     if as_json:
         click.echo(json.dumps(r.to_dict(), ensure_ascii=False, indent=1))
@@ -156,30 +166,20 @@ def compress(source, rate, target_tokens, method, model, target, question, instr
                    f"{r.ratio:.1f}x){money}; {r.method} on {r.model or '-'} in {r.seconds:.2f} s", err=True)
 
 
-def _quiet_transformers() -> None:
-    """The CLI owns the terminal: no 'Loading weights' bars from transformers on stderr."""
-    try:
-        from transformers.utils import logging as hf_logging
-    except ImportError:
-        return
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-
-
 @cli.command()
 @click.option("--prepare", "name", help="convert and cache this model now (GGUF -> float checkpoint)")
 def models(name):
     """List the known small models, or prepare one."""
-    from .models.registry import KNOWN_MODELS, _package_dir, cache_dir, prepare
+    from .models.registry import KNOWN_MODELS, cache_dir, package_dir, prepare
 
     if name:
-        _quiet_transformers()
+        quiet_transformers()
         path = prepare(name, progress=lambda m: click.echo(m, err=True))
         click.echo(f"{name}: ready at {path}")
         return
     for spec in KNOWN_MODELS.values():
         try:
-            found = spec.assemble or (_package_dir(spec) / spec.file).exists()  # assembled: chunks
+            found = spec.assemble or (package_dir(spec) / spec.file).exists()  # assembled: chunks
             state = "installed" if found else f"missing ({spec.install})"
         except ElisionError:
             state = f"missing ({spec.install})"
@@ -206,10 +206,10 @@ def models(name):
 def eval_cmd(dataset, methods, rates, out_dir, n, seed, target, target_lm, endpoint, api_key, gen_model):
     """Evaluate methods x rates on a dataset; reruns reuse cached results."""
     from .budget import check_rate
-    from .eval.report import table
-    from .eval.runner import run, split_methods, summarize
+    from .eval.report import summarize, table
+    from .eval.runner import run, split_methods
 
-    _quiet_transformers()
+    quiet_transformers()
     try:
         rate_list = [check_rate(float(x)) for x in rates.split(",") if x.strip()]
     except ValueError:
@@ -229,6 +229,32 @@ def eval_cmd(dataset, methods, rates, out_dir, n, seed, target, target_lm, endpo
         raise InvalidInput(str(e)) from None
     click.echo(table(summarize(rows)))
     click.echo(f"wrote {out_dir}/results.jsonl, report.md and plots", err=True)
+
+
+@cli.command()
+@click.argument("source", metavar="FILE|-")
+@click.option("--method", "-m", default="llmlingua2", show_default=True)
+@click.option("--model", help="small model: a known name, a path or a HF id")
+@click.option("--question", "-q", help="question (for question-aware methods)")
+@click.option("--top", type=float, default=0.3, show_default=True, help="share of words marked important")
+@click.option("-o", "--option", "options", type=(str, str), multiple=True, metavar="KEY VALUE")
+def importance(source, method, model, question, top, options):
+    """Per-word importance of FILE as JSON lines (start, end, text, score, rank, important):
+    the scores compression ranks by, e.g. for token grouping in SFT-GO-style fine-tuning."""
+    from .compressor import Compressor
+    from .prompt import Prompt
+
+    fields = parse_prompt(_read_input(source))
+    if "messages" in fields:
+        raise InvalidInput("importance takes a prompt, not chat messages")
+    if not 0 < top <= 1:
+        raise InvalidInput(f"--top must be in (0, 1], got {top}")
+    prompt = Prompt.build(fields.get("context"), fields.get("instruction"),
+                          question if question is not None else fields.get("question"))
+    quiet_transformers()
+    imp = Compressor(method, model=model, **dict(options)).importance(prompt)
+    for row in imp.to_rows(top=top):
+        click.echo(json.dumps(row, ensure_ascii=False))
 
 
 @cli.command()

@@ -19,7 +19,7 @@ from ._errors import InvalidInput
 from .methods import get_method
 from .pipeline import Pipeline
 from .prompt import Prompt
-from .result import CompressionResult
+from .result import CompressionResult, WordImportance
 from .tokenizers import get_target
 from .tokenizers import price_per_million as _list_price
 
@@ -102,6 +102,20 @@ class Compressor:
             p = Prompt.build(context if context is not None else prompt, instruction, question, protect)
         return self.pipeline.compress(p, rate=rate, target_tokens=target_tokens, options=opts, progress=progress,
                                       started=t0)
+
+    def importance(self, prompt: str | Sequence[str] | Prompt | None = None, *, context=None, instruction: str = "",
+                   question: str = "", protect: Iterable[str | re.Pattern] = (), **options) -> WordImportance:
+        """The score of every unit (word, for most methods) of the prompt: what compression ranks
+        by, with the keep policy applied. Budget-aware methods score at the full budget.
+
+            >>> imp = Compressor("llmlingua2").importance("The Tay Bridge fell in 1879.")
+            >>> [r["text"] for r in imp.to_rows(top=0.3) if r["important"]]   # e.g. [' Bridge', ' 1879']
+        """
+        if prompt is not None and context is not None:
+            raise InvalidInput("give the text as prompt or as context=, not both")
+        p = prompt if isinstance(prompt, Prompt) else Prompt.build(
+            context if context is not None else prompt, instruction, question, protect)
+        return self.pipeline.importance(p, self.pipeline.resolve_options(options))
 
     def resolve_options(self, options: dict):
         """The compressor's options with a call's overrides (validated)."""

@@ -35,7 +35,7 @@ from ._errors import MethodError, TooLong
 from .budget import Budget, make_budget
 from .methods.base import Method, Options, Scored
 from .prompt import Prompt, Segment, Span
-from .result import CompressionResult
+from .result import CompressionResult, WordImportance
 from .selection import Units, assemble, fit_to_budget, must_keep
 from .tokenizers import TargetTokenizer
 
@@ -135,6 +135,24 @@ class Pipeline:
             model=self.method.model_name, target=self.target_name, prompt=prompt, spans=tuple(spans),
             seconds=t3 - t0, price_per_million=self.price,
             timings={"prepare": t1 - t0, "score": t2 - t1, "fit": t3 - t2})
+
+    def importance(self, prompt: Prompt, options: Options | None = None) -> WordImportance:
+        """Every unit's enforced score at the full budget, with its rank share (see WordImportance)."""
+        options = options or self.options
+        scored = self.score(prompt, self.budget(prompt, 1.0, None), options)
+        spans, scores = [], []
+        for off, seg, u in zip(prompt.offsets, prompt.segments, scored.units):
+            spans += [(off + s, off + e) for s, e in zip(u.starts.tolist(), u.ends.tolist())]
+            scores += u.priority.tolist()
+        text = prompt.text
+        blank = np.array([not text[s:e].strip() for s, e in spans], bool)
+        sc = np.asarray(scores, np.float64)
+        order = np.lexsort((np.arange(len(sc)), -np.where(blank, -np.inf, sc)))
+        rank = np.empty(len(sc))
+        rank[order] = np.arange(len(sc)) / max(int((~blank).sum()), 1)
+        rank[blank] = 1.0  # white space is never "important"
+        return WordImportance(prompt, tuple(spans), tuple(scores), tuple(rank.tolist()), self.method.name,
+                              self.method.model_name)
 
 
 def enforce(segment: Segment, units: Units, options: Options) -> Units:

@@ -31,6 +31,9 @@ _WORD = re.compile(r"\w+")
 
 
 class Ranker(Protocol):
+    """Constructed as cls(device=..., dtype=..., **settings); a ranker without a model ignores
+    device and dtype."""
+
     name: ClassVar[str]
 
     def scores(self, question: str, contexts: Sequence[str]) -> np.ndarray:
@@ -45,10 +48,15 @@ def register(cls: type) -> type:
     return cls
 
 
-def get_ranker(name: str, **kwargs) -> Ranker:
+def get_ranker(name: str, *, device: str | None = None, dtype: str | None = None, **kwargs) -> Ranker:
+    """The ranker registered as `name`, its model (if any) on `device` in `dtype` (None: the
+    automatic choice, as everywhere in elision). `kwargs` are the ranker's own settings.
+
+    get_ranker("lm", device="cpu", dtype="float32").lm is CausalLM.shared("smollm2-135m",
+    device="cpu", dtype="float32"): a method on the same model and device shares the weights."""
     if name not in RANKERS:
         raise UnknownName("ranker", name, RANKERS)
-    return RANKERS[name](**kwargs)
+    return RANKERS[name](device=device, dtype=dtype, **kwargs)
 
 
 def _check(question: str, contexts: Sequence[str]) -> list[str]:
@@ -67,8 +75,8 @@ class BM25:
 
     name = "bm25"
 
-    def __init__(self, k1: float = 1.5, b: float = 0.75):
-        self.k1, self.b = k1, b
+    def __init__(self, k1: float = 1.5, b: float = 0.75, device: str | None = None, dtype: str | None = None):
+        self.k1, self.b = k1, b  # device, dtype: no model to place
 
     def scores(self, question, contexts):
         contexts = _check(question, contexts)
@@ -93,14 +101,17 @@ class Embedding:
 
     name = "embedding"
 
-    def __init__(self, model: str = "minilm-l6", device: str | None = None, batch_size: int = 32):
-        from .models.registry import _transformers, prepare, resolve_device
+    def __init__(self, model: str = "minilm-l6", device: str | None = None, dtype: str | None = None,
+                 batch_size: int = 32):
+        from .models.hf import require_transformers
+        from .models.registry import prepare, resolve_device, resolve_dtype
 
-        tf = _transformers()
+        tf = require_transformers()
         path = prepare(model)
         self.device = resolve_device(device)
         self.tokenizer = tf.AutoTokenizer.from_pretrained(str(path))
-        self.model = tf.AutoModel.from_pretrained(str(path)).to(self.device).eval()
+        self.model = tf.AutoModel.from_pretrained(str(path), dtype=resolve_dtype(dtype, self.device))
+        self.model.to(self.device).eval()
         self.batch_size = batch_size
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
@@ -111,7 +122,7 @@ class Embedding:
             for i in range(0, len(texts), self.batch_size):
                 enc = self.tokenizer(list(texts[i:i + self.batch_size]), padding=True, truncation=True,
                                      max_length=256, return_tensors="pt").to(self.device)
-                h = self.model(**enc).last_hidden_state
+                h = self.model(**enc).last_hidden_state.float()  # pool in float32 whatever the dtype
                 m = enc["attention_mask"][..., None].to(h.dtype)
                 v = (h * m).sum(1) / m.sum(1).clamp(min=1)
                 out.append(torch.nn.functional.normalize(v, dim=-1).float().cpu().numpy())

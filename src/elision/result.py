@@ -111,3 +111,36 @@ class CompressionResult(TokenCounts):
             "saving": saving,
         }
 
+
+
+@dataclass(frozen=True)
+class WordImportance:
+    """Per-unit importance of a prompt under one method (`Compressor.importance`): the scores the
+    pipeline ranks by, keep policy applied (+inf = must keep). For token-importance grouping in
+    the user's own training (SFT-GO, arXiv 2506.15021) or for display.
+
+    `rank[i]` is unit i's place among the prompt's non-blank units, as a share in [0, 1)
+    (0 = most important); `important(0.3)` is the top 30 % (must-keep units always included).
+    Spans are in `prompt.text` coordinates, so they map onto any tokenizer's offsets."""
+
+    prompt: Prompt = field(repr=False)
+    spans: tuple[Span, ...]
+    scores: tuple[float, ...]
+    rank: tuple[float, ...]
+    method: str
+    model: str | None
+
+    def important(self, top: float = 0.3) -> list[bool]:
+        if not 0 < top <= 1:
+            from ._errors import InvalidInput
+
+            raise InvalidInput(f"top must be in (0, 1], got {top}")
+        return [r < top or s == float("inf") for r, s in zip(self.rank, self.scores)]
+
+    def to_rows(self, top: float | None = None) -> list[dict]:
+        text = self.prompt.text
+        flags = self.important(top) if top is not None else [None] * len(self.spans)
+        # +-inf is not JSON: must-keep units say so instead, never-kept ones get score None
+        return [{"start": s, "end": e, "text": text[s:e], "score": sc if abs(sc) != float("inf") else None,
+                 "must_keep": sc == float("inf"), "rank": r, **({"important": f} if top is not None else {})}
+                for (s, e), sc, r, f in zip(self.spans, self.scores, self.rank, flags)]

@@ -46,15 +46,13 @@ class TargetLM:
         p_ids = lm.tokenize(prompt)[0] if prompt else np.zeros(0, np.int64)
         a_ids = lm.tokenize(" " + answer.strip())[0]
         p_ids = p_ids[-self.max_prompt_tokens:]  # keep the end: the question sits there
-        ids = torch.from_numpy(np.concatenate([[lm.bos_id], p_ids, a_ids]).astype(np.int64)).to(lm.device)
+        row = np.concatenate([[lm.bos_id], p_ids, a_ids]).astype(np.int64)
+        h = lm.hidden_states([row])[0]
+        answer = torch.from_numpy(row[len(p_ids) + 1:]).to(lm.device)
         with torch.inference_mode():
-            h = lm._body(input_ids=ids[None]).last_hidden_state[0]
             hp = h[len(p_ids):len(p_ids) + len(a_ids)]  # the states that predict each answer token
-            logits = lm._head(hp).float()
-            if lm._softcap:
-                logits = torch.tanh(logits / lm._softcap) * lm._softcap
-            logp = torch.log_softmax(logits, -1)
-            nll = -logp.gather(-1, ids[len(p_ids) + 1:, None])[:, 0]
+            logp = torch.log_softmax(lm.logits(hp), -1)
+            nll = -logp.gather(-1, answer[:, None])[:, 0]
         return AnswerScore(float(nll.mean()), logp)
 
 

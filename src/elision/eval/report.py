@@ -2,7 +2,37 @@
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Mean of each metric per (method, rate), over the rows where it is informative."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["method"], r["rate"]), []).append(r)
+
+    def mean(vals):
+        vals = [float(v) for v in vals if v is not None]
+        return statistics.mean(vals) if vals else None
+
+    out = []
+    for (m, rate), all_rs in sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][1])):
+        rs = [r for r in all_rs if "error" not in r]
+        out.append({
+            "method": m, "rate": rate, "cases": len(all_rs), "errors": len(all_rs) - len(rs),
+            "achieved_rate": mean(r["achieved_rate"] for r in rs),
+            "rate_error": mean(r["rate_error"] for r in rs),
+            "survival": mean(r["survived"] for r in rs),
+            "retained": mean(r["retained"] for r in rs),
+            "kl": mean(r["kl"] for r in rs),
+            "em": mean(r.get("em") for r in rs),
+            "f1": mean(r.get("f1") for r in rs),
+            "rouge_l": mean(r.get("rouge_l") for r in rs),
+            "tokens_per_s": (sum(r["origin_tokens"] for r in rs) / max(sum(r["seconds"] for r in rs), 1e-9)
+                             if rs else None),
+        })
+    return out
 
 
 def fmt(v, nd=3) -> str:
@@ -34,8 +64,6 @@ CONTAMINATION = {
 
 
 def write_report(rows: list[dict], out: Path, dataset: str) -> Path:
-    from .runner import summarize
-
     summary = summarize(rows)
     plots = _plots(rows, summary, out)
     md = [f"# elision eval: {dataset}", "", f"{len(rows)} rows (case x method x rate).", "",
@@ -112,8 +140,6 @@ def by_position(rows: list[dict], method: str, rate: float, position: str, key: 
                 median: bool = False) -> float | None:
     """Mean (or median) of `key` over the rows of one method, rate and gold position (None if
     no row has it)."""
-    import statistics
-
     vals = [float(r[key]) for r in rows if r["method"] == method and r["rate"] == rate
             and r.get("position") == position and r.get(key) is not None]
     if not vals:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-import statistics
 import sys
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from ..tokenizers import get_target
 from . import datasets as D
 from . import reference
 from .data import data_dir, path
+from .report import write_report
 
 DATASETS = {
     "squad-mdqa": lambda n, seed: D.squad_mdqa(path("squad/squaddev_v1.1.json"), n=n, seed=seed),
@@ -189,36 +189,5 @@ def run(dataset: str, methods: list[str], rates: list[float], out: str | Path, n
     if bar:
         bar.close()
     rows = [done[(c.id, m, round(r, 6))] for c in cases for m in methods for r in rates]
-    from .report import write_report
-
     write_report(rows, out, dataset)
     return rows
-
-
-def summarize(rows: list[dict]) -> list[dict]:
-    """Mean of each metric per (method, rate), over the rows where it is informative."""
-    groups: dict[tuple, list[dict]] = {}
-    for r in rows:
-        groups.setdefault((r["method"], r["rate"]), []).append(r)
-
-    def mean(vals):
-        vals = [float(v) for v in vals if v is not None]
-        return statistics.mean(vals) if vals else None
-
-    out = []
-    for (m, rate), all_rs in sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][1])):
-        rs = [r for r in all_rs if "error" not in r]
-        out.append({
-            "method": m, "rate": rate, "cases": len(all_rs), "errors": len(all_rs) - len(rs),
-            "achieved_rate": mean(r["achieved_rate"] for r in rs),
-            "rate_error": mean(r["rate_error"] for r in rs),
-            "survival": mean(r["survived"] for r in rs),
-            "retained": mean(r["retained"] for r in rs),
-            "kl": mean(r["kl"] for r in rs),
-            "em": mean(r.get("em") for r in rs),
-            "f1": mean(r.get("f1") for r in rs),
-            "rouge_l": mean(r.get("rouge_l") for r in rs),
-            "tokens_per_s": (sum(r["origin_tokens"] for r in rs) / max(sum(r["seconds"] for r in rs), 1e-9)
-                             if rs else None),
-        })
-    return out

@@ -1,8 +1,8 @@
 """Turn an `elision train classifier` LoRA artifact into a plain token-classification checkpoint,
 without peft (it is a training-time dependency only).
 
-    >>> merge_adapter("llmlingua2-minilm", cache_dir() / "merged" / "llmlingua2-minilm")
-    PosixPath('/root/.cache/elision/merged/llmlingua2-minilm')   # config.json, model.safetensors, tokenizer
+    >>> merge_adapter("path/to/artifact", cache_dir() / "merged" / "mine", resolve=prepare)
+    PosixPath('/root/.cache/elision/merged/mine')   # config.json, model.safetensors, tokenizer
 
 For every targeted Linear, W <- W + (B @ A) * scaling, with scaling = lora_alpha / r (or
 lora_alpha / sqrt(r) with use_rslora); the saved classifier head (peft's modules_to_save)
@@ -15,7 +15,6 @@ method other than LoRA.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
@@ -28,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .._errors import ElisionError, InvalidInput
+from .hf import quiet_transformers
 
 FORMAT_LORA = "elision-lora-1"
 META = "elision.json"
@@ -102,28 +102,16 @@ def _find(names: dict, name: str, what: str):
     return names[hits[0]]
 
 
-@contextlib.contextmanager
-def _quiet_transformers():
-    """transformers' notices and progress bars off for a block, then back as they were."""
-    from transformers.utils import logging as hf_logging
-
-    verbosity, bars_on = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars_on:
-            hf_logging.enable_progress_bar()
-
-
-def merge_adapter(artifact_dir: str | os.PathLike, out_dir: str | os.PathLike,
-                  progress: Callable[[str], None] | None = None) -> Path:
+def merge_adapter(artifact_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
+                  resolve: Callable[[str], Path | str], progress: Callable[[str], None] | None = None) -> Path:
     """Merge a LoRA artifact into its base encoder and save a float32 checkpoint in out_dir.
 
-    out_dir is replaced atomically (temp dir + rename); when it already holds the merge of an
-    artifact with the same sha256 it is returned untouched.
+    `resolve` turns the base named in elision.json ("minilm-l6") into a local checkpoint
+    directory; it is elision.models.registry.prepare, passed in because the registry itself
+    calls this function for classifier names (models stay one layer: registry -> adapter).
+    It is called only when a merge is needed. out_dir is replaced atomically (temp dir +
+    rename); when it already holds the merge of an artifact with the same sha256 it is
+    returned untouched.
     """
     artifact_dir, out_dir = Path(artifact_dir).expanduser(), Path(out_dir).expanduser()
     meta = _meta(artifact_dir)
@@ -145,11 +133,9 @@ def merge_adapter(artifact_dir: str | os.PathLike, out_dir: str | os.PathLike,
     from safetensors.torch import load_file
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
-    from .registry import prepare
-
     t0 = time.perf_counter()
     try:
-        base = prepare(meta["base"])
+        base = resolve(meta["base"])
     except (ElisionError, KeyError) as e:
         raise InvalidInput(f"{artifact_dir} needs its base model {meta.get('base')!r}: {e}") from None
     if isinstance(base, str):
@@ -163,7 +149,7 @@ def merge_adapter(artifact_dir: str | os.PathLike, out_dir: str | os.PathLike,
     if progress:
         progress(f"merging {artifact_dir.name} into {meta['base']} (once)")
 
-    with _quiet_transformers():  # the head is overwritten below; 'newly initialized' is noise here
+    with quiet_transformers():  # the head is overwritten below; 'newly initialized' is noise here
         model = AutoModelForTokenClassification.from_pretrained(
             str(base), num_labels=len(labels), id2label=labels, label2id={v: k for k, v in labels.items()},
             dtype=torch.float32)
@@ -221,7 +207,7 @@ def merge_adapter(artifact_dir: str | os.PathLike, out_dir: str | os.PathLike,
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".", dir=out_dir.parent))
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         (tmp / MARK).write_text(json.dumps({

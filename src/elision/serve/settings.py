@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 
 from .._errors import InvalidInput
+from ..parsing import parse_bool
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,15 +75,13 @@ class Settings:
 
 def _parse(name: str, raw: str, typ) -> object:
     typ = str(typ)
+    if typ.startswith("bool"):
+        return parse_bool(raw, f"ELISION_{name.upper()}")
     try:
         if typ.startswith("int"):
             return int(raw)
         if typ.startswith("float"):
             return float(raw)
-        if typ.startswith("bool"):
-            if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
-                raise ValueError(raw)
-            return raw.lower() in ("1", "true", "yes")
         if typ.startswith("tuple"):
             return tuple(x.strip() for x in raw.split(",") if x.strip())
         return raw

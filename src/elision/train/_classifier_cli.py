@@ -66,10 +66,10 @@ def classifier(data_dir, out_dir, base, epochs, lr, lora_r, lora_alpha, full, ma
                heldout, seed, balanced, eval_every, checkpoint_every, keep_checkpoints, device, dtype, threads,
                quiet):
     """Train the keep/drop token classifier (LoRA on a small encoder) on distilled labels."""
-    from ..cli import _quiet_transformers
+    from ..models.hf import quiet_transformers
     from .classifier import artifact_size, train
 
-    _quiet_transformers()
+    quiet_transformers()
     meta = train(list(data_dir), out_dir, base=base, epochs=epochs, lr=lr, lora_r=lora_r, lora_alpha=lora_alpha,
                  full=full, max_steps=max_steps, batch_size=batch_size, max_length=max_length, heldout=heldout,
                  seed=seed, balanced=balanced, eval_every=eval_every, checkpoint_every=checkpoint_every,

@@ -64,9 +64,9 @@ def distill(corpus, teacher, teacher_model, teacher_rate, options, endpoint, end
     else:
         if endpoint_model:
             raise InvalidInput("--endpoint-model needs --endpoint")
-        from ..cli import _quiet_transformers
+        from ..models.hf import quiet_transformers
 
-        _quiet_transformers()
+        quiet_transformers()
         t = LocalTeacher(teacher, model=teacher_model, rate=0.4 if teacher_rate is None else teacher_rate,
                          progress=None if quiet else say, **dict(options))
 

@@ -7,8 +7,9 @@
 Input: a distillation folder (`elision train distill`) with data.jsonl, one passage a line:
 {"id", "text", "words": [[start, end], ...], "labels": [0|1 per word], ...} and optionally
 stats.json. Words become encoder tokens (each token takes the label of the word its first
-character falls in); a passage longer than the encoder's window is cut into chunks at word
-boundaries, at a sentence end where one is close.
+character falls in); a passage longer than the encoder's window is cut into chunks exactly as
+LLMLingua-2 inference cuts it (elision.chunking: at a sentence end where one is close, else at
+a word boundary of the tokenizer's own words).
 
 Output (out_dir): peft's adapter_config.json + adapter_model.safetensors (float16, ~1.3 MB for
 minilm-l6 at r=16) and elision.json (format "elision-lora-1": base, labels, held-out metrics,
@@ -43,7 +44,9 @@ import numpy as np
 
 from .._errors import InvalidInput, MissingDependency
 from .._io import sha256_file
-from ..models.adapter import _quiet_transformers
+from ..chunking import chunk_bounds
+from ..models.encoder import word_tokens
+from ..models.hf import quiet_transformers
 
 FORMAT_LORA = "elision-lora-1"
 FORMAT_FULL = "elision-full-1"
@@ -52,7 +55,6 @@ KEEP = 1
 IGNORE = -100  # torch's cross_entropy ignore_index: special tokens, tokens in no word
 LORA_LR, FULL_LR = 5e-4, 5e-5  # LoRA moves few weights and wants a larger step than full fine-tuning
 TARGET_MODULES = ("query", "key", "value", "dense")  # BERT-style names; "dense" = attention out + FFN
-_SENTENCE_END = ".!?"
 
 
 # ----------------------------------------------------------------------------------- encoding
@@ -89,56 +91,28 @@ def token_labels(offsets: Sequence[tuple[int, int]], words: Sequence[Sequence[in
     return word, lab
 
 
-def _cut_points(text: str, offsets, word: np.ndarray, size: int) -> list[int]:
-    """Chunk ends (exclusive) so that each chunk has at most `size` tokens and no word is split;
-    the end goes after a sentence end (.!? or a line break) when one lies in the window's second
-    half, else at the last word boundary; a single word longer than `size` is cut where it must."""
-    n, cuts, start = len(word), [], 0
-    while n - start > size:
-        best = None
-        for e in range(start + size, start, -1):
-            if word[e] >= 0 and word[e] == word[e - 1]:
-                continue  # e would split a word
-            if best is None:
-                best = e  # the last word boundary
-            prev_end, next_start = offsets[e - 1][1], offsets[e][0]
-            if e - start < size // 2:
-                break
-            if text[prev_end - 1:prev_end] in tuple(_SENTENCE_END) or "\n" in text[prev_end:next_start]:
-                best = e
-                break
-        end = best or start + size
-        cuts.append(end)
-        start = end
-    cuts.append(n)
-    return cuts
-
-
 def encode_passage(tokenizer, text: str, words, labels, *, max_length: int = 256, passage: str = "") -> list[Chunk]:
     """Tokenize `text` and return chunks of at most max_length tokens, specials included.
 
-    Generic over encoders: [CLS]/[SEP] are the tokenizer's cls_token_id/sep_token_id (<s>/</s>
-    for RoBERTa-style tokenizers).
+    The chunks are cut exactly as LLMLingua-2 inference cuts a segment with
+    chunk_tokens=max_length (elision.chunking.chunk_bounds over the tokenizer's own words, with
+    max_length - 2 tokens between [CLS] and [SEP]), so the classifier trains on the windows it
+    will see. Generic over encoders: [CLS]/[SEP] are the tokenizer's cls_token_id/sep_token_id
+    (<s>/</s> for RoBERTa-style tokenizers).
     """
     if max_length < 3:
         raise InvalidInput(f"max_length must be at least 3 (two special tokens and one token), got {max_length}")
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
-    ids, offsets = enc["input_ids"], enc["offset_mapping"]
-    word, lab = token_labels(offsets, words, labels)
-    first = (word >= 0) & np.concatenate([[True], word[1:] != word[:-1]]) if len(word) else np.zeros(0, bool)
     cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
     if cls is None or sep is None:
         raise InvalidInput("the encoder's tokenizer has no cls/sep token; elision needs a BERT-style encoder")
-    out, start = [], 0
-    for end in _cut_points(text, offsets, word, max_length - 2) if len(ids) else []:
-        out.append(Chunk(
-            passage,
-            np.asarray([cls, *ids[start:end], sep], dtype=np.int64),
-            np.concatenate([[IGNORE], lab[start:end], [IGNORE]]).astype(np.int64),
-            np.concatenate([[False], first[start:end], [False]]),
-        ))
-        start = end
-    return out
+    t = word_tokens(tokenizer, text)
+    word, lab = token_labels(t.offsets, words, labels)  # labels follow the distilled words
+    first = (word >= 0) & np.concatenate([[True], word[1:] != word[:-1]]) if len(word) else np.zeros(0, bool)
+    return [Chunk(passage,
+                  np.concatenate([[cls], t.ids[a:b], [sep]]).astype(np.int64),
+                  np.concatenate([[IGNORE], lab[a:b], [IGNORE]]).astype(np.int64),
+                  np.concatenate([[False], first[a:b], [False]]))
+            for a, b in chunk_bounds(text, t.offsets, t.word_of, max_length - 2)]
 
 
 # ------------------------------------------------------------------------------------ data
@@ -386,12 +360,12 @@ def train(data_dir: str | os.PathLike | Sequence[str | os.PathLike], out_dir: st
         raise InvalidInput(f"unknown setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
     cfg = TrainConfig(**settings)
     torch = _torch()
-    from ..models.registry import _cpu_has_fast_bf16, prepare, resolve_device
+    from ..models.registry import cpu_has_fast_bf16, prepare, resolve_device
 
     device = resolve_device(cfg.device)
     dtype = cfg.dtype
     if dtype == "auto":
-        fast = torch.cuda.is_bf16_supported() if device.startswith("cuda") else device == "cpu" and _cpu_has_fast_bf16()
+        fast = torch.cuda.is_bf16_supported() if device.startswith("cuda") else device == "cpu" and cpu_has_fast_bf16()
         dtype = "bfloat16" if fast else "float32"
     cfg = dataclasses.replace(cfg, device=device, dtype=dtype, lr=cfg.learning_rate)
     dirs = [data_dir] if isinstance(data_dir, (str, os.PathLike)) else list(data_dir)
@@ -464,7 +438,7 @@ def _train(torch, o: TrainConfig, rows, stats, dirs: list[Path], out_dir: Path, 
     warm = max(1, round(o.warmup * total))
 
     # ---- model
-    with _quiet_transformers():  # the fresh classifier head is expected, not a warning
+    with quiet_transformers():  # the fresh classifier head is expected, not a warning
         model = AutoModelForTokenClassification.from_pretrained(
             str(base_path), num_labels=2, id2label=dict(LABELS), label2id={v: k for k, v in LABELS.items()})
     lora = None
@@ -633,7 +607,7 @@ def _save_artifact(torch, model, tok, meta: dict, out_dir: Path, *, full: bool) 
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".artifact.", dir=out_dir))
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             model.save_pretrained(tmp)
         if full:
             tok.save_pretrained(tmp)

@@ -1,0 +1,52 @@
+"""Hugging Face transformers, imported on demand: the one place that says how to install it and
+how to keep its notices off the terminal.
+
+    >>> tf = require_transformers()        # the module, or MissingDependency naming the extra
+    >>> with quiet_transformers():         # no 'Loading weights' bars or notices for this block
+    ...     model = tf.AutoModel.from_pretrained(path)
+    >>> quiet_transformers()               # the CLI: quiet from here on (it owns the terminal)
+
+Not handled: other libraries' logging (tqdm bars of our own, torch warnings).
+"""
+
+from __future__ import annotations
+
+from .._errors import MissingDependency
+
+
+def require_transformers():
+    """The transformers module; MissingDependency (with the pip command) when it is absent."""
+    try:
+        import transformers
+    except ImportError as e:
+        raise MissingDependency("transformers (needed to run small models)", "pip install 'elision[models]'") from e
+    return transformers
+
+
+class quiet_transformers:  # noqa: N801  (used like a function: quiet_transformers())
+    """transformers' notices and progress bars off, at once. Called on its own it stays off for
+    the process (what the CLI wants); used as a context manager, the previous verbosity and
+    bar setting come back when the block ends (what a library call wants). Without
+    transformers installed it does nothing."""
+
+    def __init__(self):
+        try:
+            from transformers.utils import logging as hf_logging
+        except ImportError:
+            self._hf = None
+            return
+        self._hf = hf_logging
+        self._before = (hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled())
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+
+    def __enter__(self) -> quiet_transformers:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._hf is None:
+            return
+        verbosity, bars_on = self._before
+        self._hf.set_verbosity(verbosity)
+        if bars_on:
+            self._hf.enable_progress_bar()
