@@ -95,7 +95,7 @@ def test_packed_rows_give_the_same_probabilities_as_one_row_per_chunk(ll2, docs)
     """Chunks packed side by side (block-diagonal mask, positions from 0) == one row each."""
     from elision.models.encoder import TokenClassifier
 
-    clf32 = TokenClassifier.shared(ll2.model_name, dtype="float32")
+    clf32 = TokenClassifier.shared("llmlingua2-minilm", dtype="float32")
     chunks = [clf32.tokenize(d).ids[:40 + 9 * i] for i, d in enumerate(docs["docs"])]
     question = clf32.tokenize(docs["question"]).ids
     for prefix in (None, question):
@@ -169,8 +169,10 @@ def test_context_filter_drops_whole_contexts(ll2, docs):
 
 def test_question_aware_conditions_the_scores(ll2, docs):
     p = _prompt(docs["docs"][0], docs["question"])
-    plain = ll2.method.word_probs(p, ll2.options)[0][2]
-    aware = ll2.method.word_probs(p, ll2.options.build({"question_aware": True}, base=ll2.options))[0][2]
+    # with a question the default is the task-aware model, question-aware by its own config
+    assert ll2.method.qa_clf.question_aware and not ll2.method.clf.question_aware
+    plain = ll2.method.word_probs(p, ll2.options.build({"question_aware": False}, base=ll2.options))[0][2]
+    aware = ll2.method.word_probs(p, ll2.options)[0][2]
     assert plain.shape == aware.shape and not np.allclose(plain, aware)
     r = ll2.compress(context=docs["docs"], question=docs["question"], rate=0.3, question_aware=True,
                      keep_question=False)

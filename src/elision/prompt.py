@@ -56,6 +56,8 @@ class Prompt:
     ) -> Prompt:
         """Validate and assemble. Empty contexts are skipped; an all-empty prompt is an error."""
         contexts = _as_contexts(context)
+        if isinstance(question, str) and question and not question.strip():
+            raise InvalidInput("question is blank (only white space): give a question or leave it out")
         parts = []
         for role, text in [("instruction", instruction or "")] + [("context", c) for c in contexts] + [
             ("question", question or "")

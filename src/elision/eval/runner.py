@@ -104,19 +104,21 @@ def run(dataset: str, methods: list[str], rates: list[float], out: str | Path, n
     from ..methods import get_method
 
     spec = {m: parse_method(m) for m in methods}  # label -> (method, options)
+    # 'model' in a variant picks the method's model: llmlingua2[model=runs/clf] (not an option)
+    models = {m: spec[m][1].pop("model", None) for m in methods}
     sig = {m: "ref" if m.startswith(reference.PREFIX) else repr(get_method(spec[m][0]).Options.build(spec[m][1]))
            for m in methods}
     # ... and with the same model: a retrained classifier or another package version invalidates rows
     from ..models.registry import identity
 
-    model_id = {m: identity(get_method(spec[m][0]).default_model)
+    model_id = {m: identity(models[m] or get_method(spec[m][0]).default_model)
                 if not m.startswith(reference.PREFIX) and get_method(spec[m][0]).uses_model else None
                 for m in methods}
     done = {k: v for k, v in done.items()
             if v.get("options", sig.get(k[1])) == sig.get(k[1]) and v.get("model") == model_id.get(k[1])}
     todo = [(c, m, r) for c in cases for m in methods for r in rates
             if (c.id, m, round(r, 6)) not in done]
-    comps = {m: Compressor(spec[m][0], target=target, **spec[m][1]) for m in methods
+    comps = {m: Compressor(spec[m][0], model=models[m], target=target, **spec[m][1]) for m in methods
              if not m.startswith(reference.PREFIX) and any(t[1] == m for t in todo)}
     tok = get_target(target)
     ref_out = {}  # (case id, method, rate) -> the reference's output line

@@ -93,6 +93,10 @@ def _coerce(name: str, tp, value):
             if not isinstance(value, str):
                 raise ValueError
             return value
+        if type(None) in typing.get_args(tp):  # X | None: None stays None, else as X
+            if value is None or (isinstance(value, str) and value.lower() in ("none", "auto", "")):
+                return None
+            return _coerce(name, next(a for a in typing.get_args(tp) if a is not type(None)), value)
         if typing.get_origin(tp) is tuple:
             if isinstance(value, str):
                 return tuple(v for v in value.split(",") if v)

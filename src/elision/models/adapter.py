@@ -208,6 +208,8 @@ def merge_adapter(artifact_dir: str | os.PathLike, out_dir: str | os.PathLike, *
     tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".", dir=out_dir.parent))
     try:
         with quiet_transformers():
+            # trained with the question before each window: the runtime asks for it by default
+            model.config.elision_question_aware = bool(meta.get("question_aware"))
             model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         (tmp / MARK).write_text(json.dumps({

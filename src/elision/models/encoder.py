@@ -70,6 +70,8 @@ class TokenClassifier:
         self.sep_id = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.pairs = getattr(cfg, "type_vocab_size", 1) >= 2  # segment ids for (question, text) pairs
+        # an elision classifier trained with [CLS] question [SEP] window [SEP] inputs (EFPC-style)
+        self.question_aware = bool(getattr(cfg, "elision_question_aware", False))
         # packing several chunks per row needs explicit positions (DistilBERT, for one, takes none)
         self.packing = "position_ids" in inspect.signature(model.forward).parameters
 

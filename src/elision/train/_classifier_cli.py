@@ -55,6 +55,8 @@ def _command_line(ctx: click.Context) -> str:
 @click.option("--heldout", type=float, default=0.05, show_default=True, help="share of passages held out")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--balanced", is_flag=True, help="weight the loss by inverse class frequency")
+@click.option("--moos-weight", type=float, default=0.0, show_default=True,
+              help="weight of MOOSComp's inter-class cosine-similarity loss (anti-over-smoothing); 0 = off")
 @click.option("--eval-every", type=int, default=200, show_default=True)
 @click.option("--checkpoint-every", type=int, default=200, show_default=True)
 @click.option("--keep-checkpoints", is_flag=True, help="keep out/checkpoints after a finished run")
@@ -63,7 +65,7 @@ def _command_line(ctx: click.Context) -> str:
 @click.option("--threads", type=int, help="CPU threads for torch")
 @click.option("--quiet", is_flag=True, help="no progress on stderr")
 def classifier(data_dir, out_dir, base, epochs, lr, lora_r, lora_alpha, full, max_steps, batch_size, max_length,
-               heldout, seed, balanced, eval_every, checkpoint_every, keep_checkpoints, device, dtype, threads,
+               heldout, seed, balanced, moos_weight, eval_every, checkpoint_every, keep_checkpoints, device, dtype, threads,
                quiet):
     """Train the keep/drop token classifier (LoRA on a small encoder) on distilled labels."""
     from ..models.hf import quiet_transformers
@@ -72,7 +74,7 @@ def classifier(data_dir, out_dir, base, epochs, lr, lora_r, lora_alpha, full, ma
     quiet_transformers()
     meta = train(list(data_dir), out_dir, base=base, epochs=epochs, lr=lr, lora_r=lora_r, lora_alpha=lora_alpha,
                  full=full, max_steps=max_steps, batch_size=batch_size, max_length=max_length, heldout=heldout,
-                 seed=seed, balanced=balanced, eval_every=eval_every, checkpoint_every=checkpoint_every,
+                 seed=seed, balanced=balanced, moos_weight=moos_weight, eval_every=eval_every, checkpoint_every=checkpoint_every,
                  keep_checkpoints=keep_checkpoints, device=device, dtype=dtype, threads=threads,
                  progress=None if quiet else (lambda m: click.echo(m, err=True)),
                  command=_command_line(click.get_current_context()))

@@ -67,6 +67,7 @@ class Chunk:
     input_ids: np.ndarray  # int64, specials included
     labels: np.ndarray  # int64, IGNORE on specials and on tokens outside every word
     first: np.ndarray  # bool, the first token of each word (word-level metrics)
+    types: np.ndarray | None = None  # token type ids with a question prefix (0: [CLS] q [SEP], 1: the rest)
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -91,7 +92,8 @@ def token_labels(offsets: Sequence[tuple[int, int]], words: Sequence[Sequence[in
     return word, lab
 
 
-def encode_passage(tokenizer, text: str, words, labels, *, max_length: int = 256, passage: str = "") -> list[Chunk]:
+def encode_passage(tokenizer, text: str, words, labels, *, max_length: int = 256, passage: str = "",
+                   question: str | None = None) -> list[Chunk]:
     """Tokenize `text` and return chunks of at most max_length tokens, specials included.
 
     The chunks are cut exactly as LLMLingua-2 inference cuts a segment with
@@ -108,11 +110,21 @@ def encode_passage(tokenizer, text: str, words, labels, *, max_length: int = 256
     t = word_tokens(tokenizer, text)
     word, lab = token_labels(t.offsets, words, labels)  # labels follow the distilled words
     first = (word >= 0) & np.concatenate([[True], word[1:] != word[:-1]]) if len(word) else np.zeros(0, bool)
-    return [Chunk(passage,
-                  np.concatenate([[cls], t.ids[a:b], [sep]]).astype(np.int64),
-                  np.concatenate([[IGNORE], lab[a:b], [IGNORE]]).astype(np.int64),
-                  np.concatenate([[False], first[a:b], [False]]))
-            for a, b in chunk_bounds(text, t.offsets, t.word_of, max_length - 2)]
+    limit = max_length - 2
+    head = [cls]
+    if question:  # [CLS] question [SEP] window [SEP], the question cut to half the window (as inference does)
+        q = word_tokens(tokenizer, question).ids[:limit // 2]
+        limit -= len(q) + 1
+        head = [cls, *q.tolist(), sep]
+    out = []
+    for a, b in chunk_bounds(text, t.offsets, t.word_of, limit):
+        n = len(head) + (b - a) + 1
+        types = np.concatenate([np.zeros(len(head), np.int64), np.ones(n - len(head), np.int64)]) if question else None
+        out.append(Chunk(passage,
+                         np.concatenate([head, t.ids[a:b], [sep]]).astype(np.int64),
+                         np.concatenate([[IGNORE] * len(head), lab[a:b], [IGNORE]]).astype(np.int64),
+                         np.concatenate([[False] * len(head), first[a:b], [False]]), types))
+    return out
 
 
 # ------------------------------------------------------------------------------------ data
@@ -236,11 +248,37 @@ def _collate(torch, chunks: Sequence[Chunk], pad_id: int):
     ids = torch.full((len(chunks), n), pad_id, dtype=torch.long)
     lab = torch.full((len(chunks), n), IGNORE, dtype=torch.long)
     mask = torch.zeros((len(chunks), n), dtype=torch.long)
+    types = torch.zeros((len(chunks), n), dtype=torch.long) if any(c.types is not None for c in chunks) else None
     for i, c in enumerate(chunks):
         ids[i, :len(c)] = torch.from_numpy(c.input_ids)
         lab[i, :len(c)] = torch.from_numpy(c.labels)
         mask[i, :len(c)] = 1
-    return ids, mask, lab
+        if types is not None and c.types is not None:
+            types[i, :len(c)] = torch.from_numpy(c.types)
+    return ids, mask, lab, types
+
+
+def _inputs(ids, mask, types, device: str) -> dict:
+    kw = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+    if types is not None:
+        kw["token_type_ids"] = types.to(device)
+    return kw
+
+
+def inter_class_similarity(torch, hidden, labels):
+    """MOOSComp's anti-over-smoothing term (arXiv 2504.16786): the mean cosine similarity
+    between the final-layer states of keep and drop tokens of the same window, averaged over
+    the windows that have both. hidden (B, T, H), labels (B, T) with IGNORE -> a scalar."""
+    h = torch.nn.functional.normalize(hidden.float(), dim=-1)
+    keep = (labels == KEEP).float()
+    drop = ((labels != KEEP) & (labels != IGNORE)).float()
+    n_keep, n_drop = keep.sum(1), drop.sum(1)
+    # sum over keep i, drop j of h_i . h_j = (sum_i h_i) . (sum_j h_j)
+    pair = ((keep[..., None] * h).sum(1) * (drop[..., None] * h).sum(1)).sum(-1)
+    ok = (n_keep > 0) & (n_drop > 0)
+    if not ok.any():
+        return hidden.new_zeros(()).float()
+    return (pair[ok] / (n_keep[ok] * n_drop[ok])).mean()
 
 
 def _predict(torch, model, chunks: Sequence[Chunk], pad_id: int, device: str, autocast, batch_size: int = 64):
@@ -252,8 +290,8 @@ def _predict(torch, model, chunks: Sequence[Chunk], pad_id: int, device: str, au
     with torch.no_grad(), autocast():
         for i in range(0, len(order), batch_size):
             idx = order[i:i + batch_size]
-            ids, mask, _ = _collate(torch, [chunks[j] for j in idx], pad_id)
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+            ids, mask, _, types = _collate(torch, [chunks[j] for j in idx], pad_id)
+            logits = model(**_inputs(ids, mask, types, device)).logits
             arg = logits.argmax(-1).cpu().numpy()
             for row, j in enumerate(idx):
                 preds[j] = arg[row, :len(chunks[j])]
@@ -311,6 +349,7 @@ class TrainConfig:
     eval_every: int = 200
     checkpoint_every: int = 200
     keep_checkpoints: bool = False
+    moos_weight: float = 0.0  # beta of MOOSComp's inter-class cosine-similarity loss (0: off)
     device: str | None = None
     dtype: str = "auto"
 
@@ -330,6 +369,8 @@ class TrainConfig:
             raise InvalidInput(f"lr must be > 0, got {self.lr!r}")
         if not 0 <= self.lora_dropout < 1 or not 0 <= self.warmup < 1 or self.weight_decay < 0:
             raise InvalidInput("lora_dropout and warmup must be in [0, 1), weight_decay >= 0")
+        if not (isinstance(self.moos_weight, (int, float)) and 0 <= self.moos_weight <= 10):
+            raise InvalidInput(f"moos_weight must be in [0, 10], got {self.moos_weight!r}")
         if self.dtype not in ("auto", "float32", "bfloat16"):
             raise InvalidInput(f"dtype must be auto, float32 or bfloat16, got {self.dtype!r}")
 
@@ -403,13 +444,15 @@ def _train(torch, o: TrainConfig, rows, stats, dirs: list[Path], out_dir: Path, 
         raise InvalidInput(f"base {o.base!r} has no fast tokenizer (needed for character offsets)")
 
     # ---- encode and split
-    held_ids = split_heldout([r["id"] for r in rows], o.heldout)
+    # rows of one group (a question with its gold and distractor passages) stay on one side
+    held_ids = split_heldout([r.get("group", r["id"]) for r in rows], o.heldout)
     train_chunks, held_chunks = [], []
     n_pass = {"train": 0, "heldout": 0}
     for r in rows:
-        side = "heldout" if r["id"] in held_ids else "train"
+        side = "heldout" if r.get("group", r["id"]) in held_ids else "train"
         n_pass[side] += 1
-        cs = encode_passage(tok, r["text"], r["words"], r["labels"], max_length=o.max_length, passage=r["id"])
+        cs = encode_passage(tok, r["text"], r["words"], r["labels"], max_length=o.max_length, passage=r["id"],
+                            question=r.get("question"))
         (held_chunks if side == "heldout" else train_chunks).extend(cs)
     train_chunks = [c for c in train_chunks if (c.labels != IGNORE).any()]
     if not train_chunks:
@@ -532,13 +575,15 @@ def _train(torch, o: TrainConfig, rows, stats, dirs: list[Path], out_dir: Path, 
     t_run, tok_seen, t_rate = time.perf_counter(), 0, time.perf_counter()
     try:
         while step < total:
-            ids, mask, lab = _collate(torch, [train_chunks[i] for i in schedule[step]], pad_id)
-            ids, mask, lab = ids.to(o.device), mask.to(o.device), lab.to(o.device)
+            ids, mask, lab, types = _collate(torch, [train_chunks[i] for i in schedule[step]], pad_id)
+            lab = lab.to(o.device)
             with autocast():
-                logits = model(input_ids=ids, attention_mask=mask).logits
+                out = model(**_inputs(ids, mask, types, o.device), output_hidden_states=o.moos_weight > 0)
             loss = torch.nn.functional.cross_entropy(
-                logits.float().view(-1, 2), lab.view(-1), ignore_index=IGNORE,
+                out.logits.float().view(-1, 2), lab.view(-1), ignore_index=IGNORE,
                 weight=weight.to(o.device) if weight is not None else None)
+            if o.moos_weight > 0:
+                loss = loss + o.moos_weight * inter_class_similarity(torch, out.hidden_states[-1], lab)
             loss.backward()
             torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
             opt.step()
@@ -569,6 +614,8 @@ def _train(torch, o: TrainConfig, rows, stats, dirs: list[Path], out_dir: Path, 
         "labels": {str(k): v for k, v in LABELS.items()},
         "keep_label": KEEP,
         "max_length": o.max_length,
+        # trained with the question before the window: the runtime then asks for it by default
+        "question_aware": any(r.get("question") for r in rows),
         "lora": lora,
         "data": {**stats, "path": str(data_dir), "sha256": settings["data_sha256"],
                  "passages": n_pass, "chunks": {"train": len(train_chunks), "heldout": len(held_chunks)},
@@ -608,6 +655,8 @@ def _save_artifact(torch, model, tok, meta: dict, out_dir: Path, *, full: bool) 
     tmp = Path(tempfile.mkdtemp(prefix=".artifact.", dir=out_dir))
     try:
         with quiet_transformers():
+            if full:  # the runtime reads it from config.json (LoRA artifacts carry it in elision.json)
+                model.config.elision_question_aware = bool(meta.get("question_aware"))
             model.save_pretrained(tmp)
         if full:
             tok.save_pretrained(tmp)

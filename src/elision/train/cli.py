@@ -7,6 +7,7 @@ import click
 
 from ._classifier_cli import classifier
 from ._distill_cli import distill
+from ._questions_cli import questions
 
 
 @click.group()
@@ -15,4 +16,5 @@ def train():
 
 
 train.add_command(distill)
+train.add_command(questions)
 train.add_command(classifier)
