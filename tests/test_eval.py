@@ -258,3 +258,16 @@ def test_eval_command_end_to_end(tmp_path, target):
     assert bad.exit_code == 2 and "unknown dataset 'nope'" in bad.stderr
     bad = CliRunner().invoke(cli, ["eval", "-d", "squad-mdqa", "--rates", "0.5,7", "--out", str(out)])
     assert bad.exit_code == 2 and "rate" in bad.stderr
+
+
+def test_speed_comes_from_cold_rows_only():
+    """Later rates of a budget-independent method reuse cached scores: they must not inflate tokens/s."""
+    from elision.eval.report import summarize
+
+    base = {"method": "m", "achieved_rate": 0.3, "rate_error": 0.0, "survived": True, "retained": None, "kl": None,
+            "origin_tokens": 1000}
+    rows = [{**base, "rate": 0.33, "seconds": 1.0, "cold": True}, {**base, "rate": 0.2, "seconds": 0.001, "cold": False}]
+    by_rate = {s["rate"]: s["tokens_per_s"] for s in summarize(rows)}
+    assert by_rate[0.33] == pytest.approx(1000) and by_rate[0.2] == pytest.approx(1000)
+    old = [{k: v for k, v in r.items() if k != "cold"} for r in rows]  # rows of older runs: as they are
+    assert {s["rate"]: round(s["tokens_per_s"]) for s in summarize(old)}[0.2] == 1_000_000

@@ -16,6 +16,13 @@ def summarize(rows: list[dict]) -> list[dict]:
         vals = [float(v) for v in vals if v is not None]
         return statistics.mean(vals) if vals else None
 
+    # speed from "cold" rows (the call that scored the case; later rates may reuse cached scores),
+    # of this rate when there are any, else of the method's other rates; rows without the flag
+    # (older runs) count as they are
+    by_method: dict[str, list[dict]] = {}
+    for r in rows:
+        if "error" not in r:
+            by_method.setdefault(r["method"], []).append(r)
     out = []
     for (m, rate), all_rs in sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][1])):
         rs = [r for r in all_rs if "error" not in r]
@@ -29,10 +36,16 @@ def summarize(rows: list[dict]) -> list[dict]:
             "em": mean(r.get("em") for r in rs),
             "f1": mean(r.get("f1") for r in rs),
             "rouge_l": mean(r.get("rouge_l") for r in rs),
-            "tokens_per_s": (sum(r["origin_tokens"] for r in rs) / max(sum(r["seconds"] for r in rs), 1e-9)
-                             if rs else None),
+            "tokens_per_s": _speed(rs, [r for r in all_rs if "error" not in r and r.get("cold")]
+                                   or [r for r in by_method.get(m, []) if r.get("cold")] or rs),
         })
     return out
+
+
+def _speed(rs: list[dict], cold: list[dict]) -> float | None:
+    """Tokens/s over `cold` rows if any carry the flag, else over all rows of the group."""
+    use = cold if cold else rs
+    return sum(r["origin_tokens"] for r in use) / max(sum(r["seconds"] for r in use), 1e-9) if use else None
 
 
 def fmt(v, nd=3) -> str:

@@ -87,9 +87,10 @@ class Compressors:
                                f"loaded: {', '.join(self.methods)} (start it with --methods to add more)")
         with self._guard:
             if (method, target) not in self._items:
-                base = self._items[(method, self.settings.target)][0]
-                c = self._make(method, model=base.model_name, target=target,
-                               max_input_tokens=self.settings.max_prompt_tokens)
+                # the model as configured (a method's reported model_name may name a pair, as
+                # llmlingua2's default does); the loaded weights are shared, not loaded again
+                model = self.settings.model if method == self.settings.method else None
+                c = self._make(method, model=model, target=target, max_input_tokens=self.settings.max_prompt_tokens)
                 self._items[(method, target)] = (c, threading.Lock())
             return self._items[(method, target)]
 
