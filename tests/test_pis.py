@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from elision import Compressor, InvalidInput
 from elision.cli import cli
 from elision.methods.pis import PIS, sentence_priorities, tf_idf, word_keys
+from elision.prompt import Prompt
 
 from .conftest import is_subsequence
 
@@ -71,7 +72,45 @@ def test_shared_model_keeps_its_fast_attention(pis):
     before = lm.model.config._attn_implementation
     pis.compress(context=DOCS[:2], question=QUESTION, rate=0.5)
     assert lm.model.config._attn_implementation == before
-    assert not any(m._forward_pre_hooks for m in lm.model.modules())  # hooks removed
+
+
+def test_hooks_inert_for_other_threads(pis):
+    """The service runs methods that share one SmolLM2 on several threads: while PIS captures
+    attention on one thread, another method's forward on the same model must run untouched."""
+    import threading
+
+    lm = pis.method.lm
+    row = np.r_[lm.bos_id, lm.tokenize(" ".join(DOCS))[0]]
+    want_nll = lm.token_nll([row])[0]
+    prompt = Prompt.build(context=DOCS, question=QUESTION)
+
+    def scores():  # the method itself: compress() would answer from the pipeline's score cache
+        return np.concatenate([u.priority for u in pis.method.score(prompt, pis.options)])
+
+    want_pis = scores()
+    got, errors = {"nll": [], "pis": []}, []
+
+    def run(kind):
+        try:
+            for _ in range(3):
+                if kind == "nll":
+                    got[kind].append(lm.token_nll([row])[0])
+                else:
+                    got[kind].append(scores())
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in ("nll", "pis")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for nll in got["nll"]:
+        np.testing.assert_allclose(nll, want_nll, rtol=1e-5, atol=1e-5)
+    assert len(got["pis"]) == 3
+    for pr in got["pis"]:
+        np.testing.assert_allclose(pr, want_pis, rtol=1e-6)
 
 
 def test_received_attention_windows(pis):

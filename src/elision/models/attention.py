@@ -3,13 +3,13 @@ the model keeps its fast (sdpa) attention everywhere and only the asked layers p
 materialised [heads x n x n] matrix. And the attention each token RECEIVES from later tokens.
 
     >>> lm = CausalLM.shared("smollm2-135m")
-    >>> ids, _ = lm.tokenize("The Tay Bridge fell in 1879.")
+    >>> ids, _ = lm.tokenize("The cat sat on the mat.")   # 7 tokens
     >>> w = attention_weights(lm, [np.r_[lm.bos_id, ids]], layers=(3, 9))
     >>> w[9][0].shape                     # layer 9, row 0: [heads, n + 1, n + 1], rows sum to 1
-    torch.Size([9, 9, 9])
+    torch.Size([9, 8, 8])
     >>> r = received_attention(lm, ids, layers=(9,))
-    >>> r.mean().shape, r.count.tolist()  # one value per token of ids; 7 later tokens see ' The'
-    ((8,), [7, 6, 5, 4, 3, 2, 1, 0])
+    >>> r.mean().shape, r.count.tolist()  # one value per token; 6 later tokens see 'The'
+    ((7,), [6.0, 5.0, 4.0, 3.0, 2.0, 1.0, 0.0])
 
 How: a forward pre-hook on each chosen layer's attention module captures exactly what that
 module is called with (the input_layernorm output, and the rotary cos/sin the model computed for
@@ -19,7 +19,10 @@ in float32, with the attention soft-capping and sliding window of models that ha
 what `output_attentions=True` returns under eager attention (tests/test_pis.py checks equality
 with a float32 eager model); in bf16 the product here is taken in float32, so it is a little MORE
 precise than bf16 eager attention. The forward stops after the last chosen layer (an exception
-raised from that layer's hook): asking for layer 9 of 30 runs 10 layers.
+raised from that layer's hook): asking for layer 9 of 30 runs 10 layers. The hooks are added
+once per model and left in place, inert except during a capture on the thread that asked for
+it: adding and removing hooks while another thread runs the shared model is not safe, and a
+hook that fired in another method's forward would cut it short.
 
 Received attention (what PIS scores tokens with): for each query, its attention over the earlier
 REAL tokens (BOS and the query itself left out, the rest renormalised: BOS is an attention sink
@@ -31,14 +34,17 @@ two windows); memory stays at one [batch x heads x window^2] float32 matrix per 
 `count` of queries behind each score is returned too: the last tokens of a text are seen by few
 queries, and a caller may shrink those towards 1.0 (as methods/pis.py does).
 
-Supported: Llama-style attention (q_proj / k_proj, rotate-half rotary, grouped KV heads):
-Llama, SmolLM2, Qwen2/3, Mistral, Gemma 2/3. Not handled: fused qkv projections (Phi-3,
+Supported: Llama-style attention (q_proj / k_proj, rotate-half rotary, grouped KV heads; written
+for Llama, SmolLM2, Qwen2/3, Mistral, Gemma 2/3, checked against eager attention on SmolLM2
+only). Not handled: fused qkv projections (Phi-3,
 GPT-NeoX), ALiBi or learned absolute positions (GPT-2, BLOOM), multi-latent attention; those
 raise InvalidInput naming the model.
 """
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -100,40 +106,54 @@ def _weights(module, config, x, cos, sin, torch):
     return torch.softmax(scores.masked_fill(hidden, float("-inf")), dim=-1)
 
 
+# The hooks are installed once per model and stay: adding or removing hooks on a model that
+# other threads may be running (the service shares one SmolLM2 between methods) is not safe.
+# Outside a capture on the calling thread a hook does nothing.
+_HOOKED: weakref.WeakSet = weakref.WeakSet()  # attention modules that carry the hook
+_HOOK_LOCK = threading.Lock()
+_CAPTURE = threading.local()  # .want: {id(attention module): layer}, .last, .got, .config
+
+
+def _hook(module, args, kwargs):
+    want = getattr(_CAPTURE, "want", None)
+    layer = want.get(id(module)) if want else None
+    if layer is None:
+        return None
+    import torch
+
+    x = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+    cos, sin = kwargs["position_embeddings"] if "position_embeddings" in kwargs else args[1]
+    _CAPTURE.got[layer] = _weights(module, _CAPTURE.config, x, cos, sin, torch)
+    if layer == _CAPTURE.last:
+        raise _Stop
+    return None
+
+
 def _each_batch(lm, rows: list[np.ndarray], layers: tuple[int, ...], batch_rows: int):
     """For batches of rows (right-padded with BOS): (row indices, {layer: [b, heads, n, n]})."""
     torch = lm.torch
     dec, mods = _layers(lm)
-    config = lm.model.config
-    got: dict[int, object] = {}
-
-    def hook_for(i):
-        def hook(module, args, kwargs):
-            x = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
-            cos, sin = kwargs["position_embeddings"] if "position_embeddings" in kwargs else args[1]
-            got[i] = _weights(module, config, x, cos, sin, torch)
-            if i == layers[-1]:
-                raise _Stop
-        return hook
-
-    handles = [mods[i].self_attn.register_forward_pre_hook(hook_for(i), with_kwargs=True) for i in layers]
-    try:
-        order = sorted(range(len(rows)), key=lambda r: len(rows[r]))
-        for a in range(0, len(order), batch_rows):
-            batch = order[a:a + batch_rows]
-            ids = torch.full((len(batch), len(rows[batch[-1]])), lm.bos_id, dtype=torch.long)
-            for b, r in enumerate(batch):
-                ids[b, :len(rows[r])] = torch.from_numpy(rows[r])
-            got.clear()
-            with torch.inference_mode():
-                try:  # right padding never reaches a real query under causal attention: no mask
-                    dec(input_ids=ids.to(lm.device), use_cache=False)
-                except _Stop:
-                    pass
-            yield batch, dict(got)
-    finally:
-        for h in handles:
-            h.remove()
+    with _HOOK_LOCK:
+        for m in mods:
+            if m.self_attn not in _HOOKED:
+                m.self_attn.register_forward_pre_hook(_hook, with_kwargs=True)
+                _HOOKED.add(m.self_attn)
+    order = sorted(range(len(rows)), key=lambda r: len(rows[r]))
+    for a in range(0, len(order), batch_rows):
+        batch = order[a:a + batch_rows]
+        ids = torch.full((len(batch), len(rows[batch[-1]])), lm.bos_id, dtype=torch.long)
+        for b, r in enumerate(batch):
+            ids[b, :len(rows[r])] = torch.from_numpy(rows[r])
+        _CAPTURE.want = {id(mods[i].self_attn): i for i in layers}
+        _CAPTURE.last, _CAPTURE.got, _CAPTURE.config = layers[-1], {}, lm.model.config
+        try:
+            with torch.inference_mode():  # right padding never reaches a real query (causal): no mask
+                dec(input_ids=ids.to(lm.device), use_cache=False)
+        except _Stop:
+            pass
+        finally:
+            got, _CAPTURE.want, _CAPTURE.got = _CAPTURE.got, None, None
+        yield batch, got
 
 
 def attention_weights(lm, rows: Sequence[np.ndarray], layers: Sequence[int], batch_rows: int = 8) -> dict:
