@@ -154,12 +154,13 @@ def test_tf_idf_worked_example():
 
 def test_answer_bearing_sentence_kept(pis):
     r = pis.compress(context=DOCS, question=QUESTION, rate=0.4)
-    assert "Thomas Bouch" in r.compressed_prompt and r.compressed_prompt.endswith(QUESTION)
-    for rate in (0.3, 0.2):  # the budget goes to the document the question points at
+    assert "designed" in r.compressed_prompt and "Thomas Bouch" in r.compressed_prompt
+    assert r.compressed_prompt.endswith(QUESTION)
+    for rate in (0.3, 0.2):  # the budget goes to the document the question points at, not to bread
         r = pis.compress(context=DOCS, question=QUESTION, rate=rate)
         kept = [sum(e - s for s, e in sp) / len(seg.text)
                 for seg, sp in zip(r.prompt.segments, r.spans) if seg.role == "context"]
-        assert int(np.argmax(kept)) == 1, kept
+        assert "Tay Bridge" in r.compressed_prompt and kept[1] > max(kept[0], kept[2]), kept
 
 
 @pytest.mark.parametrize("rate", [0.5, 0.3, 0.15])
