@@ -22,6 +22,8 @@ import sys
 
 from _common import RESULTS, machine, today
 
+from elision.eval.report import tokens_per_second
+
 QA = "llmlingua2-qa-minilm"
 
 
@@ -37,7 +39,10 @@ def variants(moos_model: str | None) -> dict[str, str]:
     return out
 
 
-def by_position(rows: list[dict], method: str, rate: float) -> dict:
+def by_position(rows: list[dict], method: str, rate: float, first_rate: float) -> dict:
+    """Survival and retained share by gold position; tokens/s from the calls that scored a prompt
+    (rows marked cold, or, in runs from before that mark, the first rate's rows): later rates of
+    llmlingua2 reuse cached scores and would count only the fit."""
     out = {}
     for pos in ("first", "middle", "last", None):
         rs = [r for r in rows if r["method"] == method and abs(r["rate"] - rate) < 1e-9 and "error" not in r
@@ -49,7 +54,9 @@ def by_position(rows: list[dict], method: str, rate: float) -> dict:
         out[key] = {"n": len(rs), "survival": statistics.mean(r["survived"] for r in rs),
                     "retained": statistics.mean(ret) if ret else None}
         if pos is None:
-            out[key]["tokens_per_s"] = sum(r["origin_tokens"] for r in rs) / max(sum(r["seconds"] for r in rs), 1e-9)
+            mine = [r for r in rows if r["method"] == method and "error" not in r]
+            out[key]["tokens_per_s"] = tokens_per_second([r for r in mine if r.get("cold")]
+                                              or [r for r in mine if abs(r["rate"] - first_rate) < 1e-9])
     return out
 
 
@@ -85,13 +92,13 @@ def main(argv=None) -> int:
                         target="cl100k_base", target_lm=args.target_lm, progress=True)
         labels = {"llmlingua2[model=llmlingua2-minilm]": "llmlingua2 (today)", "llmlingua2": "task-aware (default)",
                   "longllmlingua": "longllmlingua", "ref:longllmlingua": "ref LongLLMLingua 0.2.2"}
-        report["main"][name] = {labels[m]: {str(r): by_position(rows, m, r) for r in rates}
+        report["main"][name] = {labels[m]: {str(r): by_position(rows, m, r, rates[0]) for r in rates}
                                 for m in labels if any(x["method"] == m for x in rows)}
         if args.ablation:
             abl = variants(args.moos_model)
             rows = run(name, list(abl.values()), rates, f"{args.out}/{name}-ablation", n=n, target="cl100k_base",
                        target_lm=None, progress=True)
-            report["ablation"][name] = {label: {str(r): by_position(rows, m, r)["all"] for r in rates}
+            report["ablation"][name] = {label: {str(r): by_position(rows, m, r, rates[0])["all"] for r in rates}
                                         for label, m in abl.items()}
 
     print(f"\n{report['machine']}, {report['date']}")

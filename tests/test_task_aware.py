@@ -96,14 +96,14 @@ def test_bad_input_is_a_clear_error(qa):
 
 
 def test_outlier_scores_raise_rare_words(qa):
-    from elision.methods.llmlingua2 import _rarity_z
+    from elision.methods.llmlingua2 import _rarity_z, _word_counts
     from elision.prompt import Prompt
     from elision.selection import word_spans
 
     text = "the cat and the dog and the Zyxwv and the cat"
     p = Prompt.build([text])
     s, e = word_spans(text)
-    z = _rarity_z(text, s, e, p)
+    z = _rarity_z(text, s, e, _word_counts(p))
     words = [text[a:b].strip() for a, b in zip(s, e)]
     assert words[int(np.argmax(z))] in ("Zyxwv", "dog")
     assert z[words.index("the")] < 0

@@ -91,15 +91,8 @@ class Compressor:
         """Compress; `prompt` is a shorthand for `context`, or an already built `Prompt` (then
         instruction, question and protect come from it). Options override the compressor's."""
         t0 = time.perf_counter()
-        if prompt is not None and context is not None:
-            raise InvalidInput("give the text as prompt or as context=, not both")
+        p = _as_prompt(prompt, context, instruction, question, protect)
         opts = self.pipeline.resolve_options(options)
-        if isinstance(prompt, Prompt):
-            if instruction or question or protect:
-                raise InvalidInput("a built Prompt carries its instruction, question and protected text")
-            p = prompt
-        else:
-            p = Prompt.build(context if context is not None else prompt, instruction, question, protect)
         return self.pipeline.compress(p, rate=rate, target_tokens=target_tokens, options=opts, progress=progress,
                                       started=t0)
 
@@ -111,10 +104,7 @@ class Compressor:
             >>> imp = Compressor("llmlingua2").importance("The Tay Bridge fell in 1879.")
             >>> [r["text"] for r in imp.to_rows(top=0.3) if r["important"]]   # e.g. [' Bridge', ' 1879']
         """
-        if prompt is not None and context is not None:
-            raise InvalidInput("give the text as prompt or as context=, not both")
-        p = prompt if isinstance(prompt, Prompt) else Prompt.build(
-            context if context is not None else prompt, instruction, question, protect)
+        p = _as_prompt(prompt, context, instruction, question, protect)
         return self.pipeline.importance(p, self.pipeline.resolve_options(options))
 
     def resolve_options(self, options: dict):
@@ -130,6 +120,18 @@ class Compressor:
 
         return compress_messages(self.pipeline, messages, rate=rate, target_tokens=target_tokens,
                                  age_decay=age_decay, keep_recent=keep_recent, protect=protect, **options)
+
+
+def _as_prompt(prompt, context, instruction: str, question: str, protect) -> Prompt:
+    """The Prompt of a call: `prompt` is a shorthand for `context`, or an already built Prompt
+    (which carries its own instruction, question and protected text)."""
+    if prompt is not None and context is not None:
+        raise InvalidInput("give the text as prompt or as context=, not both")
+    if isinstance(prompt, Prompt):
+        if instruction or question or protect:
+            raise InvalidInput("a built Prompt carries its instruction, question and protected text")
+        return prompt
+    return Prompt.build(context if context is not None else prompt, instruction, question, protect)
 
 
 @functools.lru_cache(maxsize=4)

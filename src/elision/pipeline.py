@@ -36,7 +36,7 @@ from .budget import Budget, make_budget
 from .methods.base import Method, Options, Scored
 from .prompt import Prompt, Segment, Span
 from .result import CompressionResult, WordImportance
-from .selection import Units, assemble, fit_to_budget, must_keep
+from .selection import Units, assemble, fit_to_budget, forced_mask, must_keep
 from .tokenizers import TargetTokenizer
 
 Progress = Callable[[int, int], None]
@@ -161,21 +161,12 @@ def enforce(segment: Segment, units: Units, options: Options) -> Units:
     forced = must_keep(segment, units.starts, units.ends, options)
     pri = np.where(forced, np.inf, units.priority.astype(np.float64))
     if options.drop_consecutive and options.force_tokens and segment.role not in options.kept_roles():
-        protected = must_keep(segment, units.starts, units.ends, _ProtectedOnly)
+        protected = forced_mask(units.starts, units.ends, segment.text, segment.protected)
         words = [segment.text[s:e].strip() for s, e in zip(units.starts.tolist(), units.ends.tolist())]
         for k in range(1, len(words)):
             if words[k] in options.force_tokens and words[k] == words[k - 1] and not protected[k]:
                 pri[k] = -np.inf
     return Units(units.starts, units.ends, pri)
-
-
-class _ProtectedOnly:  # the keep policy reduced to the caller's protected spans
-    force_digits = keep_newlines = False
-    force_tokens = ()
-
-    @staticmethod
-    def kept_roles() -> frozenset[str]:
-        return frozenset()
 
 
 def _as_scored(raw) -> Scored:

@@ -36,16 +36,15 @@ def summarize(rows: list[dict]) -> list[dict]:
             "em": mean(r.get("em") for r in rs),
             "f1": mean(r.get("f1") for r in rs),
             "rouge_l": mean(r.get("rouge_l") for r in rs),
-            "tokens_per_s": _speed(rs, [r for r in all_rs if "error" not in r and r.get("cold")]
+            "tokens_per_s": tokens_per_second([r for r in rs if r.get("cold")]
                                    or [r for r in by_method.get(m, []) if r.get("cold")] or rs),
         })
     return out
 
 
-def _speed(rs: list[dict], cold: list[dict]) -> float | None:
-    """Tokens/s over `cold` rows if any carry the flag, else over all rows of the group."""
-    use = cold if cold else rs
-    return sum(r["origin_tokens"] for r in use) / max(sum(r["seconds"] for r in use), 1e-9) if use else None
+def tokens_per_second(rows: list[dict]) -> float | None:
+    """Original tokens per second of compression over `rows`."""
+    return sum(r["origin_tokens"] for r in rows) / max(sum(r["seconds"] for r in rows), 1e-9) if rows else None
 
 
 def fmt(v, nd=3) -> str:

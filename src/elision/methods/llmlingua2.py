@@ -37,7 +37,6 @@ from ..selection import Units, aggregate
 from .base import Method, Options, register
 
 
-
 def word_units(text: str, offsets: np.ndarray, word_of: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Units tiling `text` from the tokenizer's words, and the unit of each word.
 
@@ -134,11 +133,12 @@ class LLMLingua2(Method):
         coarse = options.coarse
         if coarse == "auto":
             coarse = "sentence" if question and self._question_aware(options) else "none"
+        counts = _word_counts(prompt) if options.outlier_weight > 0 else None  # once per prompt
         out = []
         for i, (seg, w) in enumerate(zip(prompt.segments, words)):
             starts, ends, up, mean_p = w
-            if up is not None and options.outlier_weight > 0:
-                up = up + options.outlier_weight * np.maximum(0.0, _rarity_z(seg.text, starts, ends, prompt))
+            if up is not None and counts is not None:
+                up = up + options.outlier_weight * np.maximum(0.0, _rarity_z(seg.text, starts, ends, counts))
             if up is not None and coarse == "sentence":
                 up = sentence_blend(seg.text, starts, ends, up, options.coarse_weight)
             out.append(self._units(starts, ends, up, mean_p, options, i in dropped))
@@ -226,17 +226,26 @@ def sentence_blend(text: str, starts: np.ndarray, ends: np.ndarray, p: np.ndarra
     return weight * mean[sid] + (1 - weight) * p
 
 
-def _rarity_z(text: str, starts: np.ndarray, ends: np.ndarray, prompt: Prompt) -> np.ndarray:
-    """Standardized rarity of each unit's word within the whole prompt (-log of its share of the
-    prompt's words): a name or number said once stands out from words repeated everywhere."""
-    words = [text[s:e].strip().lower() for s, e in zip(starts.tolist(), ends.tolist())]
+_PUNCT = ".,;:!?()[]\"'"
+
+
+def _word_counts(prompt: Prompt) -> dict[str, int]:
+    """Occurrences of each (lower-cased, punctuation-stripped) word in the whole prompt."""
     counts: dict[str, int] = {}
     for seg in prompt.segments:
         for w in seg.text.lower().split():
-            w = w.strip(".,;:!?()[]\"'")
+            w = w.strip(_PUNCT)
             counts[w] = counts.get(w, 0) + 1
+    return counts
+
+
+def _rarity_z(text: str, starts: np.ndarray, ends: np.ndarray, counts: dict[str, int]) -> np.ndarray:
+    """Standardized rarity of each unit's word within the whole prompt (-log of its share of the
+    prompt's words, `counts` from _word_counts): a name or number said once stands out from
+    words repeated everywhere."""
+    words = [text[s:e].strip().lower() for s, e in zip(starts.tolist(), ends.tolist())]
     total = max(sum(counts.values()), 1)
-    r = np.array([-np.log(counts.get(w.strip(".,;:!?()[]\"'"), 1) / total) if w else 0.0 for w in words])
+    r = np.array([-np.log(counts.get(w.strip(_PUNCT), 1) / total) if w else 0.0 for w in words])
     content = np.array([bool(w) and any(ch.isalnum() for ch in w) for w in words])
     if content.sum() < 2:
         return np.zeros(len(words))

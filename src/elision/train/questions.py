@@ -43,8 +43,7 @@ from __future__ import annotations
 
 import json
 import random
-import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
