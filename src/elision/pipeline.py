@@ -24,6 +24,7 @@ Not handled here: how a method scores (methods/), chat message bookkeeping (mess
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import OrderedDict
@@ -31,10 +32,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ._errors import MethodError, TooLong
+from ._errors import InvalidInput, MethodError, TooLong
 from .budget import Budget, make_budget
 from .methods.base import Method, Options, Scored
-from .prompt import Prompt, Segment, Span
+from .prompt import SEPARATOR, Prompt, Segment, Span
 from .result import CompressionResult, WordImportance
 from .selection import Units, assemble, fit_to_budget, forced_mask, must_keep
 from .tokenizers import TargetTokenizer
@@ -95,21 +96,56 @@ class Pipeline:
                        tuple(self.target.count(s.text) for s in prompt.segments))
         return b
 
-    def score(self, prompt: Prompt, budget: Budget, options: Options, progress: Progress | None = None) -> Scored:
-        """The method's scores, checked, with every must-keep unit at +inf."""
+    def score(self, prompt: Prompt, budget: Budget, options: Options, progress: Progress | None = None,
+              raw=None) -> Scored:
+        """The method's scores (or `raw`, scores already computed for this prompt), checked,
+        with every must-keep unit at +inf."""
         m = self.method
-        if m.budget_aware:
+        if raw is not None:
+            pass
+        elif m.budget_aware:
             raw = m.score(prompt, options, budget, progress)
         else:  # the same prompt at several budgets (a sweep, a caller trying rates) is scored once
             raw = self.cache.get((prompt, options), lambda: _as_scored(m.score(prompt, options, None, progress)))
         scored = _as_scored(raw)
         _check(m.name, prompt, scored)
-        return Scored(tuple(enforce(seg, u, options) for seg, u in zip(prompt.segments, scored.units)),
-                      scored.order)
+        # a structured prompt's pieces (glued by their own seps) are one text: never reordered
+        glued = any(seg.sep != SEPARATOR for seg in prompt.segments[1:])
+        return Scored(tuple(_rated(seg, u, options) for seg, u in zip(prompt.segments, scored.units)),
+                      None if glued else scored.order)
 
     def fit(self, prompt: Prompt, scored: Scored, budget_tokens: int) -> tuple[list[tuple[Span, ...]], str]:
         order = list(scored.order) if scored.order is not None else None
         spans = fit_to_budget(prompt, list(scored.units), self.target, budget_tokens, order)
+        return spans, assemble(prompt, spans, order)
+
+    def rate_groups(self, prompt: Prompt, budget: Budget) -> list[tuple[list[int], int]]:
+        """(segment indices, target tokens) fitted together: each segment with its own rate alone,
+        at round(rate x its tokens); the others together at the call's rate (or, with
+        target_tokens, at what the rated segments leave). Tagged text 'A <elision rate=0.5>B
+        </elision>' at rate=0.2 -> [([1], 0.5 x |B|), ([0], 0.2 x |A|)]."""
+        groups, rest = [], []
+        for i, seg in enumerate(prompt.segments):
+            if seg.rate is None:
+                rest.append(i)
+            else:
+                groups.append(([i], 0 if seg.rate == 0 else max(1, round(seg.rate * self.target.count(seg.text)))))
+        if rest:
+            n = self.target.count(Prompt.from_segments([prompt.segments[i] for i in rest]).text)
+            b = (round(budget.rate * n) if budget.rate is not None
+                 else budget.tokens - sum(b for _, b in groups))
+            groups.append((rest, max(1, b)))
+        return groups
+
+    def fit_groups(self, prompt: Prompt, scored: Scored,
+                   groups: list[tuple[list[int], int]]) -> tuple[list[tuple[Span, ...]], str]:
+        """fit() with each group landing on its own budget (see rate_groups)."""
+        spans: list[tuple[Span, ...]] = [()] * len(prompt.segments)
+        for idx, tokens in groups:
+            sub = Prompt.from_segments([prompt.segments[i] for i in idx])
+            for i, sp in zip(idx, fit_to_budget(sub, [scored.units[i] for i in idx], self.target, tokens)):
+                spans[i] = sp
+        order = list(scored.order) if scored.order is not None else None
         return spans, assemble(prompt, spans, order)
 
     def fit_segment(self, segment: Segment, units: Units, budget_tokens: int) -> str:
@@ -119,15 +155,18 @@ class Pipeline:
 
     def compress(self, prompt: Prompt, *, rate: float | None = None, target_tokens: int | None = None,
                  options: Options | None = None, progress: Progress | None = None,
-                 started: float | None = None) -> CompressionResult:
+                 started: float | None = None, raw=None) -> CompressionResult:
         t0 = time.perf_counter() if started is None else started
         options = options or self.options
         origin = self.target.count(prompt.text)
         budget = self.budget(prompt, rate, target_tokens, origin)
+        groups = self.rate_groups(prompt, budget) if prompt.has_rates else None
+        if groups:  # budget-aware methods plan with the sum of the segments' own budgets
+            budget = dataclasses.replace(budget, tokens=sum(b for _, b in groups))
         t1 = time.perf_counter()
-        scored = self.score(prompt, budget, options, progress)
+        scored = self.score(prompt, budget, options, progress, raw)
         t2 = time.perf_counter()
-        spans, text = self.fit(prompt, scored, budget.tokens)
+        spans, text = self.fit_groups(prompt, scored, groups) if groups else self.fit(prompt, scored, budget.tokens)
         t3 = time.perf_counter()
         return CompressionResult(
             compressed_prompt=text, origin_tokens=origin, compressed_tokens=self.target.count(text),
@@ -135,6 +174,39 @@ class Pipeline:
             model=self.method.model_name, target=self.target_name, prompt=prompt, spans=tuple(spans),
             seconds=t3 - t0, price_per_million=self.price,
             timings={"prepare": t1 - t0, "score": t2 - t1, "fit": t3 - t2})
+
+    def compress_batch(self, prompts: list[Prompt], *, rate: float | None = None, target_tokens: int | None = None,
+                       options: Options | None = None, batch_size: int = 32,
+                       progress: Progress | None = None) -> list[CompressionResult]:
+        """compress() of each prompt, in order, with the same guarantees. A budget-independent
+        method scores up to `batch_size` prompts in one `score_batch` call (llmlingua2 packs
+        their chunks into the same encoder batches); budget-aware methods go one by one.
+        Every prompt is checked (length) before any is scored, so a bad one fails fast."""
+        options = options or self.options
+        if batch_size < 1:
+            raise InvalidInput(f"batch_size must be at least 1, got {batch_size}")
+        origins = [self.target.count(p.text) for p in prompts]
+        for k, (p, n) in enumerate(zip(prompts, origins)):
+            self.check_length(n, f"prompt {k} has")
+            make_budget(n, rate, target_tokens)  # rate / target checked before any model runs
+        out: list[CompressionResult] = []
+        for at in range(0, len(prompts), batch_size):
+            group = prompts[at:at + batch_size]
+            t0 = time.perf_counter()
+            if self.method.budget_aware:
+                raws = [None] * len(group)
+            else:
+                raws = self.method.score_batch(list(group), options)
+                if len(raws) != len(group):
+                    raise MethodError(f"method {self.method.name!r}: score_batch returned {len(raws)} results "
+                                      f"for {len(group)} prompts")
+            share = (time.perf_counter() - t0) / len(group)  # the batch's scoring time, split evenly
+            for p, raw in zip(group, raws):
+                out.append(self.compress(p, rate=rate, target_tokens=target_tokens, options=options,
+                                         started=time.perf_counter() - share, raw=raw))
+            if progress:
+                progress(len(out), len(prompts))
+        return out
 
     def importance(self, prompt: Prompt, options: Options | None = None) -> WordImportance:
         """Every unit's enforced score at the full budget, with its rank share (see WordImportance)."""
@@ -167,6 +239,20 @@ def enforce(segment: Segment, units: Units, options: Options) -> Units:
             if words[k] in options.force_tokens and words[k] == words[k - 1] and not protected[k]:
                 pri[k] = -np.inf
     return Units(units.starts, units.ends, pri)
+
+
+def _rated(segment: Segment, units: Units, options: Options) -> Units:
+    """enforce(), honouring a segment's own rate: at rate 0 nothing is kept (a JSON value under
+    "drop"); at any other rate the method's -inf (a context filter, a threshold) becomes the
+    lowest finite priority, so the segment still keeps its share, as the caller asked."""
+    if segment.rate is None:
+        return enforce(segment, units, options)
+    if segment.rate == 0:
+        return Units(units.starts, units.ends, np.full(len(units.priority), -np.inf))
+    pri = units.priority.astype(np.float64)
+    finite = pri[np.isfinite(pri)]
+    low = finite.min() - 1.0 if finite.size else 0.0
+    return enforce(segment, Units(units.starts, units.ends, np.where(pri == -np.inf, low, pri)), options)
 
 
 def _as_scored(raw) -> Scored:

@@ -61,6 +61,18 @@ class Options:
     keep_newlines: bool = False  # every line break is kept (layout of lists, code, tables)
     drop_consecutive: bool = False  # a run of one forced token ('....') keeps only its first
 
+    # Documented range of every numeric option, inclusive: {name: (low, high)}. Checked here,
+    # for the library, the CLI and the service alike; the upper bounds cap the memory and time
+    # one call can ask for (a batch of 10^9 tokens is one forward pass over every row).
+    # A subclass lists its own fields (base ones are not numeric).
+    RANGES: ClassVar[dict[str, tuple[float, float]]] = {}
+
+    def __post_init__(self):
+        for name, (lo, hi) in self.RANGES.items():
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:  # NaN fails too
+                raise InvalidInput(f"option {name} must be in [{lo:g}, {hi:g}], got {v!r}")
+
     def kept_roles(self) -> frozenset[str]:
         return frozenset(r for r, keep in (("question", self.keep_question),
                                            ("instruction", self.keep_instruction)) if keep)
@@ -83,6 +95,8 @@ def _coerce(name: str, tp, value):
     try:
         if tp is bool:
             return parse_bool(value, f"option {name}")
+        if tp in (int, float) and isinstance(value, bool):  # True is not a batch size of 1
+            raise TypeError
         if tp is int:
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError
@@ -136,6 +150,13 @@ class Method:
     def score(self, prompt: Prompt, options: Options, budget: Budget | None = None,
               progress: Progress | None = None) -> Scored | list[Units]:
         raise NotImplementedError
+
+    def score_batch(self, prompts: list[Prompt], options: Options,
+                    progress: Progress | None = None) -> list[Scored | list[Units]]:
+        """score() of several prompts at once, for budget-independent methods
+        (`Pipeline.compress_batch`). This default scores them one by one; a method whose model
+        runs faster on full batches (llmlingua2) overrides it."""
+        return [self.score(p, options, None, progress) for p in prompts]
 
 
 class CausalMethod(Method):

@@ -90,14 +90,15 @@ class LLMLingua2(Method):
         # rarity within the prompt, standardized (rare names and numbers are kept); 0: off
         outlier_weight: float = 0.0
         keep_instruction: bool = True
+        # chunk_tokens past the encoder's positions is cut to them; batch_tokens bounds one
+        # forward pass (attention memory grows with it): 65536 is ~16x the default
+        RANGES = {"chunk_tokens": (16, 8192), "batch_tokens": (16, 65536), "threshold": (0, 1),
+                  "context_rate": (0, 1), "coarse_weight": (0, 1), "outlier_weight": (0, 1)}
 
         def __post_init__(self):
+            super().__post_init__()
             if self.word_score not in ("mean", "first", "max"):
                 raise InvalidInput(f"word_score must be mean, first or max, got {self.word_score!r}")
-            if self.chunk_tokens < 16:
-                raise InvalidInput("chunk_tokens must be at least 16")
-            if self.batch_tokens < 16:
-                raise InvalidInput("batch_tokens must be at least 16")
             if not 0 <= self.threshold < 1:
                 raise InvalidInput(f"threshold must be in [0, 1), got {self.threshold}")
             if not 0 < self.context_rate <= 1:
@@ -121,7 +122,15 @@ class LLMLingua2(Method):
 
     def score(self, prompt: Prompt, options, budget=None, progress=None):
         # P(keep) does not depend on the budget: the pipeline caches it across rates
-        words = self.word_probs(prompt, options, progress)
+        return self._from_words(prompt, options, self.word_probs(prompt, options, progress))
+
+    def score_batch(self, prompts: list[Prompt], options, progress=None) -> list:
+        """score() of several prompts, their chunks packed into the same encoder batches (each
+        with its own question as prefix): far fewer, fuller forward passes than one per prompt."""
+        words = self.word_probs_batch(prompts, options, progress)
+        return [self._from_words(p, options, w) for p, w in zip(prompts, words)]
+
+    def _from_words(self, prompt: Prompt, options, words: list[tuple]) -> list[Units]:
         dropped: set[int] = set()
         if options.context_rate < 1:  # the context-level filter: lowest mean P(keep) goes first
             ctx = [i for i, s in enumerate(prompt.segments) if s.role == "context" and words[i][2] is not None]
@@ -150,6 +159,30 @@ class LLMLingua2(Method):
 
     def word_probs(self, prompt: Prompt, options, progress=None) -> list[tuple]:
         """Per segment: (unit starts, unit ends, unit P(keep) or None when kept whole, mean P)."""
+        return self.word_probs_batch([prompt], options, progress)[0]
+
+    def word_probs_batch(self, prompts: list[Prompt], options, progress=None) -> list[list[tuple]]:
+        """word_probs() of each prompt; the chunks of all prompts that use the same classifier
+        go through it together."""
+        plans = [self._chunk_plan(p, options) for p in prompts]
+        for clf in {id(pl[0]): pl[0] for pl in plans}.values():
+            mine = [pl for pl in plans if pl[0] is clf]
+            chunks = [c for pl in mine for c in pl[3]]
+            prefixes = [pl[1] for pl in mine for _ in pl[3]]
+            row = min(options.chunk_tokens, clf.max_length)
+            probs = clf.keep_probs(chunks, prefixes, options.batch_tokens, row, progress=progress) if chunks else []
+            at = 0
+            for pl in mine:
+                for (i, a, b), p in zip(pl[4], probs[at:at + len(pl[3])]):
+                    pl[5][i][a:b] = p
+                at += len(pl[3])
+        if progress:
+            progress(1, 1)
+        return [self._words(p, pl[2], pl[5], options.word_score) for p, pl in zip(prompts, plans)]
+
+    def _chunk_plan(self, prompt: Prompt, options) -> tuple:
+        """(classifier, question prefix or None, tokens per scored segment, chunks, (segment,
+        a, b) of each chunk, zeroed token P(keep) per scored segment) for one prompt."""
         q = " ".join(s.text for s in prompt.segments if s.role == "question" and s.text.strip())
         clf = self.qa_clf if q else self.clf  # the task-aware model when there is a question
         prefix = None
@@ -168,13 +201,11 @@ class LLMLingua2(Method):
             for a, b in chunk_bounds(prompt.segments[i].text, t.offsets, t.word_of, limit):
                 chunks.append(t.ids[a:b])
                 where.append((i, a, b))
-        row = min(options.chunk_tokens, clf.max_length)
-        probs = clf.keep_probs(chunks, prefix, options.batch_tokens, row) if chunks else []
-        if progress:
-            progress(1, 1)
         tok_p = {i: np.zeros(len(toks[i].ids)) for i in scored}
-        for (i, a, b), p in zip(where, probs):
-            tok_p[i][a:b] = p
+        return clf, prefix, toks, chunks, where, tok_p
+
+    @staticmethod
+    def _words(prompt: Prompt, toks: dict, tok_p: dict, word_score: str) -> list[tuple]:
         out = []
         for i, seg in enumerate(prompt.segments):
             if i not in toks:
@@ -183,7 +214,7 @@ class LLMLingua2(Method):
             t = toks[i]
             starts, ends, word_unit = word_units(seg.text, t.offsets, t.word_of)
             n_words = int(t.word_of[-1]) + 1 if len(t.word_of) else 0
-            wp = aggregate(tok_p[i], t.word_of, n_words, options.word_score) if n_words else np.zeros(0)
+            wp = aggregate(tok_p[i], t.word_of, n_words, word_score) if n_words else np.zeros(0)
             up = np.full(len(starts), np.nan)
             up[word_unit] = wp
             # units without a word (line-break gaps) follow the next word; a trailing gap, which

@@ -15,18 +15,19 @@ LLMLingua-2 convention). Not handled: slow (Python) tokenizers, which give no of
 
 from __future__ import annotations
 
-import functools
 import inspect
 from dataclasses import dataclass
 
 import numpy as np
 
 from .._errors import InvalidInput, MissingDependency
+from ..lru import BytesLRU
 from .hf import require_transformers
 from .registry import prepare, resolve_device, resolve_dtype
 
 
 _SHARED: dict[tuple, TokenClassifier] = {}
+TOKEN_CACHE_BYTES = 64 * 2**20  # tokenized texts kept per classifier (keys included)
 
 
 @dataclass(frozen=True)
@@ -53,9 +54,14 @@ def word_tokens(tokenizer, text: str) -> Tokens:
     return Tokens(ids, offsets, np.cumsum(new) - 1)
 
 
+def _tokens_nbytes(t: Tokens) -> int:
+    return t.ids.nbytes + t.offsets.nbytes + t.word_of.nbytes
+
+
 class TokenClassifier:
     def __init__(self, model, tokenizer, *, name: str, device: str, dtype):
         self.model, self.tokenizer, self.name, self.device, self.dtype = model, tokenizer, name, device, dtype
+        self.token_cache = BytesLRU(TOKEN_CACHE_BYTES, _tokens_nbytes)
         cfg = model.config
         names = {int(k): str(v).lower() for k, v in (cfg.id2label or {}).items()}
         self.keep_label = next((k for k, v in names.items() if v in ("keep", "preserve", "preserved")), 1)
@@ -104,26 +110,40 @@ class TokenClassifier:
             _SHARED[key] = cls.load(name, device=device, dtype=dtype, progress=progress)
         return _SHARED[key]
 
-    @functools.lru_cache(maxsize=256)  # noqa: B019  (bounded; texts repeat across rates in a sweep)
     def tokenize(self, text: str) -> Tokens:
-        return word_tokens(self.tokenizer, text)
+        """word_tokens of `text`, remembered (texts repeat across rates in a sweep) within
+        TOKEN_CACHE_BYTES: a 200k-token prompt's tokens weigh ~5 MB, so a count would bound nothing."""
+        return self.token_cache.get(text, lambda: word_tokens(self.tokenizer, text))
 
-    def keep_probs(self, chunks: list[np.ndarray], prefix: np.ndarray | None = None, batch_tokens: int = 4096,
-                   row_tokens: int | None = None) -> list[np.ndarray]:
+    def keep_probs(self, chunks: list[np.ndarray], prefix=None, batch_tokens: int = 4096,
+                   row_tokens: int | None = None, progress=None) -> list[np.ndarray]:
         """P(keep) for every token of every chunk (ids without special tokens), in order.
 
         Each chunk is one input, [CLS] chunk [SEP] (or [CLS] prefix [SEP] chunk [SEP] with a
-        prefix such as the question). Short inputs are PACKED side by side into rows of
+        prefix such as the question; `prefix` is one array for every chunk, or a list with one
+        array or None per chunk, so chunks of several prompts with their own questions run in
+        the same batches). Short inputs are PACKED side by side into rows of
         `row_tokens` (first fit, longest first), each attending only to itself (block-diagonal
         mask) with its own positions from 0: the same logits as one row per input, without
         the ~1/3 of padding that 10 paragraphs of ~170 tokens cut at 128 would carry.
-        Rows go through the model in batches of about `batch_tokens` tokens.
+        Rows go through the model in batches of about `batch_tokens` tokens; `progress(done,
+        total)` is called after each batch (in rows), so a caller can stop between batches by
+        raising from it (the service's time limit does).
         """
         import torch
 
-        pre = [] if prefix is None or len(prefix) == 0 else [self.cls_id, *prefix.tolist(), self.sep_id]
-        head = pre if pre else [self.cls_id]
-        pieces = [head + c.tolist() + [self.sep_id] for c in chunks]
+        prefixes = prefix if isinstance(prefix, (list, tuple)) else [prefix] * len(chunks)
+        if len(prefixes) != len(chunks):
+            raise ValueError(f"keep_probs got {len(prefixes)} prefixes for {len(chunks)} chunks")
+        heads: dict = {}  # one head list per distinct prefix
+        head_of = []
+        for pf in prefixes:
+            key = None if pf is None or len(pf) == 0 else tuple(np.asarray(pf).tolist())
+            if key not in heads:
+                heads[key] = [self.cls_id] if key is None else [self.cls_id, *key, self.sep_id]
+            head_of.append(heads[key])
+        pieces = [h + c.tolist() + [self.sep_id] for h, c in zip(head_of, chunks)]
+        paired = [len(h) > 1 and self.pairs for h in head_of]  # segment ids 1 after a prefix
         width = max([row_tokens or 0, *map(len, pieces)]) if pieces else 0
         rows: list[list[int]] = []  # piece indices per row
         fill: list[int] = []
@@ -152,8 +172,8 @@ class TokenClassifier:
                     n = len(pieces[i])
                     ids[r, x:x + n] = pieces[i]
                     pos[r, x:x + n] = np.arange(n)
-                    if pre and self.pairs:
-                        types[r, x + len(head):x + n] = 1
+                    if paired[i]:
+                        types[r, x + len(head_of[i]):x + n] = 1
                     block[r, x:x + n] = k
                     x += n
             if any(len(m) > 1 for m in batch):
@@ -172,6 +192,8 @@ class TokenClassifier:
             for r, members in enumerate(batch):
                 x = 0
                 for i in members:
-                    out[i] = probs[r, x + len(head):x + len(pieces[i]) - 1]
+                    out[i] = probs[r, x + len(head_of[i]):x + len(pieces[i]) - 1]
                     x += len(pieces[i])
+            if progress:
+                progress(min(at + per_batch, len(rows)), len(rows))
         return out  # type: ignore[return-value]
