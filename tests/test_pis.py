@@ -141,6 +141,35 @@ def test_sentence_priorities_worked_example():
     assert pr[2] == np.inf and np.isclose(pr[3], np.log(0.75))  # sentence 1's only free word: share 1
 
 
+def _sentence_priorities_by_mask(weight, importance, sentence, size, forced, power):
+    """The definition, one mask over every word per sentence (quadratic): what the linear
+    version must equal."""
+    pr = np.full(len(weight), np.inf)
+    sids = np.unique(sentence[~forced])
+    imp = {s: importance[sentence == s].sum() / max(size[sentence == s].sum(), 1e-9) for s in sids}
+    mean = np.mean(list(imp.values())) if imp else 1.0
+    for s in sids:
+        at = np.flatnonzero((sentence == s) & ~forced)
+        order = at[np.argsort(-weight[at], kind="stable")]
+        share = np.cumsum(size[order].astype(np.float64)) / max(size[at].sum(), 1e-9)
+        pr[order] = np.log(max(imp[s] / mean, 1e-9) ** power) - np.log(np.maximum(share, 1e-12))
+    return pr
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_sentence_priorities_linear_equals_the_definition(seed):
+    rng = np.random.default_rng(seed)
+    n = 400
+    sentence = np.sort(rng.integers(0, 40, n))
+    weight = rng.random(n).round(2)  # ties: the stable order must match
+    importance = rng.random(n)
+    size = rng.integers(1, 4, n)
+    forced = rng.random(n) < 0.1
+    forced[sentence == sentence[0]] = True  # a sentence kept whole (like the question)
+    got = sentence_priorities(weight, importance, sentence, size, forced, 3.0)
+    np.testing.assert_allclose(got, _sentence_priorities_by_mask(weight, importance, sentence, size, forced, 3.0))
+
+
 def test_tf_idf_worked_example():
     text = "a b. a c."
     from elision.selection import word_spans

@@ -131,17 +131,26 @@ def sentence_priorities(weight: np.ndarray, importance: np.ndarray, sentence: np
     weight = importance = [4, 1, 1, 2], sentence [0, 0, 1, 1], size 1, power 1: importance 2.5
     and 1.5 (mean 2) -> targets 1.25, 0.75 -> priorities [ln 2.5, ln 1.25, ln 0.75, ln 1.5]."""
     pr = np.full(len(weight), np.inf)
-    sids = np.unique(sentence[~forced])  # sentences kept whole (the question) take no part
-    imp = {s: importance[sentence == s].sum() / max(size[sentence == s].sum(), 1e-9) for s in sids}
-    mean = np.mean(list(imp.values())) if imp else 1.0
-    for s in sids:
-        at = np.flatnonzero((sentence == s) & ~forced)
-        if not len(at):
-            continue
-        target = max(imp[s] / mean, 1e-9) ** power
-        order = at[np.argsort(-weight[at], kind="stable")]
-        share = np.cumsum(size[order].astype(np.float64)) / max(size[at].sum(), 1e-9)
-        pr[order] = np.log(target) - np.log(np.maximum(share, 1e-12))
+    free = np.flatnonzero(~forced)
+    if not len(free):
+        return pr
+    # linear in the prompt (100k-token inputs have thousands of sentences): sums by bincount,
+    # and one sort by (sentence, -weight) instead of a mask over every word per sentence
+    n_s = int(sentence.max()) + 1
+    imp_all = np.bincount(sentence, weights=importance, minlength=n_s) / \
+        np.maximum(np.bincount(sentence, weights=size.astype(np.float64), minlength=n_s), 1e-9)
+    sids = np.unique(sentence[free])  # sentences kept whole (the question) take no part
+    mean = imp_all[sids].mean()
+    target = np.maximum(imp_all / mean, 1e-9) ** power
+    order = free[np.lexsort((-weight[free], sentence[free]))]  # by sentence, then weight descending
+    so = sentence[order]
+    sz = size[order].astype(np.float64)
+    csum = np.cumsum(sz)
+    first = np.concatenate([[True], so[1:] != so[:-1]])
+    base = np.maximum.accumulate(np.where(first, csum - sz, 0.0))  # cumulated size before each sentence
+    total = np.bincount(so, weights=sz, minlength=n_s)
+    share = (csum - base) / np.maximum(total[so], 1e-9)
+    pr[order] = np.log(target[so]) - np.log(np.maximum(share, 1e-12))
     return pr
 
 
@@ -163,8 +172,11 @@ class PIS(CausalMethod):
         question_weight: float = 1.0  # sentence importance from the question's attention (1), the prompt's (0), a mix
         prior_count: float = 16.0  # a token seen by few queries is shrunk towards 1.0 as if by this many
         word_score: str = "sum"  # a word's attention from its tokens': sum | mean | max
+        RANGES = {"window": (16, 8192), "stride": (1, 8192), "gamma": (0, 4), "sentence_power": (0, 8),
+                  "question_weight": (0, 1), "prior_count": (0, 1e6)}
 
         def __post_init__(self):
+            super().__post_init__()
             try:
                 object.__setattr__(self, "layers", tuple(int(v) for v in self.layers))
             except (TypeError, ValueError):
