@@ -5,8 +5,8 @@ Drives `elision eval` (cached results.jsonl under --out), prints the tables with
 differences (aligned minus unaligned, per case, mean ± standard error), writes
 benchmarks/results/align.json.
 
-    .venv/bin/python benchmarks/bench_align.py --scorer runs/align/scorer --datasets squad-mdqa:30 \
-        --rates 0.33,0.2 --out docs/eval/align
+    .venv/bin/python benchmarks/bench_align.py --scorer runs/align/scorer --datasets squad-mdqa \
+        --methods llmlingua:30,longllmlingua:40 --rates 0.33,0.2 --out docs/eval/align
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from _paired import compare, print_compare
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scorer", required=True, help="the aligned checkpoint (elision train align's OUT/scorer)")
-    ap.add_argument("--datasets", default="squad-mdqa:30", help="name:n,...")
+    ap.add_argument("--datasets", default="squad-mdqa", help="name,...")
     ap.add_argument("--rates", default="0.33,0.2")
-    ap.add_argument("--methods", default="llmlingua,longllmlingua")
+    ap.add_argument("--methods", default="llmlingua:30,longllmlingua:40", help="method:cases,...")
     ap.add_argument("--out", default="docs/eval/align")
     ap.add_argument("--target-lm", default="gemma3-270m")
     args = ap.parse_args(argv)
@@ -38,12 +38,13 @@ def main(argv=None) -> int:
     report: dict = {"machine": machine(), "date": today(), "scorer": scorer, "rates": rates,
                     "divergence": meta.get("divergence"), "train": meta.get("train"), "data": meta.get("data"),
                     "steps": meta.get("steps"), "train_seconds": meta.get("train_seconds"), "eval": {}}
-    for item in args.datasets.split(","):
-        name, n = item.split(":")
+    for name in args.datasets.split(","):
         report["eval"][name] = {}
-        for method in args.methods.split(","):
+        for item in args.methods.split(","):
+            method, n = item.split(":")
             aligned = f"{method}[model={scorer}]"
-            rows = run(name, [method, aligned], rates, f"{args.out}/{name}", n=int(n), target="cl100k_base",
+            # one folder per method: its cached unaligned rows (same options and model identity) are reused
+            rows = run(name, [method, aligned], rates, f"{args.out}/{name}-{method}", n=int(n), target="cl100k_base",
                        target_lm=args.target_lm, progress=True)
             report["eval"][name][method] = compare(rows, method, aligned, rates)
 

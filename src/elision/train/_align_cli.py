@@ -71,6 +71,11 @@ def align(out_dir, target, endpoint, endpoint_model, api_key, corpus, n_pairs, p
 
     if endpoint and not endpoint_model:
         raise InvalidInput("--endpoint needs --endpoint-model")
+    settings = {"base": base, "full": full, "lora_r": lora_r, "lora_alpha": lora_alpha, "epochs": epochs,
+                "max_steps": max_steps, "lr": lr, "batch_size": batch_size, "heldout": heldout,
+                "eval_every": eval_every, "checkpoint_every": checkpoint_every, "seed": seed, "device": device,
+                "dtype": dtype}
+    D.AlignConfig(**settings)  # bad settings fail here, before the target writes anything
     quiet_transformers()
     say = None if quiet else (lambda m: click.echo(m, err=True))
     t0 = time.perf_counter()
@@ -107,10 +112,8 @@ def align(out_dir, target, endpoint, endpoint_model, api_key, corpus, n_pairs, p
     if generate_only:
         return
     left = None if time_limit is None else max(1.0, time_limit - (time.perf_counter() - t0))
-    meta = D.train(out, out / "scorer", base=base, full=full, lora_r=lora_r, lora_alpha=lora_alpha, epochs=epochs,
-                   max_steps=max_steps, lr=lr, batch_size=batch_size, heldout=heldout, eval_every=eval_every,
-                   checkpoint_every=checkpoint_every, seed=seed, device=device, dtype=dtype, threads=threads,
-                   time_limit=left, progress=say, command=command_line(click.get_current_context()))
+    meta = D.train(out, out / "scorer", threads=threads, time_limit=left, progress=say,
+                   command=command_line(click.get_current_context()), **settings)
     if meta.get("finished") is False:
         click.echo(f"time limit at step {meta['step']}/{meta['total']}: rerun the same command to go on")
         return

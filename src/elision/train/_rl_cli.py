@@ -48,13 +48,16 @@ def rl(data_dir, out_dir, start, target, endpoint, endpoint_model, api_key, rate
         import torch
 
         torch.set_num_threads(threads)
+    settings = {"start": start, "rate": rate, "penalty": penalty, "episodes": episodes, "batch_size": batch_size,
+                "lr": lr, "heldout": heldout, "eval_episodes": eval_episodes, "eval_every": eval_every,
+                "checkpoint_every": checkpoint_every, "seed": seed, "device": device, "dtype": dtype}
+    R.RLConfig(**settings)  # bad settings fail here, before a model is loaded
+    R.load_episodes(data_dir, seed)
     scorer = (R.EndpointScorer(endpoint, endpoint_model, api_key=api_key) if endpoint
               else R.LocalScorer(target, device=device))
-    meta = R.train(data_dir, out_dir, target=scorer, start=start, rate=rate, penalty=penalty, episodes=episodes,
-                   batch_size=batch_size, lr=lr, heldout=heldout, eval_episodes=eval_episodes, eval_every=eval_every,
-                   checkpoint_every=checkpoint_every, seed=seed, device=device, dtype=dtype, threads=threads,
-                   time_limit=time_limit, progress=None if quiet else (lambda m: click.echo(m, err=True)),
-                   command=command_line(click.get_current_context()))
+    meta = R.train(data_dir, out_dir, target=scorer, threads=threads, time_limit=time_limit,
+                   progress=None if quiet else (lambda m: click.echo(m, err=True)),
+                   command=command_line(click.get_current_context()), **settings)
     if meta.get("finished") is False:
         click.echo(f"time limit at step {meta['step']}/{meta['total']}: rerun the same command to go on")
         return
