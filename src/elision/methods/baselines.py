@@ -35,6 +35,7 @@ class Random(Method):
     class Options(Options):
         keep_instruction: bool = True
         seed: int = 0
+        RANGES = {"seed": (0, 2**32 - 1)}  # numpy's seeds are non-negative
 
     def score(self, prompt: Prompt, options, budget=None, progress=None):
         rng = np.random.default_rng(options.seed)

@@ -55,14 +55,11 @@ class LLMLingua(CausalMethod):
         context_level: bool = True  # the coarse (demonstration-level) stage
         unit: str = "word"  # "word" | "token"
         word_score: str = "max"  # how a word's token surprisals combine: mean | max | sum | first
+        RANGES = {"segment_size": (8, 8192), "granularity": (1, 100), "coarse_tokens": (0, 8192),
+                  "instruction_rate": (0, 1), "question_rate": (0, 1)}
 
         def __post_init__(self):
-            if self.segment_size < 8:
-                raise InvalidInput("segment_size must be at least 8 model tokens")
-            if self.coarse_tokens < 0:
-                raise InvalidInput("coarse_tokens must be >= 0 (0: score whole demonstrations)")
-            if self.granularity < 1:
-                raise InvalidInput("granularity must be >= 1")
+            super().__post_init__()
             check_rate(self.instruction_rate)
             check_rate(self.question_rate)
             if self.question_rate < 1 and self.keep_question:

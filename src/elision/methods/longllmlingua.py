@@ -60,8 +60,11 @@ class LongLLMLingua(CausalMethod):
         chunk_size: int = 512  # model tokens per forward pass
         word_score: str = "sum"  # how a word's token scores combine: sum | mean | max
         keep_instruction: bool = True
+        RANGES = {"context_budget": (0, 1_000_000), "dynamic_ratio": (0, 1), "surprisal_weight": (0, 100),
+                  "chunk_size": (8, 8192)}
 
         def __post_init__(self):
+            super().__post_init__()
             if self.ranker not in RANKERS:
                 raise InvalidInput(f"unknown ranker {self.ranker!r}; known: {', '.join(sorted(RANKERS))}")
             if self.reorder not in ("sort", "two_ends", "none"):
@@ -72,8 +75,6 @@ class LongLLMLingua(CausalMethod):
                 raise InvalidInput(f"dynamic_ratio must be in [0, 1), got {self.dynamic_ratio}")
             if not self.surprisal_weight >= 0:
                 raise InvalidInput(f"surprisal_weight must be >= 0, got {self.surprisal_weight}")
-            if self.chunk_size < 8:
-                raise InvalidInput("chunk_size must be at least 8 model tokens")
             if self.word_score not in ("sum", "mean", "max"):
                 raise InvalidInput(f"word_score must be sum, mean or max, got {self.word_score!r}")
 

@@ -74,12 +74,12 @@ class SelectiveContext(CausalMethod):
     class Options(Options):
         unit: str = "word"  # "token" | "word" | "phrase" | "sentence"
         chunk_size: int = 512  # model tokens per forward pass (the cache carries the context)
+        RANGES = {"chunk_size": (8, 8192)}
 
         def __post_init__(self):
+            super().__post_init__()
             if self.unit not in ("token", "word", "phrase", "sentence"):
                 raise InvalidInput(f"unit must be token, word, phrase or sentence, got {self.unit!r}")
-            if self.chunk_size < 8:
-                raise InvalidInput("chunk_size must be at least 8 model tokens")
 
     def score(self, prompt: Prompt, options, budget=None, progress=None):
         # self-information does not depend on the budget: the pipeline caches it across rates
