@@ -158,6 +158,11 @@ class Method:
         runs faster on full batches (llmlingua2) overrides it."""
         return [self.score(p, options, None, progress) for p in prompts]
 
+    @property
+    def precision(self) -> str | None:
+        """What the model runs in ('bfloat16', 'float32', 'int8', ...); None without a model."""
+        return None
+
 
 class CausalMethod(Method):
     """A method guided by a causal LM: loads it (once per process and configuration) as self.lm."""
@@ -170,6 +175,10 @@ class CausalMethod(Method):
         from ..models.causal import CausalLM
 
         self.lm = CausalLM.shared(self.model_name, device=device, dtype=dtype, progress=progress)
+
+    @property
+    def precision(self) -> str:
+        return self.lm.precision
 
 
 METHODS: dict[str, type[Method]] = {}

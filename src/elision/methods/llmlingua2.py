@@ -120,6 +120,10 @@ class LLMLingua2(Method):
             self.qa_clf = TokenClassifier.shared(self.question_model, device=device, dtype=dtype, progress=progress)
             self.model_name = f"{self.default_model}+{self.question_model}"
 
+    @property
+    def precision(self) -> str:
+        return self.clf.precision
+
     def score(self, prompt: Prompt, options, budget=None, progress=None):
         # P(keep) does not depend on the budget: the pipeline caches it across rates
         return self._from_words(prompt, options, self.word_probs(prompt, options, progress))

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .registry import KNOWN_MODELS, prepare, resolve_device, resolve_dtype
+from .registry import KNOWN_MODELS, load_dtype, precision_name, prepare, quantize_int8, resolve_device, resolve_dtype
 
 
 _SHARED: dict[tuple, CausalLM] = {}
@@ -47,6 +47,7 @@ class CausalLM:
         # transformers 5 renamed past_key_values -> cache (the old name warns, then goes away)
         self._cache_kw = "cache" if "cache" in inspect.signature(self._body.forward).parameters else "past_key_values"
         self.load_seconds = 0.0
+        self.precision = self.dtype  # 'int8' once load() quantized it
 
     @classmethod
     def load(cls, name: str = "smollm2-135m", device: str | None = None, dtype: str | None = None,
@@ -64,12 +65,15 @@ class CausalLM:
         dt = resolve_dtype(dtype, dev)
         try:
             tok = AutoTokenizer.from_pretrained(str(src))
-            model = AutoModelForCausalLM.from_pretrained(str(src), dtype=dt).to(dev).eval()
+            model = AutoModelForCausalLM.from_pretrained(str(src), dtype=load_dtype(dt)).to(dev).eval()
         except (OSError, ValueError, KeyError) as e:  # not found, offline, not a causal LM, ...
             from .._errors import InvalidInput
 
             raise InvalidInput(f"cannot load model {name!r} as a causal LM: {e}") from e
+        if dt is not load_dtype(dt):
+            quantize_int8(model)
         lm = cls(model, tok, name, max_context=max_context)
+        lm.precision = precision_name(dt)
         lm.load_seconds = time.perf_counter() - t0
         return lm
 

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from .._errors import InvalidInput, MissingDependency
 from ..lru import BytesLRU
 from .hf import require_transformers
-from .registry import prepare, resolve_device, resolve_dtype
+from .registry import cache_dir, load_dtype, precision_name, prepare, quantize_int8, resolve_device, resolve_dtype
 
 
 _SHARED: dict[tuple, TokenClassifier] = {}
@@ -61,6 +62,8 @@ def _tokens_nbytes(t: Tokens) -> int:
 class TokenClassifier:
     def __init__(self, model, tokenizer, *, name: str, device: str, dtype):
         self.model, self.tokenizer, self.name, self.device, self.dtype = model, tokenizer, name, device, dtype
+        self.precision = precision_name(dtype)  # 'int8' for a quantized model (dtype is then float32)
+        self.ort = None  # the int8 ONNX Runtime forward (models/onnx.py), when loaded with dtype='int8'
         self.token_cache = BytesLRU(TOKEN_CACHE_BYTES, _tokens_nbytes)
         cfg = model.config
         names = {int(k): str(v).lower() for k, v in (cfg.id2label or {}).items()}
@@ -92,14 +95,32 @@ class TokenClassifier:
             # eager attention: on CPU at chunk lengths of ~128 it beats SDPA by ~20% (measured
             # with MiniLM in bf16: 14.4k vs 11.9k tokens/s); SDPA wins on long chunks and GPUs
             attn = "eager" if dev == "cpu" else "sdpa"
-            model = tf.AutoModelForTokenClassification.from_pretrained(str(path), dtype=dt, attn_implementation=attn)
+            model = tf.AutoModelForTokenClassification.from_pretrained(str(path), dtype=load_dtype(dt),
+                                                                       attn_implementation=attn)
         except (OSError, ValueError, KeyError) as e:
             raise InvalidInput(f"cannot load {name} as a token classifier (a *ForTokenClassification "
                                f"checkpoint with its tokenizer): {str(e).splitlines()[0]}") from None
         if not getattr(tokenizer, "is_fast", False):
             raise MissingDependency(f"a fast tokenizer for {name} (word offsets)", "pip install tokenizers")
         model.to(dev).eval()
-        return cls(model, tokenizer, name=str(name), device=dev, dtype=dt)
+        clf = cls(model, tokenizer, name=str(name), device=dev, dtype=load_dtype(dt))
+        if dt is not load_dtype(dt):  # int8: ONNX Runtime where it can run the packed rows, else torch's
+            from . import onnx
+
+            if clf.packing and onnx.available():
+                import hashlib
+
+                import torch
+
+                key = hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:12]
+                out = cache_dir() / "onnx" / f"{Path(path).name}-{key}-v{onnx.FORMAT}"
+                graph = onnx.export_int8(model, out, clf.keep_label, clf.pairs)
+                clf.ort = onnx.OrtClassifier(graph, torch.get_num_threads())
+                clf.precision = "int8"
+            else:
+                quantize_int8(model)
+                clf.precision = "int8 (torch)"
+        return clf
 
     @classmethod
     def shared(cls, name: str, device: str | None = None, dtype: str | None = None, progress=None) -> TokenClassifier:
@@ -176,19 +197,25 @@ class TokenClassifier:
                         types[r, x + len(head_of[i]):x + n] = 1
                     block[r, x:x + n] = k
                     x += n
-            if any(len(m) > 1 for m in batch):
+            if self.ort is not None:  # int8 graph: always the packed form (4-D mask, explicit positions)
                 allowed = (block[:, :, None] == block[:, None, :]) & (block[:, None, :] >= 0)
-                allowed |= np.eye(w, dtype=bool)[None]  # padding attends to itself (no empty softmax)
-                mask = torch.zeros(allowed.shape, dtype=self.dtype).masked_fill_(torch.from_numpy(~allowed), neg)
-                kw = {"input_ids": torch.from_numpy(ids), "attention_mask": mask[:, None],
-                      "position_ids": torch.from_numpy(pos + self.first_position)}
-            else:  # one chunk per row: the model's own padding mask and positions
-                kw = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(block >= 0).long()}
-            if self.pairs:
-                kw["token_type_ids"] = torch.from_numpy(types)
-            with torch.inference_mode():
-                logits = self.model(**{k: v.to(self.device) for k, v in kw.items()}).logits
-                probs = torch.softmax(logits.float(), dim=-1)[..., self.keep_label].cpu().numpy()
+                allowed |= np.eye(w, dtype=bool)[None]
+                mask = np.where(allowed, np.float32(0), np.float32(-1e9))[:, None]
+                probs = self.ort(ids, mask, pos + self.first_position, types).astype(np.float64)
+            else:
+                if any(len(m) > 1 for m in batch):
+                    allowed = (block[:, :, None] == block[:, None, :]) & (block[:, None, :] >= 0)
+                    allowed |= np.eye(w, dtype=bool)[None]  # padding attends to itself (no empty softmax)
+                    mask = torch.zeros(allowed.shape, dtype=self.dtype).masked_fill_(torch.from_numpy(~allowed), neg)
+                    kw = {"input_ids": torch.from_numpy(ids), "attention_mask": mask[:, None],
+                          "position_ids": torch.from_numpy(pos + self.first_position)}
+                else:  # one chunk per row: the model's own padding mask and positions
+                    kw = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(block >= 0).long()}
+                if self.pairs:
+                    kw["token_type_ids"] = torch.from_numpy(types)
+                with torch.inference_mode():
+                    logits = self.model(**{k: v.to(self.device) for k, v in kw.items()}).logits
+                    probs = torch.softmax(logits.float(), dim=-1)[..., self.keep_label].cpu().numpy()
             for r, members in enumerate(batch):
                 x = 0
                 for i in members:

@@ -212,17 +212,23 @@ def resolve_device(device: str | None) -> str:
     return device
 
 
-_DTYPES = ("auto", "float32", "bfloat16", "float16")
+_DTYPES = ("auto", "float32", "bfloat16", "float16", "int8")
 
 
 def resolve_dtype(dtype: str | None, device: str):
     """'auto': bfloat16 where the hardware runs it fast (CUDA with bf16; CPUs with AVX-512 BF16
-    or AMX, where a bf16 matmul is ~4x an fp32 one), else float32."""
+    or AMX, where a bf16 matmul is ~4x an fp32 one), else float32.
+    'int8' (CPU only) resolves to torch.qint8: float32 weights and activations whose linear
+    layers are then quantized to int8 (`quantize_int8`); `load_dtype` says what to load."""
     import torch
 
     dtype = dtype or "auto"
     if dtype not in _DTYPES:
         raise UnknownName("dtype", dtype, _DTYPES)
+    if dtype == "int8":
+        if device != "cpu":
+            raise InvalidInput(f"dtype 'int8' runs on the CPU only (device is {device!r}); use bfloat16 or float16")
+        return torch.qint8
     if dtype != "auto":
         return getattr(torch, dtype)
     if device.startswith("cuda"):
@@ -232,8 +238,41 @@ def resolve_dtype(dtype: str | None, device: str):
     return torch.float32
 
 
+def load_dtype(resolved):
+    """The dtype to load weights in for a resolved dtype (int8 models load as float32 first)."""
+    import torch
+
+    return torch.float32 if resolved is torch.qint8 else resolved
+
+
+def quantize_int8(model):
+    """Dynamic int8 quantization of every nn.Linear (weights int8 per tensor, activations
+    quantized per call; fbgemm / oneDNN kernels), in place; the rest stays float32."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():  # torch marks its quantized tensor API deprecated (still shipped)
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+
+
+def precision_name(resolved) -> str:
+    """'bfloat16', 'float32', 'int8', ... for a resolved dtype."""
+    import torch
+
+    return "int8" if resolved is torch.qint8 else str(resolved).replace("torch.", "")
+
+
 def cpu_has_fast_bf16() -> bool:
-    """True on CPUs with AVX-512 BF16 or AMX (read from /proc/cpuinfo; False where unreadable)."""
+    """True on CPUs with AVX-512 BF16 or AMX (read from /proc/cpuinfo; False where unreadable).
+    ELISION_CPU_BF16=0 / 1 overrides the answer (say, to time the float32 path a CPU without
+    AVX-512 BF16 would take)."""
+    import os
+
+    forced = os.environ.get("ELISION_CPU_BF16")
+    if forced in ("0", "1"):
+        return forced == "1"
     try:
         flags = Path("/proc/cpuinfo").read_text().split("flags", 2)[1].split("\n", 1)[0].split()
     except (OSError, IndexError):
