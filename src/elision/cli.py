@@ -99,19 +99,28 @@ def cli():
 @click.option("--json", "as_json", is_flag=True, help="print the whole result as JSON")
 @click.option("--show", is_flag=True, help="print the original with dropped text marked")
 @click.option("--quiet", is_flag=True, help="no figures or progress on stderr")
+@click.option("--format", "fmt", type=click.Choice(["text", "tagged", "json", "markdown"]), default="text",
+              show_default=True, help="read FILE as tagged text (<elision rate=0.5>...</elision>), a JSON document "
+              "(string values compressed) or Markdown (structure kept); see docs/structured.md")
+@click.option("--policy", "policies", multiple=True, metavar="KEY=POLICY",
+              help="--format json: keep | drop | compress | a rate, for a key or dotted path (repeatable)")
+@click.option("--plain-markdown", is_flag=True, help="--format markdown: compress the structure too")
 def compress(source, rate, target_tokens, method, model, target, question, instruction, protect, protect_regex,
-             options, device, dtype, as_json, show, quiet):
+             options, device, dtype, as_json, show, quiet, fmt, policies, plain_markdown):
     """Compress the prompt in FILE (or stdin with -)."""
     from .budget import make_budget
     from .compressor import Compressor
     from .prompt import Prompt
+    from .structured import as_format, build_prompt, format_options_from_flags
 
     try:
         pats = [re.compile(p) for p in protect_regex]
     except re.error as e:
         raise InvalidInput(f"bad --protect-regex: {e}") from None
     make_budget(1, rate, target_tokens)  # a bad rate or budget fails before any model loads
-    fields = parse_prompt(_read_input(source))
+    structure = as_format(fmt, format_options_from_flags(fmt, policies, plain_markdown))
+    raw = _read_input(source)
+    fields = parse_prompt(raw) if structure is None else {}  # a structured FILE is one text
     say = (lambda m: click.echo(m, err=True)) if not quiet else None
     if "messages" in fields:  # a chat: compressed as one, printed back as JSON messages
         if question is not None or instruction is not None:
@@ -133,7 +142,9 @@ def compress(source, rate, target_tokens, method, model, target, question, instr
         fields["instruction"] = instruction
     # built once, before the model loads (bad input fails fast), and handed to the compressor as is
     prompt = Prompt.build(fields.get("context"), fields.get("instruction"), fields.get("question"),
-                          [*protect, *pats])
+                          [*protect, *pats]) if structure is None else build_prompt(
+        structure, raw, instruction=fields.get("instruction") or "", question=fields.get("question") or "",
+        protect=[*protect, *pats])
     quiet_transformers()
     comp = Compressor(method, model=model, target=target, device=device, dtype=dtype, progress=say,
                       **dict(options))

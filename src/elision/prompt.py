@@ -8,7 +8,10 @@
     'Answer briefly.\\n\\nDoc one.\\n\\nDoc two.\\n\\nWhich doc?'
 
 The original prompt is the non-empty segments joined by SEPARATOR (the layout the reference
-uses); every extractive method keeps a subsequence of it. Protected spans are character
+uses), or by each segment's own `sep` (structured prompts glue the pieces of one text back
+together: elision.structured); every extractive method keeps a subsequence of it. A segment may
+carry its own keep `rate` (tagged text, JSON policies): the pipeline fits it to that rate
+instead of the call's. Protected spans are character
 ranges inside a segment that no method may drop: literal strings or regular expressions
 given by the caller. Not handled here: chat messages (a later layer maps them to segments).
 """
@@ -32,6 +35,10 @@ class Segment:
     role: str
     text: str
     protected: tuple[Span, ...] = ()
+    # None: the call's rate; a number in [0, 1]: this segment keeps about that share of its target
+    # tokens, whatever the rest does (0 drops it, e.g. a JSON value under the "drop" policy)
+    rate: float | None = None
+    sep: str = SEPARATOR  # what joins it to the segment before it (ignored for the first)
 
 
 @dataclass(frozen=True)
@@ -41,7 +48,22 @@ class Prompt:
 
     @property
     def text(self) -> str:
-        return SEPARATOR.join(s.text for s in self.segments)
+        return "".join((s.sep if i else "") + s.text for i, s in enumerate(self.segments))
+
+    @property
+    def has_rates(self) -> bool:
+        return any(s.rate is not None for s in self.segments)
+
+    @classmethod
+    def from_segments(cls, segments: Sequence[Segment]) -> Prompt:
+        """A prompt of ready-made segments (their seps and rates included), offsets computed.
+        Segments must be non-empty; that is the caller's check."""
+        offsets, pos = [], 0
+        for i, s in enumerate(segments):
+            pos += len(s.sep) if i else 0
+            offsets.append(pos)
+            pos += len(s.text)
+        return cls(tuple(segments), tuple(offsets))
 
     def role_segments(self, role: str) -> list[int]:
         return [i for i, s in enumerate(self.segments) if s.role == role]

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .prompt import SEPARATOR, Prompt, Span
+from .prompt import Prompt, Span
 from .tokenizers import TargetTokenizer
 
 # A word with the white space before it, or one punctuation character with its white space;
@@ -171,9 +171,11 @@ def assemble(prompt: Prompt, spans: list[tuple[Span, ...]], order: list[int] | N
     """The kept text of each segment, joined by the separator, in prompt order or in `order`
     (segment indices; a method that reorders documents, such as LongLLMLingua, gives one)."""
     parts = ["".join(seg.text[s:e] for s, e in sp) for seg, sp in zip(prompt.segments, spans)]
-    if order is not None:
-        parts = [parts[i] for i in order]
-    return SEPARATOR.join(p for p in parts if p)
+    out: list[str] = []
+    for i in order if order is not None else range(len(parts)):
+        if parts[i]:  # a segment's own sep joins it to the kept text before it ("\n\n" by default)
+            out += [prompt.segments[i].sep, parts[i]] if out else [parts[i]]
+    return "".join(out)
 
 
 def fit_to_budget(prompt: Prompt, units: list[Units], target: TargetTokenizer, budget: int,

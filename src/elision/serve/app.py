@@ -226,6 +226,8 @@ def create_app(settings: Settings | None = None, preloaded: dict | None = None):
         if req.messages is not None:
             if req.context is not None or req.prompt is not None:
                 raise InvalidInput("give messages or a prompt / context, not both")
+            if req.format not in (None, "text") or req.format_options:
+                raise InvalidInput("format applies to a prompt / context, not to chat messages")
             res = await compress_in_pool(locked(method, req.target, lambda c: c.compress_messages(
                 req.messages, **budget, protect=req.protect, **req.options)), method)
             return res.to_dict()
@@ -233,7 +235,8 @@ def create_app(settings: Settings | None = None, preloaded: dict | None = None):
             raise InvalidInput("give the text as prompt or as context, not both")
         res = await compress_in_pool(locked(method, req.target, lambda c: c.compress(
             context=req.context if req.context is not None else req.prompt, instruction=req.instruction,
-            question=req.question, protect=req.protect, **budget, **req.options)), method)
+            question=req.question, protect=req.protect, format=req.format, format_options=req.format_options,
+            **budget, **req.options)), method)
         out = res.to_dict()
         out["original_prompt"] = res.original_prompt if req.return_original else None
         return out

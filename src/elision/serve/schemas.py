@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -25,3 +25,9 @@ class CompressRequest(BaseModel):
     protect: list[str] = Field(default_factory=list, description="strings that must survive")
     options: dict[str, Any] = Field(default_factory=dict, description="method options (elision methods lists them)")
     return_original: bool = Field(False, description="also return original_prompt")
+    format: Literal["text", "tagged", "json", "markdown"] | None = Field(
+        None, description="read the context as tagged text (<elision rate=0.5>...</elision>), a JSON document "
+        "given as text (string values compressed, valid JSON back) or Markdown (structure kept)")
+    format_options: dict[str, Any] | None = Field(
+        None, description='json: {"policy": {"key": "keep" | "drop" | "compress" | rate}, "default", "indent"}; '
+        'markdown: {"keep_structure": false}')

@@ -1,0 +1,483 @@
+"""Structured prompts: per-piece control inside one prompt, JSON documents, Markdown.
+
+Each format turns the user's text into a Prompt whose segments are pieces of ONE text glued
+back together by their own `sep`, with a keep rate and protected spans per piece; the
+pipeline does the rest for every method alike (a piece with its own rate is fitted to it,
+protected text is never dropped, pieces are never reordered).
+
+Tagged text -- one syntax, two spellings:
+
+    >>> p = tagged_prompt("Intro text. <elision rate=0.5>Long detail here.</elision> "
+    ...                   "<elision keep>Exact: 3.14</elision>")
+    >>> [(s.text, s.rate) for s in p.segments]
+    [('Intro text.', None), ('Long detail here.', 0.5), ('Exact: 3.14', 1.0)]
+
+  - `<elision rate=R>...</elision>` keeps about R (0 < R <= 1) of the piece's tokens;
+  - `<elision keep>...</elision>` keeps the piece word for word;
+  - `<llmlingua rate=R compress=False>...</llmlingua>` (commas between attributes allowed,
+    as llmlingua writes them: `<llmlingua, rate=0.4>`) means the same, so llmlingua users'
+    prompts work unchanged; compress=False wins over rate, as in llmlingua.
+  Text outside tags gets the call's rate. Why tags: prompts already hold XML-style tags (and
+  Markdown, JSON, code), so a named tag that nobody else uses cannot collide with them; any
+  other `<...>` is plain text. Tags do not nest (each character has one rate). A bad tag
+  (unclosed, stray closing tag, unknown attribute, rate outside (0, 1]) is an InvalidInput
+  naming its character position; the text is never compressed with a guessed meaning.
+
+JSON: the string values of a document, under a per-key policy ("keep", "drop", "compress" at
+the call's rate, or a rate). Keys, numbers, booleans, null and the layout are kept, so the
+result is valid JSON with the same structure ("drop" leaves an empty string). A policy key is
+a dotted path ("meta.author", list items as "*": "items.*.title") or a bare key name; the most
+specific one wins and applies to everything under that key.
+
+    >>> p = json_prompt({"title": "Tay Bridge", "body": "It fell in 1879."}, JsonFormat(policy={"title": "keep"}))
+    >>> p.text
+    '{"title": "Tay Bridge", "body": "It fell in 1879."}'
+
+The document is written back as json.dumps writes it (`indent` as asked; non-ASCII kept), so
+that layout is the "original" the counts refer to. Escape sequences (\\n, \\u00e9, \\") are
+protected, so no deletion can break a string.
+
+Markdown: headings, list and quote markers, table pipes and delimiter rows, thematic breaks,
+fenced code blocks, inline code, links, emphasis and line breaks are protected,
+so the compressed text has the same block structure; `MarkdownFormat(keep_structure=False)`
+compresses it as plain text. Links, images and emphasised text are kept whole (the author
+marked them; a half-kept `[](url)` or an emptied `****` would be broken). Not handled: HTML blocks beyond their tags, reference-style link
+definitions (their URLs are kept only when written inline).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+
+from ._errors import InvalidInput
+from .prompt import SEPARATOR, Prompt, Segment, Span, _check_text, _compile_protect, protected_spans
+
+FORMATS = ("text", "tagged", "json", "markdown")
+
+
+@dataclasses.dataclass(frozen=True)
+class TaggedFormat:
+    """Text with `<elision ...>` / `<llmlingua ...>` tags (see the module docstring)."""
+
+    name = "tagged"
+
+
+@dataclasses.dataclass(frozen=True)
+class JsonFormat:
+    """policy: key or dotted path -> "keep" | "drop" | "compress" | a rate in (0, 1];
+    default: the policy of strings no key names; indent: json.dumps's."""
+
+    policy: Mapping[str, str | float] = dataclasses.field(default_factory=dict)
+    default: str | float = "compress"
+    indent: int | None = None
+    name = "json"
+
+    def __post_init__(self):
+        if not isinstance(self.policy, Mapping):
+            raise InvalidInput(f"json policy must be an object of key -> policy, got {type(self.policy).__name__}")
+        for k, v in self.policy.items():
+            if not isinstance(k, str) or not k:
+                raise InvalidInput(f"json policy keys must be non-empty strings, got {k!r}")
+            _policy_rate(v, f"json policy for {k!r}")
+        _policy_rate(self.default, "json default policy")
+        if self.indent is not None and (isinstance(self.indent, bool) or not isinstance(self.indent, int)
+                                        or not 0 <= self.indent <= 16):
+            raise InvalidInput(f"json indent must be a whole number 0-16 or None, got {self.indent!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class MarkdownFormat:
+    keep_structure: bool = True  # False: compress as plain text
+    name = "markdown"
+
+
+Format = TaggedFormat | JsonFormat | MarkdownFormat
+_CLASSES = {"tagged": TaggedFormat, "json": JsonFormat, "markdown": MarkdownFormat}
+
+
+def as_format(format: str | Format | None, options: Mapping | None = None) -> Format | None:
+    """A format object from a name and its options (None for plain text). Unknown names and
+    options are InvalidInput listing the valid ones.
+
+        >>> as_format("json", {"policy": {"id": "keep"}}).policy
+        {'id': 'keep'}
+    """
+    if isinstance(format, (TaggedFormat, JsonFormat, MarkdownFormat)):
+        if options:
+            raise InvalidInput("give format options inside the format object, not beside it")
+        return format
+    if format is None or format == "text":
+        if options:
+            raise InvalidInput(f"format 'text' takes no options, got {', '.join(sorted(options))}")
+        return None
+    if format not in _CLASSES:
+        raise InvalidInput(f"unknown format {format!r}; valid: {', '.join(FORMATS)}")
+    cls = _CLASSES[format]
+    options = dict(options or {})
+    valid = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(options) - valid)
+    if unknown:
+        raise InvalidInput(f"unknown option(s) {', '.join(unknown)} for format {format!r}; "
+                           f"valid: {', '.join(sorted(valid)) or '(none)'}")
+    if cls is MarkdownFormat and "keep_structure" in options:
+        from .parsing import parse_bool
+
+        options["keep_structure"] = parse_bool(options["keep_structure"], "keep_structure")
+    return cls(**options)
+
+
+def format_options_from_flags(format: str, policies: Sequence[str] = (), plain_markdown: bool = False) -> dict:
+    """The CLI's --policy KEY=POLICY and --plain-markdown as format options (checked).
+
+        >>> format_options_from_flags("json", ["title=keep", "body=0.3"])
+        {'policy': {'title': 'keep', 'body': '0.3'}}
+    """
+    if policies and format != "json":
+        raise InvalidInput("--policy applies to --format json")
+    if plain_markdown and format != "markdown":
+        raise InvalidInput("--plain-markdown applies to --format markdown")
+    out: dict = {}
+    for item in policies:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip() or not value.strip():
+            raise InvalidInput(f"--policy takes KEY=POLICY (keep, drop, compress or a rate), got {item!r}")
+        out.setdefault("policy", {})[key.strip()] = value.strip()
+    if plain_markdown:
+        out["keep_structure"] = False
+    return out
+
+
+def build_prompt(format: Format, data, *, instruction: str = "", question: str = "",
+                 protect: Iterable[str | re.Pattern] = ()) -> Prompt:
+    """The Prompt of a structured input (`data`: the text, or for JSON also a parsed value)."""
+    if isinstance(format, TaggedFormat):
+        return tagged_prompt(data, instruction=instruction, question=question, protect=protect)
+    if isinstance(format, JsonFormat):
+        return json_prompt(data, format, instruction=instruction, question=question, protect=protect)
+    return markdown_prompt(data, format, instruction=instruction, question=question, protect=protect)
+
+
+# ---------------------------------------------------------------- tagged text
+
+_TAG = re.compile(r"<(/?)(elision|llmlingua)\b([^<>]*)>", re.IGNORECASE)
+_ATTR = re.compile(r"""\s*,?\s*([A-Za-z_]+)(?:\s*=\s*("[^"]*"|'[^']*'|[^\s,>]+))?\s*,?""")
+
+
+@dataclasses.dataclass(frozen=True)
+class Piece:
+    text: str
+    rate: float | None  # None: the call's rate
+    keep: bool
+    start: int  # character position of the text in the tagged input
+
+
+def parse_tagged(text: str, where: str = "text") -> list[Piece]:
+    """The pieces of a tagged text, tags removed, positions kept.
+
+        >>> [(p.text, p.rate, p.keep) for p in parse_tagged("a <llmlingua, compress=False>b</llmlingua> c")]
+        [('a ', None, False), ('b', 1.0, True), (' c', None, False)]
+    """
+    if not isinstance(text, str):
+        raise InvalidInput(f"{where} must be a string, got {type(text).__name__}")
+    pieces, pos, open_tag = [], 0, None  # open_tag: (name, rate, keep, position)
+    for m in _TAG.finditer(text):
+        closing, name, attrs = m.group(1), m.group(2).lower(), m.group(3)
+        if closing:
+            if open_tag is None:
+                raise InvalidInput(f"{where}: closing tag </{name}> at character {m.start()} has no opening tag")
+            if name != open_tag[0]:
+                raise InvalidInput(f"{where}: </{name}> at character {m.start()} closes <{open_tag[0]}> "
+                                   f"opened at character {open_tag[3]}")
+            if attrs.strip():
+                raise InvalidInput(f"{where}: closing tag at character {m.start()} takes no attributes")
+            pieces.append(Piece(text[pos:m.start()], open_tag[1], open_tag[2], pos))
+            open_tag = None
+        else:
+            if open_tag is not None:
+                raise InvalidInput(f"{where}: <{name}> at character {m.start()} opens inside <{open_tag[0]}> "
+                                   f"opened at character {open_tag[3]}; tags do not nest")
+            rate, keep = _tag_attributes(name, attrs, m.start(), where)
+            pieces.append(Piece(text[pos:m.start()], None, False, pos))
+            open_tag = (name, rate, keep, m.start())
+        pos = m.end()
+    if open_tag is not None:
+        raise InvalidInput(f"{where}: <{open_tag[0]}> at character {open_tag[3]} is never closed "
+                           f"(add </{open_tag[0]}>)")
+    pieces.append(Piece(text[pos:], None, False, pos))
+    return [p for p in pieces if p.text]
+
+
+def _tag_attributes(name: str, attrs: str, at: int, where: str) -> tuple[float | None, bool]:
+    valid = ("rate", "keep") if name == "elision" else ("rate", "compress")
+    rate, keep, i = None, False, 0
+    attrs = attrs.rstrip(" \t\n,")
+    while i < len(attrs):
+        m = _ATTR.match(attrs, i)
+        if not m or m.end() == i:
+            raise InvalidInput(f"{where}: cannot read the attributes of <{name}> at character {at}: {attrs.strip()!r}")
+        i = m.end()
+        key, raw = m.group(1).lower(), m.group(2)
+        value = raw.strip("\"'") if raw is not None else None
+        if key not in valid:
+            raise InvalidInput(f"{where}: unknown attribute {key!r} in <{name}> at character {at}; "
+                               f"valid: {', '.join(valid)}")
+        if key == "rate":
+            try:
+                rate = float(value)
+            except (TypeError, ValueError):
+                raise InvalidInput(f"{where}: rate={value} in <{name}> at character {at} is not a number") from None
+            if not (math.isfinite(rate) and 0 < rate <= 1):
+                raise InvalidInput(f"{where}: rate={value} in <{name}> at character {at} is outside (0, 1] "
+                                   "(the share of tokens to keep)")
+        elif key == "keep":
+            if value is not None and value.lower() not in ("true", "1", "yes"):
+                raise InvalidInput(f"{where}: write <elision keep> (keep={value} at character {at})")
+            keep = True
+        else:  # compress (llmlingua)
+            if value is None or value.lower() not in ("true", "false"):
+                raise InvalidInput(f"{where}: compress= in <{name}> at character {at} must be True or False")
+            keep = value.lower() == "false"
+    if keep and rate is not None and name == "elision":
+        raise InvalidInput(f"{where}: <elision> at character {at} has both keep and rate; give one")
+    return (1.0 if keep else rate), keep
+
+
+def tagged_prompt(context: str | Sequence[str], *, instruction: str = "", question: str = "",
+                  protect: Iterable[str | re.Pattern] = ()) -> Prompt:
+    """The Prompt of tagged text (one string, or a list of contexts, each tagged on its own)."""
+    contexts = [context] if isinstance(context, str) else context
+    if not isinstance(contexts, (list, tuple)):
+        raise InvalidInput(f"tagged text must be a string or a list of strings, got {type(context).__name__}")
+    patterns = _compile_protect(protect)
+    body: list[Segment] = []
+    for k, c in enumerate(contexts):
+        where = "text" if isinstance(context, str) else f"context[{k}]"
+        pieces = parse_tagged(c, where)
+        _check_text(c, where)  # binary input is an error here as in any prompt
+        body += _glue(pieces, patterns)
+    return _framed(body, instruction, question, patterns, "the tagged text holds no text")
+
+
+def _framed(body: list[Segment], instruction: str, question: str, patterns, empty: str) -> Prompt:
+    """instruction + body + question, the framing checked and built as Prompt.build does."""
+    if not body and not (instruction or "").strip() and not (question or "").strip():
+        raise InvalidInput(f"empty prompt: {empty}")
+    head = Prompt.build(None, instruction, question, patterns).segments if (
+        (instruction or "").strip() or (question or "").strip()) else ()
+    ins = [s for s in head if s.role == "instruction"]
+    que = [s for s in head if s.role == "question"]
+    return Prompt.from_segments(ins + body + que)
+
+
+def _glue(pieces: list[Piece], patterns) -> list[Segment]:
+    """Pieces of one context as glued segments: the white space at a piece's edges moves into
+    the sep before the next one, so 'a <elision keep>b</elision>' keeps its space."""
+    out: list[Segment] = []
+    pending = ""
+    for p in pieces:
+        body = p.text.strip()
+        if not body:
+            pending += p.text
+            continue
+        lead = p.text[:len(p.text) - len(p.text.lstrip())]
+        trail = p.text[len(p.text.rstrip()):]
+        sep = pending + lead if out else SEPARATOR  # each context starts after "\n\n", like any
+        prot = ((0, len(body)),) if p.keep else protected_spans(body, patterns)
+        out.append(Segment("context", body, prot, p.rate, sep))
+        pending = trail
+    return out
+
+
+# ---------------------------------------------------------------- JSON
+
+_ESCAPE = re.compile(r"\\(?:u[0-9a-fA-F]{4}|.)")
+
+
+def _policy_rate(value, what: str) -> float | None:
+    """'keep' -> 1.0, 'drop' -> 0.0, 'compress' -> None (the call's rate), R -> R."""
+    if isinstance(value, str):
+        low = value.strip().lower()
+        if low in ("keep", "drop", "compress"):
+            return {"keep": 1.0, "drop": 0.0, "compress": None}[low]
+        try:
+            value = float(low)
+        except ValueError:
+            raise InvalidInput(f"{what}: {value!r} is not keep, drop, compress or a rate in (0, 1]") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not 0 < value <= 1:
+        raise InvalidInput(f"{what}: {value!r} is not keep, drop, compress or a rate in (0, 1]")
+    return float(value)
+
+
+def json_prompt(data, format: JsonFormat = JsonFormat(), *, instruction: str = "", question: str = "",
+                protect: Iterable[str | re.Pattern] = ()) -> Prompt:
+    """The Prompt of a JSON document (text, or an already parsed dict / list)."""
+    if isinstance(data, (bytes, bytearray)):
+        data = data.decode("utf-8", errors="strict")
+    if isinstance(data, str):
+        try:
+            data = json.loads(data)
+        except json.JSONDecodeError as e:
+            raise InvalidInput(f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno} "
+                               f"(character {e.pos})") from None
+    patterns = _compile_protect(protect)
+    w = _JsonWriter(format, patterns)
+    try:
+        w.value(data, "", None, _policy_rate(format.default, "json default policy"), 0)
+    except RecursionError:
+        raise InvalidInput("JSON document nested too deeply") from None
+    w.flush()  # a document with nothing to compress is fine: the result is the document itself
+    return _framed(w.segs, instruction, question, patterns, "no JSON given")
+
+
+class _JsonWriter:
+    """json.dumps, emitting the fixed text (structure, keys, kept values) as fully protected
+    segments at rate 1 and each compressible string's inside as a segment of its own."""
+
+    def __init__(self, fmt: JsonFormat, patterns):
+        self.fmt, self.patterns = fmt, patterns
+        self.policy = {k: _policy_rate(v, f"json policy for {k!r}") for k, v in fmt.policy.items()}
+        self.buf: list[str] = []
+        self.segs: list[Segment] = []
+        self.item_sep, self.key_sep = (", ", ": ") if fmt.indent is None else (",", ": ")
+
+    def flush(self) -> None:
+        text = "".join(self.buf)
+        self.buf = []
+        if text:
+            self.segs.append(Segment("context", text, ((0, len(text)),), 1.0, "" if self.segs else SEPARATOR))
+
+    def _nl(self, depth: int) -> str:
+        return "" if self.fmt.indent is None else "\n" + " " * (self.fmt.indent * depth)
+
+    def _rate(self, path: str, key: str | None, inherited: float | None | str) -> float | None:
+        if path in self.policy:
+            return self.policy[path]
+        if key is not None and key in self.policy:
+            return self.policy[key]
+        return inherited
+
+    def value(self, v, path: str, key: str | None, rate, depth: int) -> None:
+        if isinstance(v, dict):
+            if not v:
+                self.buf.append("{}")
+                return
+            self.buf.append("{")
+            for n, (k, item) in enumerate(v.items()):
+                if not isinstance(k, str):
+                    k = str(k)
+                self.buf.append((self.item_sep if n else "") + self._nl(depth + 1))
+                self.buf.append(json.dumps(k, ensure_ascii=False) + self.key_sep)
+                sub = f"{path}.{k}" if path else k
+                self.value(item, sub, k, self._rate(sub, k, rate), depth + 1)
+            self.buf.append(self._nl(depth) + "}")
+        elif isinstance(v, (list, tuple)):
+            if not v:
+                self.buf.append("[]")
+                return
+            self.buf.append("[")
+            sub = f"{path}.*" if path else "*"
+            for n, item in enumerate(v):
+                self.buf.append((self.item_sep if n else "") + self._nl(depth + 1))
+                self.value(item, sub, None, self._rate(sub, None, rate), depth + 1)
+            self.buf.append(self._nl(depth) + "]")
+        elif isinstance(v, str):
+            inner = json.dumps(v, ensure_ascii=False)[1:-1]
+            body = inner.strip()
+            if rate == 1.0 or not body:
+                self.buf.append(f'"{inner}"')
+                return
+            lead = inner[:len(inner) - len(inner.lstrip())]
+            trail = inner[len(inner.rstrip()):]
+            self.buf.append('"' + lead)
+            self.flush()
+            prot = () if rate == 0 else _merge(
+                [(m.start(), m.end()) for m in _ESCAPE.finditer(body)]
+                + list(protected_spans(body, self.patterns)))
+            self.segs.append(Segment("context", body, prot, rate, ""))
+            self.buf.append(trail + '"')
+        elif v is None or isinstance(v, (bool, int, float)):
+            if isinstance(v, float) and not math.isfinite(v):
+                raise InvalidInput(f"JSON value at {path or '(root)'} is {v}, which JSON cannot hold")
+            self.buf.append(json.dumps(v))
+        else:
+            raise InvalidInput(f"value at {path or '(root)'} is a {type(v).__name__}, not a JSON type")
+
+
+def _merge(spans: list[Span]) -> tuple[Span, ...]:
+    out: list[list[int]] = []
+    for s, e in sorted(spans):
+        if out and s <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], e)
+        else:
+            out.append([s, e])
+    return tuple((s, e) for s, e in out)
+
+
+# ---------------------------------------------------------------- Markdown
+
+_M = re.MULTILINE
+_FENCE = re.compile(r"^[ \t]{0,3}(`{3,}|~{3,})[^\n]*\n(?:.*?\n)??[ \t]{0,3}\1[`~]*[ \t]*(?:\n|\Z)|"
+                    r"^[ \t]{0,3}(`{3,}|~{3,})[^\n]*(?:\n.*)?\Z", _M | re.DOTALL)
+_MD_PATTERNS = [
+    re.compile(r"^[ \t]{0,3}#{1,6}(?:[ \t][^\n]*)?$", _M),  # ATX heading: the whole line
+    re.compile(r"^[ \t]{0,3}(?:=+|-+)[ \t]*$", _M),  # setext underline
+    re.compile(r"^[ \t]{0,3}(?:[-*_][ \t]*){3,}$", _M),  # thematic break
+    re.compile(r"^[ \t]*(?:>[ \t]?)+", _M),  # quote markers
+    re.compile(r"^[ \t]*(?:>[ \t]?)*(?:[-*+]|\d{1,9}[.)])[ \t]+(?:\[[ xX]\][ \t]+)?", _M),  # list marker (+ task box)
+    re.compile(r"(`+)[^`\n]*?\1"),  # inline code
+    # links and images whole (text and target): a half-kept '[](url)' is not what anyone wrote
+    re.compile(r"!?\[[^\]\n]*\](?:\([^)\n]*\)|\[[^\]\n]*\])?"),
+    re.compile(r"<https?://[^>\s]+>|</?[A-Za-z][^<>\n]*>"),  # autolinks, inline HTML tags
+    # emphasis whole: the author marked it as what matters, and an emptied '****' is broken
+    re.compile(r"(\*{1,3}|_{1,3}|~~)(?=\S)[^\n]{0,200}?(?<=\S)\1(?!\w)"),
+    re.compile(r"\n"),  # line breaks: lists, tables and paragraphs stay apart
+]
+_TABLE_DELIM = re.compile(r"^[ \t]*\|?[ \t]*:?-+:?[ \t]*(?:\|[ \t]*:?-+:?[ \t]*)*\|?[ \t]*$")
+
+
+def markdown_spans(text: str) -> tuple[Span, ...]:
+    """Character spans of the Markdown structure in `text` (see the module docstring).
+
+        >>> t = "# Title\\n- item one\\n"
+        >>> [t[s:e] for s, e in markdown_spans(t)]
+        ['# Title\\n- ', '\\n']
+    """
+    spans = [(m.start(), m.end()) for m in _FENCE.finditer(text)]
+    spans += [(m.start(), m.end()) for p in _MD_PATTERNS for m in p.finditer(text) if m.end() > m.start()]
+    # tables: a header row followed by a delimiter row, and the rows after it that hold a pipe
+    lines, pos, starts = text.split("\n"), 0, []
+    for line in lines:
+        starts.append(pos)
+        pos += len(line) + 1
+    i = 1
+    while i < len(lines):
+        if "|" in lines[i - 1] and _TABLE_DELIM.match(lines[i]) and "-" in lines[i]:
+            spans.append((starts[i], starts[i] + len(lines[i])))
+            j = i - 1
+            while j < len(lines) and (j <= i or "|" in lines[j]):
+                spans += [(starts[j] + m.start(), starts[j] + m.end()) for m in re.finditer(r"\|", lines[j])]
+                j += 1
+            i = j
+        i += 1
+    return _merge(spans)
+
+
+def markdown_prompt(text: str, format: MarkdownFormat = MarkdownFormat(), *, instruction: str = "",
+                    question: str = "", protect: Iterable[str | re.Pattern] = ()) -> Prompt:
+    """The Prompt of a Markdown text: one context with its structure protected."""
+    if not isinstance(text, str):
+        raise InvalidInput(f"markdown text must be a string, got {type(text).__name__}")
+    p = Prompt.build(text, instruction, question, protect)
+    if not format.keep_structure:
+        return p
+    segs = []
+    for seg in p.segments:
+        if seg.role == "context":
+            seg = dataclasses.replace(seg, protected=_merge(list(seg.protected) + list(markdown_spans(seg.text))))
+        segs.append(seg)
+    return Prompt(tuple(segs), p.offsets)
