@@ -176,9 +176,11 @@ class EndpointTarget:
         return text, nll, len(lp)
 
     def continue_batch(self, prompts: Sequence[str], max_new_tokens: int, *, seed: int = 0) -> list[tuple]:
-        return [self.continue_one(CONTINUE.format(text=p), max_new_tokens) for p in prompts]
+        """prompts as sent (generate_pairs has wrapped each passage opening with wrap())."""
+        return [self.continue_one(p, max_new_tokens) for p in prompts]
 
     def wrap(self, prompt: str) -> str:
+        """The user message for a passage opening (what the pair records as its prompt)."""
         return CONTINUE.format(text=prompt)
 
     def describe(self) -> dict:
