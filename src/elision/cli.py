@@ -27,10 +27,40 @@ from .models.hf import quiet_transformers
 PROGRESS_MIN_CHARS = 6000  # show a progress bar from about 1,500 tokens of input on (no count needed)
 
 
-def _read_input(src: str) -> str:
-    from ._io import decode_text, read_text_file
+MAX_INPUT_BYTES = 16 * 2**20  # default cap on FILE / stdin (/dev/zero must not read until memory runs out)
 
-    return decode_text(sys.stdin.buffer.read(), src) if src == "-" else read_text_file(src)
+
+def _set_input_cap(ctx, param, value):
+    if value is not None and value < 1:
+        raise click.BadParameter("must be at least 1 byte")
+    ctx.meta["elision.max_input_bytes"] = value or MAX_INPUT_BYTES
+
+
+# on every command that reads FILE|-; stored in the context, not passed to the command
+input_cap_option = click.option(
+    "--max-input-bytes", type=int, expose_value=False, callback=_set_input_cap, metavar="N",
+    help=f"refuse input over N bytes [default {MAX_INPUT_BYTES} (16 MiB)]")
+
+
+def _read_input(src: str) -> str:
+    """FILE or stdin, at most --max-input-bytes (read in bounded pieces, so a device or an endless
+    pipe fails with a message instead of filling memory)."""
+    from ._io import decode_text
+
+    ctx = click.get_current_context(silent=True)
+    limit = (ctx.meta.get("elision.max_input_bytes") if ctx else None) or MAX_INPUT_BYTES
+    try:
+        if src == "-":
+            data = sys.stdin.buffer.read(limit + 1)
+        else:
+            with open(src, "rb") as f:
+                data = f.read(limit + 1)
+    except OSError as e:
+        raise InvalidInput(f"cannot read {src}: {e.strerror or e}") from None
+    if len(data) > limit:
+        raise InvalidInput(f"{'stdin' if src == '-' else src} is over the limit of {limit} bytes; "
+                           "raise it with --max-input-bytes")
+    return decode_text(data, src)
 
 
 def parse_prompt(text: str) -> dict:
@@ -73,6 +103,11 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except ElisionError as e:
             raise UserError(str(e)) from None
+        except RecursionError:  # JSON input nested thousands deep (json.loads, copying messages)
+            raise UserError("the input nests too deeply (JSON lists or objects inside each other); "
+                            "flatten it") from None
+        except MemoryError:
+            raise UserError("not enough memory for this input; give a smaller one (--max-input-bytes)") from None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -99,6 +134,7 @@ def cli():
 @click.option("--json", "as_json", is_flag=True, help="print the whole result as JSON")
 @click.option("--show", is_flag=True, help="print the original with dropped text marked")
 @click.option("--quiet", is_flag=True, help="no figures or progress on stderr")
+@input_cap_option
 @click.option("--format", "fmt", type=click.Choice(["text", "tagged", "json", "markdown"]), default="text",
               show_default=True, help="read FILE as tagged text (<elision rate=0.5>...</elision>), a JSON document "
               "(string values compressed) or Markdown (structure kept); see docs/structured.md")
@@ -249,6 +285,7 @@ def eval_cmd(dataset, methods, rates, out_dir, n, seed, target, target_lm, endpo
 @click.option("--question", "-q", help="question (for question-aware methods)")
 @click.option("--top", type=float, default=0.3, show_default=True, help="share of words marked important")
 @click.option("-o", "--option", "options", type=(str, str), multiple=True, metavar="KEY VALUE")
+@input_cap_option
 def importance(source, method, model, question, top, options):
     """Per-word importance of FILE as JSON lines (start, end, text, score, rank, important):
     the scores compression ranks by, e.g. for token grouping in SFT-GO-style fine-tuning."""
@@ -276,7 +313,9 @@ def methods():
     from .methods import METHODS
 
     for name, cls in sorted(METHODS.items()):
-        opts = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(cls.Options))
+        ranges = cls.Options.RANGES  # the documented range of each numeric option
+        opts = ", ".join(f"{f.name}={f.default!r}" + (" [{:g}..{:g}]".format(*ranges[f.name]) if f.name in ranges else "")
+                         for f in dataclasses.fields(cls.Options))
         click.echo(f"{name:12} {(cls.__doc__ or '').strip().splitlines()[0] if cls.__doc__ else ''}")
         if opts:
             click.echo(f"{'':12} options: {opts}")

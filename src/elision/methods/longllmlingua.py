@@ -166,6 +166,8 @@ class LongLLMLingua(CausalMethod):
                 cond_rows.append(np.concatenate([[lm.bos_id], q_ids, part]))
         todo = [k for k, r in enumerate(plain_rows) if r is not None]
         plain = dict(zip(todo, lm.token_nll([plain_rows[k] for k in todo])))
+        if progress:  # between the two passes: a caller may stop here (the service's time limit)
+            progress(1, 2)
         cond = {}
         if options.contrastive:
             cond = dict(enumerate(lm.token_nll(cond_rows, [len(q_ids) + 1] * len(cond_rows))))

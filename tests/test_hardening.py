@@ -1,0 +1,221 @@
+"""Hardening of the library and the CLI (issue 16): every caller mistake is an ElisionError (exit
+status 2 in the CLI) naming what to fix, option ranges are checked in the typed options, protect
+matching is one pass, caches are bounded in bytes, and a compression can be stopped between
+batches through its progress callback."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from elision import Compressor
+from elision._errors import Cancelled, ElisionError, InvalidInput, TooLong
+from elision.cli import cli
+from elision.lru import BytesLRU
+from elision.methods import get_method
+from elision.prompt import Prompt, Protector, protected_spans
+from elision.tokenizers import get_target, normalize_target
+
+DOC = ("The Tay Bridge, opened in 1878, carried the North British Railway across the Firth of Tay near Dundee. "
+       "Its designer, Thomas Bouch, was knighted after the opening, but less than two years later the central "
+       "girders collapsed in a violent storm on 28 December 1879 while a train was crossing.")
+
+
+# --- option ranges: one check in the typed options, for the library, the CLI and the service ----
+
+@pytest.mark.parametrize("method, option, value", [
+    ("llmlingua2", "batch_tokens", 10**9),
+    ("llmlingua2", "batch_tokens", 1e9),
+    ("llmlingua2", "chunk_tokens", 10**6),
+    ("llmlingua2", "batch_tokens", True),
+    ("longllmlingua", "chunk_size", 10**6),
+    ("llmlingua", "segment_size", 10**6),
+    ("selective_context", "chunk_size", 10**6),
+    ("pis", "window", 10**6),
+    ("random", "seed", -1),
+    ("llmlingua2", "threshold", float("nan")),
+])
+def test_numeric_options_have_documented_ranges(method, option, value):
+    opts = get_method(method).Options
+    assert option in opts.RANGES  # documented: `elision methods` prints it
+    with pytest.raises(InvalidInput, match=f"option {option}"):
+        opts.build({option: value})
+
+
+def test_defaults_lie_inside_their_ranges():
+    from elision.methods import METHODS
+
+    for name, cls in METHODS.items():
+        opts = cls.Options()
+        for field, (lo, hi) in cls.Options.RANGES.items():
+            assert lo <= getattr(opts, field) <= hi, (name, field)
+
+
+def test_random_seed_minus_one_is_a_clear_error_not_a_traceback():
+    with pytest.raises(InvalidInput, match="seed"):
+        Compressor("random").compress(DOC, rate=0.5, seed=-1)
+    r = CliRunner().invoke(cli, ["compress", "-", "-m", "random", "-o", "seed", "-1", "--quiet"], input=DOC)
+    assert r.exit_code == 2 and "seed" in r.output and "Traceback" not in r.output
+
+
+def test_methods_command_prints_the_ranges():
+    out = CliRunner().invoke(cli, ["methods"]).output
+    assert "batch_tokens=4096 [16..65536]" in out
+
+
+# --- bad input in the library: ElisionError naming the field ----------------------------------
+
+def test_protect_must_be_strings():
+    with pytest.raises(InvalidInput, match="protect"):
+        Prompt.build(DOC, protect=5)
+    with pytest.raises(InvalidInput, match="protect"):
+        Compressor("truncate").compress(DOC, rate=0.5, protect=5)
+
+
+def test_lone_surrogate_is_invalid_input():
+    with pytest.raises(InvalidInput, match="surrogate"):
+        Compressor("truncate").compress("abc \ud800 def " + DOC, rate=0.5)
+
+
+def test_prompt_over_the_tokenizer_limits_is_too_long():
+    with pytest.raises(TooLong, match="characters"):
+        get_target("gpt-4o").count("a" * 1_000_001)
+    with pytest.raises(TooLong):
+        Compressor("truncate").compress("ab " * 400_000, rate=0.5)  # 1.2M characters
+
+
+def test_a_directory_that_is_no_tokenizer_is_unknown_target():
+    with pytest.raises(ElisionError, match="unknown target '/etc'"):
+        get_target("/etc")
+
+
+def test_target_spellings_normalise_to_one():
+    assert normalize_target("/m/tok") == normalize_target("/m/tok/") == normalize_target("/m//tok//") == "/m/tok"
+    assert normalize_target("gpt-4o") == "gpt-4o" and normalize_target("org/name") == "org/name"
+
+
+# --- protect matching: one combined matcher, one pass per segment -----------------------------
+
+def test_protector_matches_every_occurrence_of_every_entry():
+    import random
+
+    rng = random.Random(0)
+    words = ["ab", "abc", "bcd", "b", "x y", "yz", "12", "123", "23", "aa"]
+    for _ in range(300):
+        text = "".join(rng.choice("abcdxyz123 ") for _ in range(60))
+        entries = rng.sample(words, rng.randint(1, len(words)))
+        every = [(i, i + len(w)) for w in entries for i in range(len(text)) if text.startswith(w, i)]
+        assert Protector(entries).spans(text) == _merge(every)
+        # the same as one search per entry wherever those do not overlap themselves
+        if "aa" not in entries:
+            assert Protector(entries).spans(text) == protected_spans(text, [re.compile(re.escape(w)) for w in entries])
+
+
+def _merge(spans):
+    out = []
+    for s, e in sorted(spans):
+        if out and s <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], e)
+        else:
+            out.append([s, e])
+    return tuple((s, e) for s, e in out)
+
+
+def test_protect_with_many_contexts_and_entries_is_linear():
+    # 8,000 contexts x 8,000 protect strings: 64M searches one by one (16 s here before), one
+    # trie per prompt now; the bound is loose on purpose (a shared 2-core machine)
+    contexts = [f"x y z {i}" for i in range(8000)]
+    t0 = time.perf_counter()
+    p = Prompt.build(contexts, protect=[f"w{i}" for i in range(8000)] + ["z 79"])
+    assert time.perf_counter() - t0 < 4.0
+    assert p.segments[79].protected == ((4, 8),) and p.segments[5].protected == ()
+
+
+def test_protector_handles_long_and_nested_literals():
+    words = ["a" * i for i in range(1, 700)]  # each a prefix of the next: deep nesting in a trie
+    assert Protector(words).spans("b" + "a" * 800) == ((1, 801),)  # "a" * 699 at every start up to 102
+    assert Protector(words).spans("b" + "a" * 300 + "b") == ((1, 301),)
+    assert Protector(["x" * 5000]).spans("y" + "x" * 5001) == ((1, 5002),)  # at 1 and at 2
+
+
+# --- cooperative cancellation -------------------------------------------------------------------
+
+def test_llmlingua2_can_be_stopped_between_batches():
+    comp = Compressor("llmlingua2")
+    calls = []
+
+    def stop_at_first(done, total):
+        calls.append((done, total))
+        raise Cancelled("stop")
+
+    text = " ".join([DOC] * 40)  # many chunks: several batches at batch_tokens=256
+    with pytest.raises(Cancelled):
+        comp.compress(text, rate=0.5, batch_tokens=256, progress=stop_at_first)
+    done, total = calls[0]
+    assert done < total  # stopped mid-way, not after the last batch
+    r = comp.compress(text, rate=0.5, batch_tokens=256)  # and nothing half-done was kept
+    assert r.compressed_tokens <= round(0.5 * r.origin_tokens) + 1
+
+
+# --- byte-bounded caches -------------------------------------------------------------------------
+
+def test_bytes_lru_is_bounded_in_bytes():
+    cache = BytesLRU(max_bytes=10_000, size_of=len)
+    for i in range(100):
+        assert cache.get(i, lambda i=i: "x" * 3000) == "x" * 3000
+        assert cache.nbytes <= 10_000
+    assert len(cache) <= 3 and 99 in cache and 0 not in cache
+    big = cache.get("big", lambda: "y" * 20_000)  # bigger than the bound: returned, not kept
+    assert big == "y" * 20_000 and "big" not in cache
+
+
+def test_token_classifier_cache_is_bounded_in_bytes():
+    from elision.models.encoder import TOKEN_CACHE_BYTES, TokenClassifier
+
+    clf = TokenClassifier.shared("llmlingua2-minilm")
+    assert clf.token_cache.max_bytes == TOKEN_CACHE_BYTES
+    clf.token_cache.clear()
+    old = clf.token_cache.max_bytes
+    clf.token_cache.max_bytes = 2_000_000
+    try:
+        for i in range(12):  # ~20k tokens each: ~0.7 MB of arrays per text
+            clf.tokenize(f"{i} " + DOC * 60)
+            assert clf.token_cache.nbytes <= 2_000_000
+        assert 0 < len(clf.token_cache) < 12
+    finally:
+        clf.token_cache.max_bytes = old
+        clf.token_cache.clear()
+
+
+# --- CLI: input size cap, deep JSON, bad targets --------------------------------------------------
+
+def test_cli_caps_its_input(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "elision.cli", "compress", "/dev/zero", "-m", "truncate"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "over the limit" in r.stderr and "--max-input-bytes" in r.stderr
+    assert "Traceback" not in r.stderr
+    big = "word " * 6_000_000  # 30 MB on stdin
+    r = CliRunner().invoke(cli, ["compress", "-", "-m", "truncate", "--quiet"], input=big)
+    assert r.exit_code == 2 and "over the limit" in r.output
+    f = tmp_path / "p.txt"
+    f.write_text(DOC)
+    r = CliRunner().invoke(cli, ["compress", str(f), "-m", "truncate", "--quiet", "--max-input-bytes", "100"])
+    assert r.exit_code == 2 and "100 bytes" in r.output
+    r = CliRunner().invoke(cli, ["compress", str(f), "-m", "truncate", "--quiet", "--max-input-bytes", "100000"])
+    assert r.exit_code == 0 and r.output.strip()
+
+
+def test_cli_deep_json_and_bad_target_exit_2(tmp_path):
+    deep = "[" * 100_000 + "]" * 100_000
+    r = CliRunner().invoke(cli, ["compress", "-", "-m", "truncate", "--quiet"], input=deep)
+    assert r.exit_code == 2 and "nest" in r.output
+    deep_key = '[{"role": "user", "content": "hi", "x": ' + "[" * 600 + "]" * 600 + '}, {"role": "user", "content": "q"}]'
+    r = CliRunner().invoke(cli, ["compress", "-", "-m", "truncate", "--quiet"], input=deep_key)
+    assert r.exit_code in (0, 2) and not isinstance(r.exception, RecursionError)
+    r = CliRunner().invoke(cli, ["compress", "-", "-m", "truncate", "-t", "/etc", "--quiet"], input=DOC)
+    assert r.exit_code == 2 and "unknown target '/etc'" in r.output
