@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-all data bench anchor
+.PHONY: setup browser demo test test-all data bench anchor
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -14,7 +14,15 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[models,serve,test]'
 	touch $@
 
-setup: $(BIN)/.installed
+setup: $(BIN)/.installed browser
+
+# Debian's chromium + chromedriver for the playground's browser test, where apt-get may run (root,
+# or sudo without a password); elsewhere the test skips and says why. Never a browser download.
+APT_BROWSER := apt-get update -qq && apt-get install -y -qq chromium chromium-driver
+browser:
+	@(command -v chromium && command -v chromedriver) >/dev/null 2>&1 || \
+	  (sudo -n sh -c '$(APT_BROWSER)' || sh -c '$(APT_BROWSER)') >/dev/null 2>&1 || \
+	  echo "no chromium/chromedriver installed: the playground browser test will skip"
 
 demo: setup   ## set up, then compress the bundled example prompt
 	$(BIN)/elision compress examples/gsm8k_cot.json --rate 0.33

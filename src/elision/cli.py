@@ -327,6 +327,9 @@ cli.add_command(_train)
 from .serve.cli import serve as _serve  # noqa: E402
 
 cli.add_command(_serve)
+from .batch.cli import batch as _batch  # noqa: E402
+
+cli.add_command(_batch)
 main = cli
 
 

@@ -1,0 +1,239 @@
+"""The Anthropic Messages format in the proxy: POST /v1/messages, compressed the way
+/v1/chat/completions is, forwarded to an Anthropic-compatible upstream with the caller's own
+x-api-key / anthropic-version / anthropic-beta headers, the answer (server-sent events included)
+passed back as it comes.
+
+    client = anthropic.Anthropic(base_url="http://127.0.0.1:8080")      # key: ANTHROPIC_API_KEY, relayed
+    client.messages.create(model=..., max_tokens=512, system=..., messages=[...])
+
+How a request maps onto compress_messages (elision.messages), so both proxies keep the same things:
+
+    system (a string or text blocks)          -> a system message: kept verbatim
+    user / assistant content (string or text) -> a user / assistant message: compressed, older harder
+    tool_result blocks (string or text blocks) -> one tool message each: compressed like tool outputs
+    the latest user message with text          -> the question: kept, and what question-aware methods
+                                                  compress toward (a user turn that holds only tool
+                                                  results is not a question)
+    image / document / tool_use / thinking ... -> passed through untouched, as is every other key
+
+Per request, the same controls as the OpenAI proxy: a body field "elision": {"rate", "method",
+"off", ...} (removed before forwarding) or X-Elision-Rate / X-Elision-Method / X-Elision-Off
+headers; the answer carries X-Elision-Origin-Tokens / X-Elision-Compressed-Tokens. Upstream
+failures come back in Anthropic's error shape, {"type": "error", "error": {"type", "message"}}
+(which also carries the service's own {"error": {...}} shape), so Anthropic's SDKs raise their
+usual errors.
+
+Not handled: compressing text inside `document` blocks, and the count_tokens endpoint (forward it
+to the upstream directly).
+"""
+
+# no `from __future__ import annotations`: FastAPI reads the route signature at run time
+import copy
+import json
+import logging
+import time
+
+from .._errors import InvalidInput
+
+log = logging.getLogger("elision.serve")
+
+PATH = "/v1/messages"
+PASS_UP = ("x-api-key", "authorization", "anthropic-version", "anthropic-beta")
+PASS_DOWN = ("content-type", "request-id", "retry-after", "location", "anthropic-organization-id")
+
+Path = tuple  # keys from the request body down to one text, e.g. ("messages", 2, "content", 0, "text")
+
+
+def to_chat(body: dict) -> tuple[list[dict], list[list[Path]]]:
+    """The request as OpenAI-style messages with text parts, and where each part came from.
+
+    >>> to_chat({"system": "Be brief.", "messages": [{"role": "user", "content": [
+    ...     {"type": "tool_result", "tool_use_id": "t1", "content": "42 rows"},
+    ...     {"type": "text", "text": "Sum them."}]}]})[0]          # doctest: +NORMALIZE_WHITESPACE
+    [{'role': 'system', 'content': [{'type': 'text', 'text': 'Be brief.'}]},
+     {'role': 'tool', 'content': [{'type': 'text', 'text': '42 rows'}]},
+     {'role': 'user', 'content': [{'type': 'text', 'text': 'Sum them.'}]}]
+    """
+    if not isinstance(body, dict):
+        raise InvalidInput("the request body must be a JSON object")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidInput('"messages" must be a non-empty list of {"role": ..., "content": ...} objects')
+    chat: list[dict] = []
+    places: list[list[Path]] = []
+
+    def add(role: str, texts: list[tuple[Path, str]]) -> None:
+        if texts:
+            chat.append({"role": role, "content": [{"type": "text", "text": t} for _, t in texts]})
+            places.append([p for p, _ in texts])
+
+    add("system", _texts(body.get("system"), ("system",), "system", allow_none=True))
+    for i, m in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(m, dict) or m.get("role") not in ("user", "assistant"):
+            raise InvalidInput(f"{where} must be an object with role 'user' or 'assistant'")
+        content = m.get("content")
+        if isinstance(content, str):
+            add(m["role"], [(("messages", i, "content"), content)])
+            continue
+        if not isinstance(content, list):
+            raise InvalidInput(f"{where}.content must be a string or a list of content blocks")
+        own: list[tuple[Path, str]] = []
+        at = len(chat)  # the message's own text goes where its first text block was (among tool results)
+        for b, block in enumerate(content):
+            if not isinstance(block, dict) or not isinstance(block.get("type"), str):
+                raise InvalidInput(f"{where}.content[{b}] must be an object with a 'type'")
+            path = ("messages", i, "content", b)
+            if block["type"] == "text":
+                if not own:
+                    at = len(chat)
+                own.append(_text(block, path, f"{where}.content[{b}]"))
+            elif block["type"] == "tool_result":
+                add("tool", _texts(block.get("content"), (*path, "content"), f"{where}.content[{b}].content",
+                                   allow_none=True))
+        if own:
+            chat.insert(at, {"role": m["role"], "content": [{"type": "text", "text": t} for _, t in own]})
+            places.insert(at, [p for p, _ in own])
+    return chat, places
+
+
+def _text(block: dict, path: Path, where: str) -> tuple[Path, str]:
+    if not isinstance(block.get("text"), str):
+        raise InvalidInput(f"{where} is a text block without a 'text' string")
+    return (*path, "text"), block["text"]
+
+
+def _texts(value, path: Path, where: str, allow_none: bool = False) -> list[tuple[Path, str]]:
+    """The texts of a string or a list of blocks (only text blocks count; images pass through)."""
+    if value is None and allow_none:
+        return []
+    if isinstance(value, str):
+        return [(path, value)]
+    if not isinstance(value, list):
+        raise InvalidInput(f"{where} must be a string or a list of content blocks")
+    out = []
+    for b, block in enumerate(value):
+        if not isinstance(block, dict) or not isinstance(block.get("type"), str):
+            raise InvalidInput(f"{where}[{b}] must be an object with a 'type'")
+        if block["type"] == "text":
+            out.append(_text(block, (*path, b), f"{where}[{b}]"))
+    return out
+
+
+def from_chat(body: dict, places: list[list[Path]], chat: list[dict]) -> dict:
+    """A copy of the request with each text replaced by its compressed version."""
+    out = copy.deepcopy(body)
+    for paths, message in zip(places, chat):
+        for path, part in zip(paths, message["content"]):
+            target = out
+            for key in path[:-1]:
+                target = target[key]
+            target[path[-1]] = part["text"]
+    return out
+
+
+# the service's error codes -> Anthropic's error types (what its SDKs map to exception classes)
+KINDS = {"upstream_timeout": "timeout_error", "no_upstream": "not_found_error"}
+
+
+def _error(status: int, code: str, message: str, headers: dict | None = None, **extra):
+    """Anthropic's error shape, with the service's stable code beside its type."""
+    from fastapi.responses import JSONResponse
+
+    kind = KINDS.get(code, "api_error")
+    return JSONResponse({"type": "error", "error": {"type": kind, "code": code, "message": message, **extra}},
+                        status_code=status, headers=headers)
+
+
+async def _relay(up):
+    """The upstream's events as they arrive, decoded; if they break off, Anthropic's error event."""
+    import httpx
+
+    try:
+        async for chunk in up.aiter_bytes():
+            yield chunk
+    except httpx.HTTPError as e:
+        log.warning("upstream stream broke off: %s", type(e).__name__)
+        event = {"type": "error", "error": {"type": "api_error", "code": "upstream_error",
+                                            "message": f"the upstream stream broke off: {type(e).__name__}"}}
+        yield f"event: error\ndata: {json.dumps(event)}\n\n".encode()
+
+
+def add_messages_route(app, *, read_json, compress, check_counts, control, redact) -> None:
+    """Add POST /v1/messages to the service's app, through the service's own steps (app.py):
+    `read_json(request)` (content type, size, depth), `check_counts(messages=...)`,
+    `control(body, headers)` (the request's elision settings), `compress(method, target, call)`
+    (compress_messages in the bounded pool, with its time limit) and `redact(url)`."""
+    import httpx
+    from fastapi import Request
+    from fastapi.responses import Response, StreamingResponse
+    from starlette.background import BackgroundTask
+
+    settings = app.state.settings
+
+    @app.post(PATH)
+    async def messages(request: Request):
+        """Anthropic Messages API: compress the conversation, forward, pass the answer back."""
+        base = settings.anthropic_upstream or settings.upstream
+        if not base:
+            return _error(501, "no_upstream", "this service was started without --anthropic-upstream or --upstream, "
+                          "so it cannot forward messages; use POST /v1/compress")
+        body = await read_json(request)
+        if not isinstance(body, dict):
+            raise InvalidInput("the request body must be a JSON object")
+        if settings.log_prompts:
+            log.info("messages request: %s", json.dumps(body, ensure_ascii=False))
+        ctl = control(body, request.headers)
+        headers = {"X-Elision-Method": "off"}
+        if not ctl.get("off"):
+            check_counts(messages=body.get("messages"))
+            chat, places = to_chat(body)
+            if chat:  # else only images and tool calls: nothing to compress
+                method = ctl.get("method") or settings.method
+                budget = ({"target_tokens": ctl["target_tokens"]} if ctl.get("target_tokens") is not None
+                          else {"rate": ctl.get("rate", settings.rate)})
+                extra = {k: ctl[k] for k in ("age_decay", "keep_recent") if k in ctl}
+                res = await compress(method, None, lambda c, check: c.compress_messages(
+                    chat, **budget, progress=check, **extra))
+                body = from_chat(body, places, res.messages)
+                headers = {"X-Elision-Method": method, "X-Elision-Origin-Tokens": str(res.origin_tokens),
+                           "X-Elision-Compressed-Tokens": str(res.compressed_tokens)}
+        up_headers = {k: v for k, v in request.headers.items() if k.lower() in PASS_UP}
+        url = base.rstrip("/") + "/messages"
+        where = redact(url)
+        client = request.app.state.client
+        t0 = time.perf_counter()
+        try:
+            up = await client.send(client.build_request("POST", url, json=body, headers=up_headers), stream=True)
+        except httpx.TimeoutException:
+            return _error(504, "upstream_timeout", f"the upstream did not answer within "
+                          f"{settings.upstream_timeout:g} s", headers)
+        except httpx.HTTPError as e:
+            return _error(502, "upstream_unreachable", f"cannot reach the upstream at {where}: {type(e).__name__}",
+                          headers)
+        request.app.state.metrics.observe("elision_upstream_seconds", time.perf_counter() - t0)
+        down = {k: v for k, v in up.headers.items()
+                if k.lower() in PASS_DOWN or k.lower().startswith(("anthropic-ratelimit", "x-ratelimit"))}
+        down.update(headers)
+        if up.status_code < 300 and "text/event-stream" in up.headers.get("content-type", ""):
+            return StreamingResponse(_relay(up), status_code=up.status_code, headers=down,
+                                     background=BackgroundTask(up.aclose))
+        try:
+            content = await up.aread()
+        except httpx.TimeoutException:
+            return _error(504, "upstream_timeout", "the upstream stopped sending its answer", headers)
+        except httpx.HTTPError as e:
+            return _error(502, "upstream_error", f"the upstream's answer broke off: {type(e).__name__}", headers)
+        finally:
+            await up.aclose()
+        if up.status_code >= 500:  # its body is not relayed: it may name the upstream's internals
+            return _error(502, "upstream_error", f"the upstream ({where}) answered HTTP {up.status_code}", headers,
+                          upstream_status=up.status_code)
+        if up.status_code >= 300:  # the upstream's own 3xx / 4xx (a bad key, a bad model), as it came
+            return Response(content=content, status_code=up.status_code, headers=down)
+        try:
+            json.loads(content)
+        except ValueError:
+            return _error(502, "upstream_invalid_json", f"the upstream answered HTTP {up.status_code} with a body "
+                          "that is not JSON", headers, upstream_status=up.status_code)
+        return Response(content=content, status_code=up.status_code, headers=down, media_type="application/json")
