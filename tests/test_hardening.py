@@ -181,11 +181,11 @@ def test_token_classifier_cache_is_bounded_in_bytes():
     assert clf.token_cache.max_bytes == TOKEN_CACHE_BYTES
     clf.token_cache.clear()
     old = clf.token_cache.max_bytes
-    clf.token_cache.max_bytes = 2_000_000
+    clf.token_cache.max_bytes = 500_000
     try:
-        for i in range(12):  # ~20k tokens each: ~0.7 MB of arrays per text
+        for i in range(12):  # ~3,600 tokens each: ~115 kB of arrays (and ~22 kB of key) per text
             clf.tokenize(f"{i} " + DOC * 60)
-            assert clf.token_cache.nbytes <= 2_000_000
+            assert clf.token_cache.nbytes <= 500_000
         assert 0 < len(clf.token_cache) < 12
     finally:
         clf.token_cache.max_bytes = old

@@ -9,19 +9,28 @@
   messages and their counts.
 - POST /v1/chat/completions: compresses the request's messages (compress_messages), forwards
   the request to the upstream with the caller's own Authorization header, and passes the
-  answer back unchanged, server-sent events included. Per request: a body field
-  "elision": {"rate", "target_tokens", "method", "off", "age_decay", "keep_recent"} (removed
-  before forwarding) or headers X-Elision-Rate / X-Elision-Method / X-Elision-Off. Answer
-  headers X-Elision-Origin-Tokens / X-Elision-Compressed-Tokens report the counts.
-- GET /healthz, GET /metrics (Prometheus text, names prefixed elision_).
+  answer back: its status and body unchanged (4xx and 3xx included), event streams relayed as
+  they arrive (decoded). Per request: a body field "elision": {"rate", "target_tokens",
+  "method", "off", "age_decay", "keep_recent"} (removed before forwarding) or headers
+  X-Elision-Rate / X-Elision-Method / X-Elision-Off. Answer headers X-Elision-Origin-Tokens /
+  X-Elision-Compressed-Tokens report the counts.
+- GET /healthz, GET /metrics (Prometheus, through prometheus-client).
 
-Safety: models load before the first request; compressions run in a bounded thread pool (503 +
-Retry-After when its queue is full), each with a time limit (504); bodies over the size limit
-get 413 and prompts over the token limit 413 with the limit named; an optional bearer token
-(Authorization: Bearer, or X-Elision-Key, which the proxy needs since Authorization goes
-upstream) guards everything but /healthz and the docs; upstream failures become 502 and upstream
-time-outs 504, each with a JSON body that says what happened; prompts are never logged unless
-log_prompts is set. Every error body is {"error": {"type": ..., "message": ...}}.
+Safety (docs/security.md): before anything is read, the Host header is checked (DNS rebinding)
+and the service token (Authorization: Bearer, or X-Elision-Key, which the proxy needs since
+Authorization goes upstream) guards everything but /healthz and the docs; bodies are JSON
+(application/json, so a web page cannot send one without a CORS preflight, and there is no
+CORS unless configured), bounded in bytes, nesting, contexts, protect entries and messages;
+a request names only targets from the allow-list and sets only the options the operator did
+not fix; compressions run in a bounded pool (503 + Retry-After when its queue is full), each
+with a time limit after which it stops between two batches (504); upstream failures become 502
+and upstream time-outs 504, never echoing the upstream's body or URL credentials; prompts are
+never logged unless log_prompts is set. Every error body, FastAPI's own included, is
+{"error": {"type": <class>, "code": <stable code>, "message": <what to do>, ...}} (the shape
+of OpenAI's errors, so OpenAI clients show the message).
+
+Routers of other endpoints plug in with `app.include_router(...)` next to the ones below; the
+gate, the error shape and the metrics cover them too.
 """
 
 # no `from __future__ import annotations`: FastAPI reads the route signatures at run time
@@ -30,11 +39,14 @@ import contextlib
 import hmac
 import json
 import logging
+import sys
 import threading
 import time
+from collections import OrderedDict
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
-from .._errors import ElisionError, InvalidInput, TooLong
+from .._errors import Cancelled, ElisionError, InvalidInput, TooLong, UnknownName
 from ..parsing import parse_bool
 from .metrics import Metrics
 from .pool import Overloaded, Pool
@@ -42,29 +54,55 @@ from .settings import Settings
 
 log = logging.getLogger("elision.serve")
 
-ENDPOINTS = ("/v1/compress", "/v1/chat/completions", "/healthz", "/metrics")
+ENDPOINTS = ("/v1/compress", "/v1/chat/completions", "/v1/messages", "/healthz", "/metrics", "/")
 OPEN_PATHS = ("/healthz", "/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect")
+PROXY_PATHS = ("/v1/chat/completions", "/v1/messages")  # Authorization goes upstream there
 PASS_UP = ("authorization", "openai-organization", "openai-project", "anthropic-version", "x-api-key")
-PASS_DOWN = ("content-type", "x-request-id", "openai-processing-ms", "openai-version")
+PASS_DOWN = ("content-type", "x-request-id", "openai-processing-ms", "openai-version", "location", "retry-after")
 PROXY_CONTROL = ("rate", "target_tokens", "method", "off", "age_decay", "keep_recent")
+# compress() / compress_messages() arguments: given as top-level fields, never inside "options"
+CALL_ARGUMENTS = ("prompt", "context", "instruction", "question", "messages", "rate", "target_tokens", "protect",
+                  "progress", "format", "format_options")
 
 
 class ServiceError(Exception):
-    def __init__(self, status: int, kind: str, message: str, headers: dict | None = None, **extra):
+    def __init__(self, status: int, code: str, message: str, headers: dict | None = None, **extra):
         super().__init__(message)
-        self.status, self.kind, self.message, self.headers, self.extra = status, kind, message, headers or {}, extra
+        self.status, self.code, self.message, self.headers, self.extra = status, code, message, headers or {}, extra
+
+
+def error_body(status: int, code: str, message: str, **extra) -> dict:
+    """The one error shape: {"error": {"type", "code", "message", ...}}; type is the class of
+    error (OpenAI's names), code the stable machine-readable reason."""
+    if code.startswith("upstream"):
+        kind = "upstream_error"
+    else:
+        kind = {401: "authentication_error", 403: "permission_error", 503: "overloaded_error",
+                504: "timeout_error"}.get(status, "invalid_request_error" if status < 500 else "server_error")
+    return {"error": {"type": kind, "code": code, "message": message, **extra}}
 
 
 class Compressors:
-    """The loaded compressors, one per (method, target); one lock each, since a compressor keeps
-    per-prompt memos. Models are shared between targets (CausalLM / TokenClassifier .shared)."""
+    """The compressors a request may use: one per (method, target), shared by the workers (a
+    compressor keeps no per-call state: the pipeline's caches are thread-safe), at most
+    `settings.compressors` of them (least recently used first out; the start-up ones stay).
+    A target must be on the allow-list: OpenAI models and encodings, the default target and the
+    operator's `targets` (loaded at start-up). A request never makes the service open a path or
+    ask the hub."""
 
     def __init__(self, settings: Settings, preloaded: dict | None = None):
         from ..compressor import Compressor
+        from ..tokenizers import get_target, known_targets, normalize_target
 
-        self._make = Compressor
+        self._make, self._normalize = Compressor, normalize_target
         self.settings = settings
-        self._items: dict[tuple[str, str], tuple[Any, threading.Lock]] = {}
+        self.default_target = normalize_target(settings.target)
+        extra = [normalize_target(t) for t in (settings.target, *settings.targets)]
+        self.allowed = dict.fromkeys([*known_targets(), *extra])  # ordered, for the error message
+        for t in extra:
+            get_target(t)  # a bad operator target stops the start, not a request
+        self._items: OrderedDict[tuple[str, str], Any] = OrderedDict()
+        self._pinned: set[tuple[str, str]] = set()
         self._guard = threading.Lock()
         for m in settings.all_methods:
             c = (preloaded or {}).get(m)
@@ -72,31 +110,51 @@ class Compressors:
                 c = Compressor(m, model=settings.model if m == settings.method else None, target=settings.target,
                                max_input_tokens=settings.max_prompt_tokens)
             c.max_input_tokens = settings.max_prompt_tokens
-            self._items[(m, settings.target)] = (c, threading.Lock())
+            self._items[(m, self.default_target)] = c
+            self._pinned.add((m, self.default_target))
 
     @property
     def methods(self) -> tuple[str, ...]:
         return self.settings.all_methods
 
-    def get(self, method: str | None, target: str | None):
-        """(compressor, lock); a new target reuses the loaded model (runs in a worker thread)."""
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def check(self, method: str | None, target: str | None) -> tuple[str, str]:
+        """(method, target) as the cache knows them, or a 400 naming what is allowed."""
         method = method or self.settings.method
-        target = target or self.settings.target
         if method not in self.methods:
             raise ServiceError(400, "unknown_method", f"method {method!r} is not loaded by this service; "
                                f"loaded: {', '.join(self.methods)} (start it with --methods to add more)")
+        if target is None:
+            return method, self.default_target
+        key = self._normalize(target) if isinstance(target, str) else target
+        if key not in self.allowed:  # the same answer whether or not such a path exists
+            raise ServiceError(400, "unknown_target", f"target {str(target)[:200]!r} is not allowed here; allowed: "
+                               f"{', '.join(self.allowed)} (the operator adds more with --targets / ELISION_TARGETS)")
+        return method, key
+
+    def get(self, method: str, target: str):
+        """The compressor for a checked (method, target); a new target reuses the loaded model
+        (runs in a worker thread)."""
+        key = (method, target)
         with self._guard:
-            if (method, target) not in self._items:
-                # the model as configured (a method's reported model_name may name a pair, as
-                # llmlingua2's default does); the loaded weights are shared, not loaded again
-                model = self.settings.model if method == self.settings.method else None
-                c = self._make(method, model=model, target=target, max_input_tokens=self.settings.max_prompt_tokens)
-                self._items[(method, target)] = (c, threading.Lock())
-            return self._items[(method, target)]
-
-
-def _error_body(kind: str, message: str, **extra) -> dict:
-    return {"error": {"type": kind, "message": message, **extra}}
+            c = self._items.get(key)
+            if c is not None:
+                self._items.move_to_end(key)
+                return c
+        # the model as configured (a method's reported model_name may name a pair, as
+        # llmlingua2's default does); the loaded weights are shared, not loaded again
+        model = self.settings.model if method == self.settings.method else None
+        c = self._make(method, model=model, target=target, max_input_tokens=self.settings.max_prompt_tokens)
+        with self._guard:
+            c = self._items.setdefault(key, c)
+            self._items.move_to_end(key)
+            for k in [k for k in self._items if k not in self._pinned]:
+                if len(self._items) <= max(self.settings.compressors, len(self._pinned)):
+                    break
+                del self._items[k]
+        return c
 
 
 def create_app(settings: Settings | None = None, preloaded: dict | None = None):
@@ -105,22 +163,28 @@ def create_app(settings: Settings | None = None, preloaded: dict | None = None):
         import httpx
         from fastapi import FastAPI, Request
         from fastapi.exceptions import RequestValidationError
-        from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+        from fastapi.responses import JSONResponse, Response, StreamingResponse
+        from pydantic import ValidationError
         from starlette.background import BackgroundTask
+        from starlette.exceptions import HTTPException as StarletteHTTPException
     except ImportError as e:  # pragma: no cover - depends on the install
         from .._errors import MissingDependency
 
-        raise MissingDependency("the service (fastapi, uvicorn, httpx)", "pip install 'elision[serve]'") from e
+        raise MissingDependency("the service (fastapi, uvicorn, httpx, prometheus-client)",
+                                "pip install 'elision[serve]'") from e
     from .schemas import CompressRequest
 
     settings = settings or Settings()
     compressors = Compressors(settings, preloaded)  # load every model before serving
     metrics = Metrics()
-    metrics.gauge("elision_queue_depth", lambda: app.state.pool.depth if app.state.pool else 0)
+    metrics.gauge("elision_queue_depth", "Compressions running or waiting for a worker.",
+                  lambda: app.state.pool.depth if app.state.pool else 0)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):  # per serving run: the upstream client and the worker pool
-        app.state.client = httpx.AsyncClient(timeout=httpx.Timeout(settings.upstream_timeout, connect=10.0))
+        # follow_redirects stays off: a 3xx goes back to the caller, the service never follows one
+        app.state.client = httpx.AsyncClient(timeout=httpx.Timeout(settings.upstream_timeout, connect=10.0),
+                                             follow_redirects=False)
         app.state.pool = Pool(settings.workers, settings.queue)
         try:
             yield
@@ -133,12 +197,12 @@ def create_app(settings: Settings | None = None, preloaded: dict | None = None):
     app.state.settings, app.state.metrics, app.state.compressors = settings, metrics, compressors
     app.state.pool = None
 
-    def respond_error(status: int, kind: str, message: str, headers: dict | None = None, **extra):
-        return JSONResponse(_error_body(kind, message, **extra), status_code=status, headers=headers)
+    def respond_error(status: int, code: str, message: str, headers: dict | None = None, **extra):
+        return JSONResponse(error_body(status, code, message, **extra), status_code=status, headers=headers)
 
     @app.exception_handler(ServiceError)
     async def _service_error(request, e: ServiceError):
-        return respond_error(e.status, e.kind, e.message, e.headers, **e.extra)
+        return respond_error(e.status, e.code, e.message, e.headers, **e.extra)
 
     @app.exception_handler(TooLong)
     async def _too_long(request, e):
@@ -146,97 +210,134 @@ def create_app(settings: Settings | None = None, preloaded: dict | None = None):
 
     @app.exception_handler(ElisionError)
     async def _bad_input(request, e):
-        return respond_error(400, "invalid_input", str(e))
+        code = "unknown_name" if isinstance(e, UnknownName) else "invalid_input"
+        return respond_error(400, code, str(e))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request, e):
-        problems = "; ".join(f"{'.'.join(str(x) for x in err['loc'][1:]) or 'body'}: {err['msg']}" for err in e.errors())
-        return respond_error(400, "invalid_request", problems or "the request body is not valid")
+        return respond_error(400, "invalid_request", _problems(e.errors()))
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request, e):  # never a crash: log (without the prompt) and answer 500
-        log.exception("unexpected error on %s", request.url.path)
-        return respond_error(500, "internal_error", f"{type(e).__name__}: the service failed on this request")
+    @app.exception_handler(ValidationError)
+    async def _invalid_body(request, e):
+        return respond_error(400, "invalid_request", _problems(e.errors()))
 
-    @app.middleware("http")
-    async def _guard(request: Request, call_next):
-        path = request.url.path
-        label = _label(path)
-        t0 = time.perf_counter()
-        if settings.api_key and path not in OPEN_PATHS and not _authorized(request, settings.api_key, path):
-            response = respond_error(401, "unauthorized", "missing or wrong service token: send X-Elision-Key: "
-                                     "<token> (or Authorization: Bearer <token> outside the proxy)",
-                                     headers={"WWW-Authenticate": "Bearer"})
-        else:
-            try:
-                response = await call_next(request)
-            except Exception as e:  # noqa: BLE001 - answered as 500 and counted
-                response = await _unexpected(request, e)
-        metrics.inc("elision_requests_total", endpoint=label, status=str(response.status_code))
-        if response.status_code >= 400:
-            metrics.inc("elision_errors_total", endpoint=label, status=str(response.status_code))
-        log.info("%s %s %d %.1f ms", request.method, path, response.status_code, 1000 * (time.perf_counter() - t0))
-        return response
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request, e):  # FastAPI's own 404 / 405 / ..., in the one shape
+        code = {404: "not_found", 405: "method_not_allowed"}.get(e.status_code, f"http_{e.status_code}")
+        detail = e.detail if isinstance(e.detail, str) else json.dumps(e.detail)
+        if e.status_code == 404:
+            detail = f"no endpoint {request.url.path}; endpoints: {', '.join(ENDPOINTS)}"
+        return respond_error(e.status_code, code, detail, headers=getattr(e, "headers", None))
 
-    async def compress_in_pool(fn, method: str):
-        def timed():  # the compression alone, not its wait in the queue
+    async def read_json(request, model=None):
+        """The body as JSON: application/json only (a page's plain-text POST needs no CORS
+        preflight), strict UTF-8, no NaN / Infinity, nesting within max_json_depth and no lone
+        surrogates (what the library could not encode later). `model`: validated into it."""
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            raise ServiceError(415, "unsupported_media_type", "send the body as JSON with Content-Type: "
+                               f"application/json (got {ctype or 'none'!r})")
+        raw = await request.body()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ServiceError(400, "invalid_utf8", f"the body is not UTF-8 ({e.reason} at byte {e.start})") from None
+        try:
+            body = json.loads(text, parse_constant=_no_constant)
+        except RecursionError:
+            raise ServiceError(400, "too_deep", f"the JSON body nests deeper than {settings.max_json_depth} "
+                               "levels") from None
+        except ValueError as e:
+            raise ServiceError(400, "invalid_json", f"the request body is not valid JSON: {e}") from None
+        _check_json(body, settings.max_json_depth)
+        if model is None:
+            return body
+        if not isinstance(body, dict):
+            raise ServiceError(400, "invalid_request", "the request body must be a JSON object")
+        return model.model_validate(body)
+
+    def check_counts(contexts=None, protect=None, messages=None):
+        for what, items, limit, setting in (("contexts", contexts, settings.max_contexts, "MAX_CONTEXTS"),
+                                            ("protect entries", protect, settings.max_protect, "MAX_PROTECT"),
+                                            ("messages", messages, settings.max_messages, "MAX_MESSAGES")):
+            if isinstance(items, list) and len(items) > limit:
+                raise ServiceError(413, f"too_many_{what.split()[0]}", f"{len(items)} {what}, over the limit of "
+                                   f"{limit} (ELISION_{setting})", limit=limit)
+
+    def check_options(options: dict) -> None:
+        for k in options:
+            if k in CALL_ARGUMENTS:
+                raise ServiceError(400, "invalid_option", f"options.{k}: give {k} as a top-level field, not "
+                                   "inside options")
+            if k in settings.fixed_options:
+                raise ServiceError(400, "option_not_allowed", f"options.{k} is fixed by this service's operator "
+                                   f"(ELISION_FIXED_OPTIONS: {', '.join(settings.fixed_options)})")
+
+    async def compress_in_pool(method: str, target: str | None, call):
+        key = compressors.check(method, target)  # before queueing: a bad name costs no worker
+
+        def job(cancel):  # the compression alone, not its wait in the queue
+            comp = compressors.get(*key)
             t0 = time.perf_counter()
-            return fn(), time.perf_counter() - t0
+            return call(comp, cancel.check), time.perf_counter() - t0
 
         try:
-            result, seconds = await app.state.pool.run(timed, settings.timeout)
+            result, seconds = await app.state.pool.run(job, settings.timeout)
         except Overloaded:
             metrics.inc("elision_rejected_total")
             raise ServiceError(503, "overloaded", f"all {settings.workers} workers are busy and "
                                f"{settings.queue} requests are waiting; retry shortly",
                                headers={"Retry-After": "1"}) from None
         except asyncio.TimeoutError:
+            metrics.inc("elision_cancelled_total")
             raise ServiceError(504, "compression_timeout", f"compression took longer than {settings.timeout:g} s "
-                               "(queue wait included)") from None
-        metrics.observe("elision_compression_seconds", seconds, method=method)
+                               "(queue wait included); it was stopped") from None
+        except Cancelled:  # pragma: no cover - the time-out above answers first
+            raise ServiceError(504, "compression_timeout", "compression was stopped") from None
+        metrics.observe("elision_compression_seconds", seconds, method=key[0])
         metrics.inc("elision_tokens_in_total", result.origin_tokens)
         metrics.inc("elision_tokens_out_total", result.compressed_tokens)
         metrics.inc("elision_tokens_saved_total", result.origin_tokens - result.compressed_tokens)
         return result
 
-    def locked(method: str | None, target: str | None, call):
-        def run():
-            comp, lock = compressors.get(method, target)
-            with lock:
-                return call(comp)
-        return run
-
     @app.get("/healthz")
     async def healthz():
+        torch = sys.modules.get("torch")
         return {"status": "ok", "methods": list(compressors.methods), "default_method": settings.method,
                 "target": settings.target, "upstream": settings.upstream is not None,
+                "workers": settings.workers, "torch_threads": torch.get_num_threads() if torch else None,
                 "queue_depth": app.state.pool.depth, "queue_capacity": app.state.pool.capacity}
 
-    @app.get("/metrics", response_class=PlainTextResponse)
+    @app.get("/metrics")
     async def metrics_endpoint():
-        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+        return Response(metrics.render(), media_type=metrics.content_type)
 
-    @app.post("/v1/compress")
-    async def compress(req: CompressRequest, request: Request) -> dict:
+    compress_schema = {"requestBody": {"required": True, "content": {"application/json": {
+        "schema": CompressRequest.model_json_schema(ref_template="#/components/schemas/{model}")}}}}
+
+    @app.post("/v1/compress", openapi_extra=compress_schema)
+    async def compress(request: Request) -> dict:
         """Compress a prompt (context / prompt, instruction, question) or chat messages."""
+        req = await read_json(request, CompressRequest)
         if settings.log_prompts:
             log.info("compress request: %s", req.model_dump_json())
-        method = req.method or settings.method
+        check_counts(req.context if req.context is not None else req.prompt, req.protect, req.messages)
+        check_options(req.options)
         budget = {"rate": req.rate, "target_tokens": req.target_tokens}
         if req.messages is not None:
             if req.context is not None or req.prompt is not None:
                 raise InvalidInput("give messages or a prompt / context, not both")
             if req.format not in (None, "text") or req.format_options:
                 raise InvalidInput("format applies to a prompt / context, not to chat messages")
-            res = await compress_in_pool(locked(method, req.target, lambda c: c.compress_messages(
-                req.messages, **budget, protect=req.protect, **req.options)), method)
+            res = await compress_in_pool(req.method, req.target, lambda c, check: c.compress_messages(
+                req.messages, **budget, protect=req.protect, progress=check, **req.options))
             return res.to_dict()
         if req.context is not None and req.prompt is not None:
             raise InvalidInput("give the text as prompt or as context, not both")
-        res = await compress_in_pool(locked(method, req.target, lambda c: c.compress(
+        res = await compress_in_pool(req.method, req.target, lambda c, check: c.compress(
             context=req.context if req.context is not None else req.prompt, instruction=req.instruction,
             question=req.question, protect=req.protect, format=req.format, format_options=req.format_options,
-            **budget, **req.options)), method)
+            progress=check, **budget, **req.options))
         out = res.to_dict()
         out["original_prompt"] = res.original_prompt if req.return_original else None
         return out
@@ -247,49 +348,49 @@ def create_app(settings: Settings | None = None, preloaded: dict | None = None):
         if not settings.upstream:
             raise ServiceError(501, "no_upstream", "this service was started without --upstream, so it cannot "
                                "forward chat completions; use POST /v1/compress")
-        raw = await request.body()
-        try:
-            body = json.loads(raw)
-        except ValueError as e:
-            raise InvalidInput(f"the request body is not valid JSON: {e}") from None
+        body = await read_json(request)
         if not isinstance(body, dict):
             raise InvalidInput("the request body must be a JSON object")
         if settings.log_prompts:
-            log.info("chat request: %s", raw.decode("utf-8", "replace"))
+            log.info("chat request: %s", json.dumps(body, ensure_ascii=False))
         control = _control(body, request.headers)
         headers = {"X-Elision-Method": "off"}
         if not control.get("off"):
+            check_counts(messages=body.get("messages"))
             method = control.get("method") or settings.method
             budget = ({"target_tokens": control["target_tokens"]} if control.get("target_tokens") is not None
                       else {"rate": control.get("rate", settings.rate)})
             extra = {k: control[k] for k in ("age_decay", "keep_recent") if k in control}
-            res = await compress_in_pool(locked(method, None, lambda c: c.compress_messages(
-                body.get("messages"), **budget, **extra)), method)
+            res = await compress_in_pool(method, None, lambda c, check: c.compress_messages(
+                body.get("messages"), **budget, progress=check, **extra))
             body["messages"] = res.messages
             headers = {"X-Elision-Method": method, "X-Elision-Origin-Tokens": str(res.origin_tokens),
                        "X-Elision-Compressed-Tokens": str(res.compressed_tokens)}
         up_headers = {k: v for k, v in request.headers.items() if k.lower() in PASS_UP}
         url = settings.upstream.rstrip("/") + "/chat/completions"
+        where = _redact(url)  # what an error message may show: no credentials, no query
         client = request.app.state.client
         t0 = time.perf_counter()
         try:
-            up = await client.send(client.build_request("POST", url, json=body, headers=up_headers),
-                                   stream=True)
+            up = await client.send(client.build_request("POST", url, json=body, headers=up_headers), stream=True)
         except httpx.TimeoutException:
             raise ServiceError(504, "upstream_timeout", f"the upstream did not answer within "
                                f"{settings.upstream_timeout:g} s", headers=headers) from None
-        except httpx.HTTPError as e:
-            raise ServiceError(502, "upstream_unreachable", f"cannot reach the upstream at {url}: "
+        except httpx.ConnectError as e:
+            raise ServiceError(502, "upstream_unreachable", f"cannot reach the upstream at {where}: "
                                f"{type(e).__name__}", headers=headers) from None
+        except httpx.HTTPError as e:  # connected, then reset or closed before an answer
+            raise ServiceError(502, "upstream_error", f"the upstream at {where} broke the connection before "
+                               f"answering: {type(e).__name__}", headers=headers) from None
         metrics.observe("elision_upstream_seconds", time.perf_counter() - t0)
         down = {k: v for k, v in up.headers.items() if k.lower() in PASS_DOWN or k.lower().startswith("x-ratelimit")}
         down.update(headers)
         streaming = "text/event-stream" in up.headers.get("content-type", "")
-        if up.status_code < 400 and streaming:
+        if up.status_code < 300 and streaming:
             return StreamingResponse(_relay(up, log), status_code=up.status_code, headers=down,
                                      background=BackgroundTask(up.aclose))
         try:
-            content = await up.aread()
+            content = await up.aread()  # decoded (gzip, br, ...): the answer goes out without the encoding
         except httpx.TimeoutException:
             raise ServiceError(504, "upstream_timeout", "the upstream stopped sending its answer", headers=headers) from None
         except httpx.HTTPError as e:
@@ -297,45 +398,87 @@ def create_app(settings: Settings | None = None, preloaded: dict | None = None):
                                headers=headers) from None
         finally:
             await up.aclose()
-        if up.status_code >= 500:
-            raise ServiceError(502, "upstream_error", f"the upstream answered HTTP {up.status_code}", headers=headers,
-                               upstream_status=up.status_code, upstream_body=content[:2000].decode("utf-8", "replace"))
+        if up.status_code >= 500:  # its body is not relayed: it may name internals of the upstream
+            raise ServiceError(502, "upstream_error", f"the upstream ({where}) answered HTTP {up.status_code}",
+                               headers=headers, upstream_status=up.status_code)
+        if up.status_code >= 300:  # the upstream's own 3xx / 4xx, status and body as they came
+            return Response(content=content, status_code=up.status_code, headers=down)
         try:
             json.loads(content)
         except ValueError:
             raise ServiceError(502, "upstream_invalid_json", f"the upstream answered HTTP {up.status_code} with a "
-                               "body that is not JSON", headers=headers, upstream_status=up.status_code,
-                               upstream_body=content[:2000].decode("utf-8", "replace")) from None
+                               "body that is not JSON", headers=headers, upstream_status=up.status_code) from None
         return Response(content=content, status_code=up.status_code, headers=down, media_type="application/json")
 
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes, metrics=metrics)
+    app.add_middleware(Gate, settings=settings, metrics=metrics)
+    if settings.cors_origins:  # outside the gate: a preflight carries no token
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["authorization", "content-type", "x-elision-key", "x-elision-rate",
+                                          "x-elision-method", "x-elision-off"])
     return app
 
 
-class BodyLimit:
-    """Refuses a body over `limit` bytes with 413: at once from its Content-Length (nothing is
-    read), and a body without one (chunked) by reading it here, up to the limit, before the app
-    sees it."""
+class Gate:
+    """Everything decided before a request's body is read, as plain ASGI: the Host header
+    (DNS rebinding: a page on evil.example resolving to 127.0.0.1 still sends its own name), the
+    service token (an unauthenticated upload is refused from its headers), then the body size:
+    at once from its Content-Length, and a body without one (chunked) counted while it is read,
+    up to the limit. Also counts and logs every answer, and turns an unexpected exception
+    into a 500 in the one error shape."""
 
-    def __init__(self, app, limit: int, metrics: Metrics):
-        self.app, self.limit, self.metrics = app, limit, metrics
+    def __init__(self, app, settings: Settings, metrics: Metrics):
+        self.app, self.settings, self.metrics, self.limit = app, settings, metrics, settings.max_body_bytes
+        self.hosts = settings.host_check
 
-    async def _refuse(self, scope, receive, send):
+    async def _answer(self, send, status: int, code: str, message: str, headers: dict | None = None, **extra):
         from fastapi.responses import JSONResponse
 
-        label = _label(scope["path"])
-        self.metrics.inc("elision_requests_total", endpoint=label, status="413")
-        self.metrics.inc("elision_errors_total", endpoint=label, status="413")
-        body = _error_body("body_too_large", f"request body is over the limit of {self.limit} bytes")
-        await JSONResponse(body, status_code=413)(scope, receive, send)
+        response = JSONResponse(error_body(status, code, message, **extra), status_code=status, headers=headers)
+        await response({"type": "http"}, _nothing, send)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        length = dict(scope.get("headers", ())).get(b"content-length")
+        t0 = time.perf_counter()
+        path = scope["path"]
+        status = {"code": 500}
+
+        async def counted_send(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self._handle(scope, receive, counted_send)
+        except Exception:  # noqa: BLE001 - never a crash: logged (without the prompt), answered 500
+            log.exception("unexpected error on %s", path)
+            if status["code"] == 500:
+                try:
+                    await self._answer(counted_send, 500, "internal_error", "the service failed on this request")
+                except Exception:  # noqa: BLE001 - the answer had started; the connection is closed
+                    pass
+        label = _label(path)
+        self.metrics.inc("elision_requests_total", endpoint=label, status=str(status["code"]))
+        if status["code"] >= 400:
+            self.metrics.inc("elision_errors_total", endpoint=label, status=str(status["code"]))
+        log.info("%s %s %d %.1f ms", scope.get("method"), path, status["code"], 1000 * (time.perf_counter() - t0))
+
+    async def _handle(self, scope, receive, send):
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())}
+        if self.hosts is not None and _host_name(headers.get("host", "")) not in self.hosts:
+            return await self._answer(send, 403, "host_not_allowed", "this service answers only requests addressed "
+                                      "to " + ", ".join(sorted(self.hosts)) + " (ELISION_ALLOWED_HOSTS)")
+        key = self.settings.api_key
+        if key and scope["path"] not in OPEN_PATHS and not _authorized(headers, key, scope["path"]):
+            return await self._answer(send, 401, "unauthorized", "missing or wrong service token: send "
+                                      "X-Elision-Key: <token> (or Authorization: Bearer <token> outside the proxy)",
+                                      headers={"WWW-Authenticate": "Bearer"})
+        length = headers.get("content-length")
         if length is not None:
             if length.isdigit() and int(length) > self.limit:
-                return await self._refuse(scope, receive, send)
+                return await self._too_large(send)
             return await self.app(scope, receive, send)  # the server holds the body to its length
         chunks, size = [], 0
         while True:
@@ -344,7 +487,7 @@ class BodyLimit:
                 return
             size += len(message.get("body", b""))
             if size > self.limit:
-                return await self._refuse(scope, receive, send)
+                return await self._too_large(send)
             chunks.append(message.get("body", b""))
             if not message.get("more_body"):
                 break
@@ -360,17 +503,86 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
+    async def _too_large(self, send):
+        await self._answer(send, 413, "body_too_large", f"request body is over the limit of {self.limit} bytes "
+                           "(ELISION_MAX_BODY_BYTES)", limit_bytes=self.limit)
+
+
+async def _nothing():  # pragma: no cover - a JSONResponse never reads its request
+    return {"type": "http.disconnect"}
+
 
 def _label(path: str) -> str:
     return path if path in ENDPOINTS else "other"
 
 
-def _authorized(request, key: str, path: str) -> bool:
-    given = request.headers.get("x-elision-key")
-    if given is None and path != "/v1/chat/completions":  # the proxy forwards Authorization upstream
-        auth = request.headers.get("authorization", "")
+def _host_name(host: str) -> str:
+    """'LocalHost:8080' -> 'localhost', '[::1]:8080' -> '::1'."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def _authorized(headers: dict, key: str, path: str) -> bool:
+    given = headers.get("x-elision-key")
+    if given is None and path not in PROXY_PATHS:  # the proxy forwards Authorization upstream
+        auth = headers.get("authorization", "")
         given = auth[7:] if auth.lower().startswith("bearer ") else None
-    return given is not None and hmac.compare_digest(given.encode(), key.encode())
+    return given is not None and hmac.compare_digest(given.encode("latin-1"), key.encode("ascii"))
+
+
+def _problems(errors) -> str:
+    out = []
+    for err in errors:
+        loc = [str(x) for x in err.get("loc", ()) if x != "body"]
+        out.append(f"{'.'.join(loc) or 'body'}: {err.get('msg', 'invalid')}")
+    return "; ".join(out) or "the request body is not valid"
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number (give a finite number)")
+
+
+def _check_json(value, max_depth: int) -> None:
+    """Nesting depth and lone surrogates, without recursion (the body may be deep)."""
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, (dict, list)):
+            if depth > max_depth:
+                raise ServiceError(400, "too_deep", f"the JSON body nests deeper than {max_depth} levels")
+            items = v.items() if isinstance(v, dict) else enumerate(v)
+            for k, x in items:
+                if isinstance(k, str):
+                    _check_string(k)
+                stack.append((x, depth + 1))
+        elif isinstance(v, str):
+            _check_string(v)
+
+
+def _check_string(s: str) -> None:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ServiceError(400, "invalid_text", f"the body holds a lone surrogate (U+{ord(s[e.start]):04X}), "
+                           "which is not text") from None
+
+
+def _redact(url: str) -> str:
+    """The URL without user:password and without the query (where keys often travel)."""
+    u = urlsplit(url)
+    host = u.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host + (f":{u.port}" if u.port else "")
+    return urlunsplit((u.scheme, netloc, u.path, "", ""))
+
+
+def _number(value, name: str, integer: bool = False):
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+        raise InvalidInput(f"{name} must be {'a whole number' if integer else 'a number'}, got {value!r}")
+    return value
 
 
 def _control(body: dict, headers) -> dict:
@@ -381,6 +593,14 @@ def _control(body: dict, headers) -> dict:
     unknown = set(control) - set(PROXY_CONTROL)
     if unknown:
         raise InvalidInput(f"unknown elision setting(s) {', '.join(sorted(unknown))}; known: {', '.join(PROXY_CONTROL)}")
+    for k in ("rate", "age_decay"):
+        if k in control:
+            _number(control[k], f"elision.{k}")
+    for k in ("target_tokens", "keep_recent"):
+        if control.get(k) is not None:
+            _number(control[k], f"elision.{k}", integer=True)
+    if control.get("method") is not None and not isinstance(control["method"], str):
+        raise InvalidInput(f"elision.method must be a method name, got {control['method']!r}")
     if "x-elision-rate" in headers:
         try:
             control["rate"] = float(headers["x-elision-rate"])
@@ -396,17 +616,18 @@ def _control(body: dict, headers) -> dict:
 
 
 async def _relay(up, log):
-    """The upstream's event stream, byte for byte; if it breaks off, one last SSE event with
-    an error object instead of a half-closed connection."""
+    """The upstream's event stream as it arrives, decoded (a gzip-encoding upstream's bytes are
+    not relayed under a header that no longer says gzip); if it breaks off, one last SSE event
+    with an error object instead of a half-closed connection."""
     import httpx
 
     try:
-        async for chunk in up.aiter_raw():
+        async for chunk in up.aiter_bytes():
             yield chunk
     except httpx.HTTPError as e:
         log.warning("upstream stream broke off: %s", type(e).__name__)
-        yield ("data: " + json.dumps(_error_body("upstream_error", f"the upstream stream broke off: "
-                                                 f"{type(e).__name__}")) + "\n\n").encode()
+        yield ("data: " + json.dumps(error_body(502, "upstream_error", f"the upstream stream broke off: "
+                                                f"{type(e).__name__}")) + "\n\n").encode()
 
 
 def _version() -> str:

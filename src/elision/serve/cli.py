@@ -12,13 +12,29 @@ import click
 @click.option("--methods", help="further methods requests may name, comma-separated [env ELISION_METHODS]")
 @click.option("--model", help="the default method's model: a known name, HF id or path [env ELISION_MODEL]")
 @click.option("--target", "-t", help="default target tokenizer [env ELISION_TARGET; default gpt-4o]")
+@click.option("--targets", help="further targets requests may name (tokenizer paths or HF ids, loaded at start-up; "
+                                "OpenAI models and encodings are always allowed), comma-separated [env ELISION_TARGETS]")
 @click.option("--rate", type=float, help="the proxy's rate when a request gives none [env ELISION_RATE; default 0.5]")
 @click.option("--upstream", help="OpenAI-compatible base URL for /v1/chat/completions, "
                                  "e.g. https://api.openai.com/v1 [env ELISION_UPSTREAM]")
+@click.option("--anthropic-upstream", help="Anthropic-compatible base URL for /v1/messages, e.g. "
+                                           "https://api.anthropic.com/v1 [env ELISION_ANTHROPIC_UPSTREAM; "
+                                           "default --upstream]")
 @click.option("--workers", type=int, help="compression threads [env ELISION_WORKERS; default 1]")
 @click.option("--queue", type=int, help="compressions that may wait; more get 503 [env ELISION_QUEUE; default 16]")
 @click.option("--max-body-bytes", type=int, help="[env ELISION_MAX_BODY_BYTES; default 8 MiB]")
 @click.option("--max-prompt-tokens", type=int, help="[env ELISION_MAX_PROMPT_TOKENS; default 200000]")
+@click.option("--max-contexts", type=int, help="documents per request [env ELISION_MAX_CONTEXTS; default 1000]")
+@click.option("--max-protect", type=int, help="protect entries per request [env ELISION_MAX_PROTECT; default 256]")
+@click.option("--max-messages", type=int, help="chat messages per request [env ELISION_MAX_MESSAGES; default 1000]")
+@click.option("--max-json-depth", type=int, help="nesting of a request body [env ELISION_MAX_JSON_DEPTH; default 32]")
+@click.option("--compressors", type=int, help="(method, target) compressors kept [env ELISION_COMPRESSORS; 16]")
+@click.option("--fixed-options", help="method options requests may not set, comma-separated, or 'none' "
+                                      "[env ELISION_FIXED_OPTIONS; default the batch and chunk sizes]")
+@click.option("--allowed-hosts", help="Host header names answered, comma-separated, or '*' [env ELISION_ALLOWED_HOSTS; "
+                                      "default the loopback names when bound to loopback, else any]")
+@click.option("--cors-origins", help="origins browsers may call from, comma-separated [env ELISION_CORS_ORIGINS; "
+                                     "default none: no CORS]")
 @click.option("--timeout", type=float, help="seconds per compression, waiting included [env ELISION_TIMEOUT; 60]")
 @click.option("--upstream-timeout", type=float, help="[env ELISION_UPSTREAM_TIMEOUT; default 300]")
 @click.option("--log-prompts/--no-log-prompts", default=None, help="log request texts [env ELISION_LOG_PROMPTS; off]")
@@ -29,6 +45,7 @@ def serve(log_level, **flags):
     to --upstream), GET /healthz, GET /metrics; OpenAPI docs at /docs. The service token comes
     only from the environment (ELISION_API_KEY), never a flag, so it stays out of `ps`."""
     import logging
+    import os
 
     try:
         import uvicorn
@@ -40,7 +57,16 @@ def serve(log_level, **flags):
     from .app import create_app
     from .settings import Settings
 
+    if flags.get("fixed_options") is not None and flags["fixed_options"].strip().lower() == "none":
+        flags["fixed_options"] = ()
     settings = Settings.from_env(**flags)
+    # N workers share the cores: each runs torch on cores / N threads instead of all of them
+    # (N x cores threads would oversubscribe the CPU and slow every request down)
+    threads = max(1, (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+                  // settings.workers)
+    import torch
+
+    torch.set_num_threads(threads)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     quiet_transformers()
     click.echo(f"loading {', '.join(settings.all_methods)} ...", err=True)

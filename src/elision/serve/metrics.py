@@ -1,89 +1,78 @@
-"""Prometheus metrics in the text exposition format (version 0.0.4), without a client library.
+"""Prometheus metrics through `prometheus-client`, the ecosystem's library: the standard process
+metrics (CPU, resident memory, open files) come with it, and so does multiprocess mode (set
+PROMETHEUS_MULTIPROC_DIR for several server processes behind one scrape).
 
     >>> m = Metrics(); m.inc("elision_requests_total", endpoint="/v1/compress", status="200")
-    >>> "elision_requests_total{endpoint=\"/v1/compress\",status=\"200\"} 1" in m.render()
+    >>> 'elision_requests_total{endpoint="/v1/compress",status="200"} 1.0' in m.render().decode()
     True
 
-Counters and histograms are kept under one lock (updates come from the event loop and from
-worker threads). Label sets are bounded by the code (endpoints, status codes, methods).
+One registry per app (two apps in one process, as in the tests, do not share counts). Label sets
+are bounded by the code (endpoints, status codes, methods), never by what a request names.
 """
 
 from __future__ import annotations
 
-import threading
+import os
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
-HELP = {
-    "elision_requests_total": ("counter", "HTTP requests answered, by endpoint and status code."),
-    "elision_errors_total": ("counter", "Requests answered with a 4xx or 5xx status, by endpoint and status code."),
-    "elision_tokens_in_total": ("counter", "Target tokens received for compression."),
-    "elision_tokens_out_total": ("counter", "Target tokens after compression."),
-    "elision_tokens_saved_total": ("counter", "Target tokens removed by compression."),
-    "elision_compression_seconds": ("histogram", "Time to compress one request (queue wait excluded)."),
-    "elision_upstream_seconds": ("histogram", "Time until the upstream's answer started."),
-    "elision_queue_depth": ("gauge", "Compressions running or waiting for a worker."),
-    "elision_rejected_total": ("counter", "Requests refused with 503 because the queue was full."),
+# name -> (kind, help, labels)
+METRICS = {
+    "elision_requests_total": ("counter", "HTTP requests answered, by endpoint and status code.", ("endpoint", "status")),
+    "elision_errors_total": ("counter", "Requests answered with a 4xx or 5xx status, by endpoint and status code.",
+                             ("endpoint", "status")),
+    "elision_tokens_in_total": ("counter", "Target tokens received for compression.", ()),
+    "elision_tokens_out_total": ("counter", "Target tokens after compression.", ()),
+    "elision_tokens_saved_total": ("counter", "Target tokens removed by compression.", ()),
+    "elision_rejected_total": ("counter", "Requests refused with 503 because the queue was full.", ()),
+    "elision_cancelled_total": ("counter", "Compressions stopped at their time limit (between two batches).", ()),
+    "elision_compression_seconds": ("histogram", "Time to compress one request (queue wait excluded).", ("method",)),
+    "elision_upstream_seconds": ("histogram", "Time until the upstream's answer started.", ()),
 }
-
-
-def _labels(labels: dict) -> str:
-    if not labels:
-        return ""
-    esc = {k: str(v).replace("\\", "\\\\").replace("\"", "\\\"").replace("\n", "\\n") for k, v in labels.items()}
-    return "{" + ",".join(f'{k}="{v}"' for k, v in sorted(esc.items())) + "}"
 
 
 class Metrics:
     def __init__(self):
-        self._lock = threading.Lock()
-        self._values: dict[tuple[str, str], float] = {}
-        self._hist: dict[tuple[str, str], list] = {}  # -> [bucket counts..., sum, count]
-        self._gauges: dict[str, callable] = {}
+        import prometheus_client as pc
+
+        self._pc = pc
+        self.registry = pc.CollectorRegistry()
+        self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        if not self.multiprocess:  # in multiprocess mode the library's collector reads every process's files
+            pc.ProcessCollector(registry=self.registry)
+            pc.PlatformCollector(registry=self.registry)
+        self._m = {}
+        for name, (kind, text, labels) in METRICS.items():
+            if kind == "counter":
+                self._m[name] = pc.Counter(name, text, labels, registry=self.registry)
+            else:
+                self._m[name] = pc.Histogram(name, text, labels, buckets=LATENCY_BUCKETS, registry=self.registry)
 
     def inc(self, name: str, value: float = 1.0, **labels) -> None:
-        key = (name, _labels(labels))
-        with self._lock:
-            self._values[key] = self._values.get(key, 0.0) + value
+        m = self._m[name]
+        (m.labels(**labels) if labels else m).inc(value)
 
     def observe(self, name: str, seconds: float, **labels) -> None:
-        key = (name, _labels(labels))
-        with self._lock:
-            h = self._hist.setdefault(key, [0] * len(LATENCY_BUCKETS) + [0.0, 0])
-            for i, b in enumerate(LATENCY_BUCKETS):
-                if seconds <= b:
-                    h[i] += 1
-            h[-2] += seconds
-            h[-1] += 1
+        m = self._m[name]
+        (m.labels(**labels) if labels else m).observe(seconds)
 
-    def gauge(self, name: str, read) -> None:
-        """A gauge read at scrape time."""
-        self._gauges[name] = read
+    def gauge(self, name: str, text: str, read) -> None:
+        """A gauge read at scrape time (e.g. the queue depth)."""
+        g = self._pc.Gauge(name, text, registry=self.registry, multiprocess_mode="livesum")
+        g.set_function(read)
 
     def value(self, name: str, **labels) -> float:
-        with self._lock:
-            return self._values.get((name, _labels(labels)), 0.0)
+        return self.registry.get_sample_value(name, labels) or 0.0
 
-    def render(self) -> str:
-        lines: list[str] = []
-        with self._lock:
-            values, hist = dict(self._values), {k: list(v) for k, v in self._hist.items()}
-        names = sorted({n for n, _ in values} | {n for n, _ in hist} | set(self._gauges) | set(HELP))
-        for name in names:
-            kind, text = HELP.get(name, ("untyped", name))
-            lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
-            if name in self._gauges:
-                lines.append(f"{name} {float(self._gauges[name]())}")
-            for (n, lab), v in sorted(values.items()):
-                if n == name:
-                    lines.append(f"{name}{lab} {v}")
-            for (n, lab), h in sorted(hist.items()):
-                if n != name:
-                    continue
-                inner = lab[1:-1]
-                for b, c in zip(LATENCY_BUCKETS, h):
-                    lines.append(f'{name}_bucket{{{inner + "," if inner else ""}le="{b}"}} {c}')
-                lines.append(f'{name}_bucket{{{inner + "," if inner else ""}le="+Inf"}} {h[-1]}')
-                lines.append(f"{name}_sum{lab} {h[-2]}")
-                lines.append(f"{name}_count{lab} {h[-1]}")
-        return "\n".join(lines) + "\n"
+    @property
+    def content_type(self) -> str:
+        return self._pc.CONTENT_TYPE_LATEST
+
+    def render(self) -> bytes:
+        if self.multiprocess:
+            from prometheus_client import multiprocess
+
+            registry = self._pc.CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return self._pc.generate_latest(registry)
+        return self._pc.generate_latest(self.registry)

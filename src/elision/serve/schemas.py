@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
 
 class CompressRequest(BaseModel):
@@ -18,8 +18,10 @@ class CompressRequest(BaseModel):
         None, description="chat messages (OpenAI format) instead of a prompt: compressed with compress_messages")
     instruction: str = Field("", description="kept verbatim, first")
     question: str = Field("", description="kept verbatim, last; question-aware methods condition on it")
-    rate: float | None = Field(None, description="share of target tokens to keep, in (0, 1]; default 0.5")
-    target_tokens: int | None = Field(None, description="a token budget instead of a rate")
+    # strict: true is not a 1-token budget (the library refuses booleans too)
+    rate: StrictFloat | StrictInt | None = Field(None, description="share of target tokens to keep, in (0, 1]; "
+                                                 "default 0.5")
+    target_tokens: StrictInt | None = Field(None, description="a token budget instead of a rate")
     method: str | None = Field(None, description="one of the methods this service loaded (GET /healthz)")
     target: str | None = Field(None, description="target tokenizer for counts and budgets (gpt-4o, cl100k_base, ...)")
     protect: list[str] = Field(default_factory=list, description="strings that must survive")
