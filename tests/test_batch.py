@@ -202,8 +202,12 @@ def test_bad_options_fail_before_any_line(tmp_path, runner):
 def test_second_writer_is_refused(tmp_path):
     first = Journal.open(tmp_path / "out.jsonl", {"method": "x"})
     try:
-        with pytest.raises(ValueError, match="being written by another elision batch run"):
-            Journal.open(tmp_path / "out.jsonl", {"method": "x"})
+        first.append([{"elision": {"line": 1, "method": "x"}}])
+        first.sync()
+        for overwrite in (False, True):  # not even --overwrite may cut a running batch's output
+            with pytest.raises(ValueError, match="being written by another elision batch run"):
+                Journal.open(tmp_path / "out.jsonl", {"method": "x"}, overwrite=overwrite)
+        assert (tmp_path / "out.jsonl").read_text().count("\n") == 1
     finally:
         first.close()
 

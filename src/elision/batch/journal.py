@@ -47,7 +47,7 @@ class Journal:
         if not out.parent.exists():
             raise InvalidInput(f"cannot write {out}: folder {out.parent} does not exist")
         try:
-            handle = open(path, "a+b" if not overwrite else "w+b")
+            handle = open(path, "a+b")  # noqa: SIM115 - held open for the whole run, closed by finish/close
         except OSError as e:
             raise InvalidInput(f"cannot write {path}: {e.strerror or e}") from None
         try:
@@ -56,6 +56,8 @@ class Journal:
             handle.close()
             raise InvalidInput(f"{path} is being written by another elision batch run") from None
         try:
+            if overwrite:  # only once the lock is ours: never under another run's feet
+                handle.truncate(0)
             done = _read_back(handle, path, settings)
         except BaseException:
             handle.close()
