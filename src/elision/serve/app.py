@@ -49,13 +49,14 @@ from urllib.parse import urlsplit, urlunsplit
 from .._errors import Cancelled, ElisionError, InvalidInput, TooLong, UnknownName
 from ..parsing import parse_bool
 from .metrics import Metrics
+from .playground import PATHS as PLAYGROUND_PATHS
 from .pool import Overloaded, Pool
 from .settings import Settings
 
 log = logging.getLogger("elision.serve")
 
 ENDPOINTS = ("/v1/compress", "/v1/chat/completions", "/v1/messages", "/healthz", "/metrics", "/")
-OPEN_PATHS = ("/healthz", "/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect")
+OPEN_PATHS = ("/healthz", "/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect", *PLAYGROUND_PATHS)
 PROXY_PATHS = ("/v1/chat/completions", "/v1/messages")  # Authorization goes upstream there
 PASS_UP = ("authorization", "openai-organization", "openai-project", "anthropic-version", "x-api-key")
 PASS_DOWN = ("content-type", "x-request-id", "openai-processing-ms", "openai-version", "location", "retry-after")
@@ -410,6 +411,12 @@ def create_app(settings: Settings | None = None, preloaded: dict | None = None):
                                "body that is not JSON", headers=headers, upstream_status=up.status_code) from None
         return Response(content=content, status_code=up.status_code, headers=down, media_type="application/json")
 
+    from .anthropic import add_messages_route
+    from .playground import add_playground
+
+    add_messages_route(app, read_json=read_json, compress=compress_in_pool, check_counts=check_counts,
+                       control=_control, redact=_redact)  # POST /v1/messages: the Anthropic format
+    add_playground(app)  # GET /: the web playground
     app.add_middleware(Gate, settings=settings, metrics=metrics)
     if settings.cors_origins:  # outside the gate: a preflight carries no token
         from fastapi.middleware.cors import CORSMiddleware
