@@ -14,7 +14,9 @@
   "method", "off", "age_decay", "keep_recent"} (removed before forwarding) or headers
   X-Elision-Rate / X-Elision-Method / X-Elision-Off. Answer headers X-Elision-Origin-Tokens /
   X-Elision-Compressed-Tokens report the counts.
-- GET /healthz, GET /metrics (Prometheus, through prometheus-client).
+- POST /v1/messages: the same proxy for Anthropic's Messages format (anthropic.py).
+- GET /: the web playground (playground.py); GET /healthz, GET /metrics (Prometheus, through
+  prometheus-client).
 
 Safety (docs/security.md): before anything is read, the Host header is checked (DNS rebinding)
 and the service token (Authorization: Bearer, or X-Elision-Key, which the proxy needs since
