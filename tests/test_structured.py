@@ -338,3 +338,11 @@ def test_json_prompt_segments_are_glued_and_protected():
     inner = [s for s in p.segments if s.rate is None]
     assert [s.text for s in inner] == ['say \\"hi\\"\\n']
     assert [inner[0].text[s:e] for s, e in inner[0].protected] == ['\\"', '\\"\\n']
+
+
+def test_structured_docstring_examples():
+    import doctest
+
+    import elision.structured
+
+    assert doctest.testmod(elision.structured).failed == 0

@@ -54,7 +54,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 
 from ._errors import InvalidInput
-from .prompt import SEPARATOR, Prompt, Segment, Span, _check_text, _compile_protect, protected_spans
+from .prompt import SEPARATOR, Prompt, Segment, Span
 
 FORMATS = ("text", "tagged", "json", "markdown")
 
@@ -252,22 +252,29 @@ def tagged_prompt(context: str | Sequence[str], *, instruction: str = "", questi
     contexts = [context] if isinstance(context, str) else context
     if not isinstance(contexts, (list, tuple)):
         raise InvalidInput(f"tagged text must be a string or a list of strings, got {type(context).__name__}")
-    patterns = _compile_protect(protect)
+    patterns = _protect_list(protect)
     body: list[Segment] = []
     for k, c in enumerate(contexts):
-        where = "text" if isinstance(context, str) else f"context[{k}]"
-        pieces = parse_tagged(c, where)
-        _check_text(c, where)  # binary input is an error here as in any prompt
-        body += _glue(pieces, patterns)
+        body += _glue(parse_tagged(c, "text" if isinstance(context, str) else f"context[{k}]"), patterns)
     return _framed(body, instruction, question, patterns, "the tagged text holds no text")
 
 
-def _framed(body: list[Segment], instruction: str, question: str, patterns, empty: str) -> Prompt:
-    """instruction + body + question, the framing checked and built as Prompt.build does."""
+def _protect_list(protect) -> tuple:
+    # a generator is read once, here; every piece is then matched against the same entries
+    return (protect,) if isinstance(protect, (str, re.Pattern)) else tuple(protect)
+
+
+def _protected(text: str, protect: tuple) -> tuple[Span, ...]:
+    """The protected spans of one piece, exactly as Prompt.build finds them."""
+    return Prompt.build(text, protect=protect).segments[0].protected if protect and text.strip() else ()
+
+
+def _framed(body: list[Segment], instruction: str, question: str, protect: tuple, empty: str) -> Prompt:
+    """instruction + body + question. Prompt.build checks every text (types, binary data, blank
+    question) and builds the instruction and question segments."""
     if not body and not (instruction or "").strip() and not (question or "").strip():
         raise InvalidInput(f"empty prompt: {empty}")
-    head = Prompt.build(None, instruction, question, patterns).segments if (
-        (instruction or "").strip() or (question or "").strip()) else ()
+    head = Prompt.build([s.text for s in body] or None, instruction, question, protect).segments
     ins = [s for s in head if s.role == "instruction"]
     que = [s for s in head if s.role == "question"]
     return Prompt.from_segments(ins + body + que)
@@ -286,7 +293,7 @@ def _glue(pieces: list[Piece], patterns) -> list[Segment]:
         lead = p.text[:len(p.text) - len(p.text.lstrip())]
         trail = p.text[len(p.text.rstrip()):]
         sep = pending + lead if out else SEPARATOR  # each context starts after "\n\n", like any
-        prot = ((0, len(body)),) if p.keep else protected_spans(body, patterns)
+        prot = ((0, len(body)),) if p.keep else _protected(body, patterns)
         out.append(Segment("context", body, prot, p.rate, sep))
         pending = trail
     return out
@@ -324,7 +331,7 @@ def json_prompt(data, format: JsonFormat = JsonFormat(), *, instruction: str = "
         except json.JSONDecodeError as e:
             raise InvalidInput(f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno} "
                                f"(character {e.pos})") from None
-    patterns = _compile_protect(protect)
+    patterns = _protect_list(protect)
     w = _JsonWriter(format, patterns)
     try:
         w.value(data, "", None, _policy_rate(format.default, "json default policy"), 0)
@@ -397,7 +404,7 @@ class _JsonWriter:
             self.flush()
             prot = () if rate == 0 else _merge(
                 [(m.start(), m.end()) for m in _ESCAPE.finditer(body)]
-                + list(protected_spans(body, self.patterns)))
+                + list(_protected(body, self.patterns)))
             self.segs.append(Segment("context", body, prot, rate, ""))
             self.buf.append(trail + '"')
         elif v is None or isinstance(v, (bool, int, float)):
