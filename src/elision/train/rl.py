@@ -400,6 +400,9 @@ def _train(torch, o: RLConfig, episodes: list[Episode], data_dir: Path, out_dir:
     if not train_eps or not held_eps:
         raise InvalidInput(f"{data_dir} has {len(episodes)} question(s): need training and held-out ones")
     model, tok, start_meta = load_policy_model(torch, artifact, o.device)
+    # dropout off for good (peft leaves a trainable adapter in train mode): the policy whose log pi
+    # REINFORCE follows must be the one inference runs, and a resumed run must draw the same actions
+    model.eval()
     dev_type = o.device.split(":")[0]
 
     def autocast():
