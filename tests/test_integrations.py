@@ -54,7 +54,7 @@ def test_langchain_compressor_keeps_metadata(l2):
     for d in out:
         k = d.metadata["page"]
         assert d.metadata == docs[k].metadata and d.id == f"id{k}"
-        assert is_subsequence(d.page_content, DOCS[k]) and len(d.page_content) < len(DOCS[k])
+        assert is_subsequence(d.page_content, DOCS[k])
     assert [d.metadata["page"] for d in out] == sorted(d.metadata["page"] for d in out)
     total = sum(l2.target.count(d.page_content) for d in out)
     assert total <= round(0.4 * l2.target.count("\n\n".join(DOCS))) + 2
@@ -100,7 +100,7 @@ def test_langchain_contextual_compression_retriever(l2):
     assert {d.metadata["source"] for d in out} <= {"doc0", "doc2"}
     for d in out:
         assert is_subsequence(d.page_content, DOCS[d.metadata["page"]])
-        assert len(d.page_content) < len(DOCS[d.metadata["page"]])
+    assert sum(len(d.page_content) for d in out) < len(DOCS[0]) + len(DOCS[2])
     assert [d.page_content for d in asyncio.run(retriever.ainvoke(QUERY))] == [d.page_content for d in out]
 
 
@@ -147,7 +147,8 @@ def test_llamaindex_postprocessor(l2):
     for n in out:  # a node dropped whole (the bread one, by the question-aware classifier) is left out
         k = int(n.node.node_id[1:])
         assert n.score == 1.0 - k / 10 and n.node.metadata == {"source": f"doc{k}"}
-        assert is_subsequence(n.node.get_content(), DOCS[k]) and len(n.node.get_content()) < len(DOCS[k])
+        assert is_subsequence(n.node.get_content(), DOCS[k])
+    assert sum(len(n.node.get_content()) for n in out) < 0.6 * sum(len(d) for d in DOCS)
     everything = pp.postprocess_nodes(nodes)  # no query: every node shortened, none dropped
     assert [n.node.node_id for n in everything] == ["n0", "n1", "n2"]
     assert nodes[0].node.get_content() == DOCS[0]  # the caller's nodes are not touched
@@ -172,6 +173,6 @@ def test_llamaindex_query_engine(l2):
     got = {n.node.node_id: n.node.get_content() for n in res.source_nodes}
     assert "n0" in got and "Bouch" in got["n0"]
     for node_id, text in got.items():
-        orig = DOCS[int(node_id[1:])]
-        assert is_subsequence(text, orig) and len(text) < len(orig)
-        assert text in str(res) and orig not in str(res)
+        assert is_subsequence(text, DOCS[int(node_id[1:])]) and text in str(res)
+    assert sum(map(len, got.values())) < 0.6 * sum(len(d) for d in DOCS)
+    assert DOCS[1] not in str(res)  # the LLM saw the compressed nodes, not the originals
