@@ -47,6 +47,20 @@ def test_llmlingua2_batch_equals_one_by_one(ll2_32, docs, monkeypatch):
     assert len(calls) == 2
 
 
+def test_int8_batch_equals_one_by_one_exactly(docs):
+    """int8 quantizes a forward's activations with one scale for its whole input: prompts are
+    scored on their own, so a prompt's result never depends on the prompts batched with it."""
+    from elision.models import onnx
+
+    if not onnx.available():
+        pytest.skip("onnxruntime not installed")
+    c = Compressor("llmlingua2", target="cl100k_base", dtype="int8")
+    prompts = _prompts(docs)
+    one = [c.compress(**p, rate=0.33) if isinstance(p, dict) else c.compress(p, rate=0.33) for p in prompts]
+    c.pipeline.cache = type(c.pipeline.cache)(8)
+    assert [r.compressed_prompt for r in c.compress_batch(prompts, rate=0.33)] == [r.compressed_prompt for r in one]
+
+
 def test_per_chunk_prefixes_match_separate_calls(ll2_32, docs):
     clf = TokenClassifier.shared("llmlingua2-qa-minilm", dtype="float32")
     chunks = [clf.tokenize(t).ids[:50] for t in docs["docs"]]

@@ -142,10 +142,11 @@ class LMLikelihood:
     name = "lm"
 
     def __init__(self, model: str = "smollm2-135m", device: str | None = None, dtype: str | None = None,
-                 restatement: str = RESTATEMENT, max_context_tokens: int = 1024):
+                 restatement: str = RESTATEMENT, max_context_tokens: int = 1024, lm=None):
         from .models.causal import CausalLM
 
-        self.lm = CausalLM.shared(model, device=device, dtype=dtype)
+        # lm: an already loaded CausalLM (a method passes its own, whatever dtype it resolved to)
+        self.lm = lm if lm is not None else CausalLM.shared(model, device=device, dtype=dtype)
         self.restatement, self.max_context_tokens = restatement, max_context_tokens
 
     def scores(self, question, contexts):

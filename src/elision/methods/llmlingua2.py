@@ -169,8 +169,15 @@ class LLMLingua2(Method):
         """word_probs() of each prompt; the chunks of all prompts that use the same classifier
         go through it together."""
         plans = [self._chunk_plan(p, options) for p in prompts]
+        groups = []
         for clf in {id(pl[0]): pl[0] for pl in plans}.values():
             mine = [pl for pl in plans if pl[0] is clf]
+            # int8 quantizes each forward's activations with one scale for the whole input, so
+            # a prompt's scores would depend on the prompts batched with it: int8 runs each
+            # prompt on its own (compress_batch == compress, exactly)
+            groups += [[pl] for pl in mine] if clf.ort is not None else [mine]
+        for mine in groups:
+            clf = mine[0][0]
             chunks = [c for pl in mine for c in pl[3]]
             prefixes = [pl[1] for pl in mine for _ in pl[3]]
             row = min(options.chunk_tokens, clf.max_length)

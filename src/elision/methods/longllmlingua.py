@@ -86,7 +86,7 @@ class LongLLMLingua(CausalMethod):
 
     def _ranker(self, name: str):
         if name not in self._rankers:
-            kw = {"model": self.model_name} if name == "lm" else {}
+            kw = {"model": self.model_name, "lm": self.lm} if name == "lm" else {}
             self._rankers[name] = get_ranker(name, device=self.device, dtype=self.dtype, **kw)
         return self._rankers[name]
 

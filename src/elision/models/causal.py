@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .registry import KNOWN_MODELS, load_dtype, precision_name, prepare, quantize_int8, resolve_device, resolve_dtype
+from .registry import KNOWN_MODELS, load_dtype, precision_name, prepare, resolve_device, resolve_dtype
 
 
 _SHARED: dict[tuple, CausalLM] = {}
@@ -63,6 +63,14 @@ class CausalLM:
 
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
+        if dt is not load_dtype(dt):
+            from .._errors import InvalidInput
+
+            # measured (docs/benchmarks.md, issue 14): dynamic int8 of SmolLM2's linear layers
+            # (per tensor or per channel, with or without the LM head) moves per-token surprisal
+            # to a correlation of ~0.7 with float32, too far for a scorer
+            raise InvalidInput("dtype 'int8' is for the LLMLingua-2 encoder; causal LMs run in bfloat16 or float32 "
+                               "(int8 surprisal tracks float32 poorly)")
         try:
             tok = AutoTokenizer.from_pretrained(str(src))
             model = AutoModelForCausalLM.from_pretrained(str(src), dtype=load_dtype(dt)).to(dev).eval()
@@ -70,8 +78,6 @@ class CausalLM:
             from .._errors import InvalidInput
 
             raise InvalidInput(f"cannot load model {name!r} as a causal LM: {e}") from e
-        if dt is not load_dtype(dt):
-            quantize_int8(model)
         lm = cls(model, tok, name, max_context=max_context)
         lm.precision = precision_name(dt)
         lm.load_seconds = time.perf_counter() - t0

@@ -215,9 +215,10 @@ def resolve_device(device: str | None) -> str:
 _DTYPES = ("auto", "float32", "bfloat16", "float16", "int8")
 
 
-def resolve_dtype(dtype: str | None, device: str):
+def resolve_dtype(dtype: str | None, device: str, int8_on_cpu: bool = False):
     """'auto': bfloat16 where the hardware runs it fast (CUDA with bf16; CPUs with AVX-512 BF16
-    or AMX, where a bf16 matmul is ~4x an fp32 one), else float32.
+    or AMX, where a bf16 matmul is ~4x an fp32 one), else float32; with `int8_on_cpu` (the
+    LLMLingua-2 encoder on CPUs without fast bf16), int8.
     'int8' (CPU only) resolves to torch.qint8: float32 weights and activations whose linear
     layers are then quantized to int8 (`quantize_int8`); `load_dtype` says what to load."""
     import torch
@@ -235,7 +236,7 @@ def resolve_dtype(dtype: str | None, device: str):
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device == "cpu" and cpu_has_fast_bf16():
         return torch.bfloat16
-    return torch.float32
+    return torch.qint8 if device == "cpu" and int8_on_cpu else torch.float32
 
 
 def load_dtype(resolved):
