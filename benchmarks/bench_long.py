@@ -17,6 +17,7 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from _common import RESULTS, machine, table, today
 
@@ -63,6 +64,7 @@ def main():
     if args.child:
         print(json.dumps(child(args.child[0], int(args.child[1]))))
         return
+    RESULTS.mkdir(parents=True, exist_ok=True)
     rows = []
     for m in args.methods:
         for n in args.sizes:
@@ -71,12 +73,11 @@ def main():
                 rows.append({"method": m, "tokens": n, "error": p.stderr.strip().splitlines()[-1][:120]})
             else:
                 rows.append(json.loads(p.stdout.strip().splitlines()[-1]))
-            print(rows[-1], file=sys.stderr, flush=True)
+            print(rows[-1], flush=True)  # each row as it comes: a long run cut short keeps what it measured
+            Path(args.out).write_text(json.dumps({"date": today(), "machine": machine(), "partial": True,
+                                                  "results": rows}, indent=1))
     print(f"\nLong inputs, rate 0.33; {machine()}; {today()}")
     print(table(rows, ["method", "tokens", "seconds", "tokens_per_s", "achieved_rate", "peak_rss_mb", "error"]))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    from pathlib import Path
-
     Path(args.out).write_text(json.dumps({"date": today(), "machine": machine(), "results": rows}, indent=1))
     print(f"wrote {args.out}")
 

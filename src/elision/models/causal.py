@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .registry import KNOWN_MODELS, load_dtype, precision_name, prepare, resolve_device, resolve_dtype
+from .registry import KNOWN_MODELS, bf16_copy, load_dtype, precision_name, prepare, resolve_device, resolve_dtype
 
 
 _SHARED: dict[tuple, CausalLM] = {}
@@ -72,6 +72,10 @@ class CausalLM:
             raise InvalidInput("dtype 'int8' is for the LLMLingua-2 encoder; causal LMs run in bfloat16 or float32 "
                                "(int8 surprisal tracks float32 poorly)")
         try:
+            import torch
+
+            if dt is torch.bfloat16:  # elision's own float32 conversions have a bf16 copy (half the bytes)
+                src = bf16_copy(src)
             tok = AutoTokenizer.from_pretrained(str(src))
             model = AutoModelForCausalLM.from_pretrained(str(src), dtype=load_dtype(dt)).to(dev).eval()
         except (OSError, ValueError, KeyError) as e:  # not found, offline, not a causal LM, ...

@@ -116,6 +116,43 @@ def _convert_gguf(gguf: Path, out: Path, source: dict, progress=None) -> Path:
     return out
 
 
+def bf16_copy(src: Path | str) -> Path | str:
+    """For one of elision's own float32 conversions (a GGUF de-quantized into the cache), a
+    bfloat16 copy beside it, made once, atomically: loading bf16 from it maps half the bytes,
+    which is what keeps a default `elision compress` near its working set (the float32 file's
+    538 MB of mapped pages counted in peak RSS). Anything else is returned as it is."""
+    src_p = Path(src) if isinstance(src, (str, Path)) else None
+    if src_p is None or not (src_p / _MARK).exists() or src_p.name.endswith("-bf16"):
+        return src
+    try:
+        cfg = json.loads((src_p / "config.json").read_text())
+    except (OSError, ValueError):
+        return src
+    if (cfg.get("dtype") or cfg.get("torch_dtype")) not in ("float32", None):
+        return src
+    out = src_p.parent / (src_p.name + "-bf16")
+    if (out / _MARK).exists():
+        return out
+    import torch
+
+    tf = require_transformers()
+    tok = tf.AutoTokenizer.from_pretrained(str(src_p))
+    model = tf.AutoModelForCausalLM.from_pretrained(str(src_p), dtype=torch.bfloat16)
+    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        (tmp / _MARK).write_text((src_p / _MARK).read_text())
+        if out.exists():  # another process finished first
+            shutil.rmtree(tmp)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
 def prepare(name: str, progress=None) -> Path | str:
     """Return something `from_pretrained` loads quickly: a cached float checkpoint for GGUF
     sources, the path itself for HF directories, or the hub id as given."""
