@@ -101,11 +101,9 @@ class Pipeline:
         """The method's scores (or `raw`, scores already computed for this prompt), checked,
         with every must-keep unit at +inf."""
         m = self.method
-        if raw is not None:
-            pass
-        elif m.budget_aware:
+        if raw is None and m.budget_aware:
             raw = m.score(prompt, options, budget, progress)
-        else:  # the same prompt at several budgets (a sweep, a caller trying rates) is scored once
+        elif raw is None:  # the same prompt at several budgets (a sweep, a caller trying rates) is scored once
             raw = self.cache.get((prompt, options), lambda: _as_scored(m.score(prompt, options, None, progress)))
         scored = _as_scored(raw)
         _check(m.name, prompt, scored)

@@ -207,15 +207,15 @@ class TokenClassifier:
                         types[r, x + len(head_of[i]):x + n] = 1
                     block[r, x:x + n] = k
                     x += n
-            if self.ort is not None:  # int8 graph: always the packed form (4-D mask, explicit positions)
+            packed = self.ort is not None or any(len(m) > 1 for m in batch)
+            if packed:  # block-diagonal: each chunk attends to itself only
                 allowed = (block[:, :, None] == block[:, None, :]) & (block[:, None, :] >= 0)
-                allowed |= np.eye(w, dtype=bool)[None]
+                allowed |= np.eye(w, dtype=bool)[None]  # padding attends to itself (no empty softmax)
+            if self.ort is not None:  # int8 graph: always the packed form (4-D mask, explicit positions)
                 mask = np.where(allowed, np.float32(0), np.float32(-1e9))[:, None]
                 probs = self.ort(ids, mask, pos + self.first_position, types).astype(np.float64)
             else:
-                if any(len(m) > 1 for m in batch):
-                    allowed = (block[:, :, None] == block[:, None, :]) & (block[:, None, :] >= 0)
-                    allowed |= np.eye(w, dtype=bool)[None]  # padding attends to itself (no empty softmax)
+                if packed:
                     mask = torch.zeros(allowed.shape, dtype=self.dtype).masked_fill_(torch.from_numpy(~allowed), neg)
                     kw = {"input_ids": torch.from_numpy(ids), "attention_mask": mask[:, None],
                           "position_ids": torch.from_numpy(pos + self.first_position)}

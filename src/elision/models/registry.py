@@ -100,12 +100,18 @@ def _convert_gguf(gguf: Path, out: Path, source: dict, progress=None) -> Path:
     model.hf_quantizer = None  # a plain float checkpoint, loadable without gguf
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
+    return _save_atomically(model, tok, out, json.dumps({**source, "seconds": round(time.perf_counter() - t0, 1)}))
+
+
+def _save_atomically(model, tok, out: Path, mark: str) -> Path:
+    """model + tokenizer + the conversion mark into `out`, atomically (tmp dir + rename); a
+    process that finds `out` already written by another keeps that one."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
     try:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        (tmp / _MARK).write_text(json.dumps({**source, "seconds": round(time.perf_counter() - t0, 1)}))
+        (tmp / _MARK).write_text(mark)
         if out.exists():  # another process finished first
             shutil.rmtree(tmp)
         else:
@@ -138,19 +144,7 @@ def bf16_copy(src: Path | str) -> Path | str:
     tf = require_transformers()
     tok = tf.AutoTokenizer.from_pretrained(str(src_p))
     model = tf.AutoModelForCausalLM.from_pretrained(str(src_p), dtype=torch.bfloat16)
-    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
-    try:
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        (tmp / _MARK).write_text((src_p / _MARK).read_text())
-        if out.exists():  # another process finished first
-            shutil.rmtree(tmp)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return _save_atomically(model, tok, out, (src_p / _MARK).read_text())
 
 
 def prepare(name: str, progress=None) -> Path | str:

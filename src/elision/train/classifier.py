@@ -42,8 +42,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .._errors import InvalidInput, MissingDependency
+from .._errors import InvalidInput
 from .._io import sha256_file
+from .checkpoint import require_peft, require_torch
 from ..chunking import chunk_bounds
 from ..models.encoder import word_tokens
 from ..models.hf import quiet_transformers
@@ -226,22 +227,6 @@ def baselines(gold: np.ndarray, first: np.ndarray, train_keep_share: float) -> d
 
 # -------------------------------------------------------------------------------- training
 
-def _torch():
-    try:
-        import torch
-        import transformers  # noqa: F401
-    except ImportError as e:
-        raise MissingDependency("torch and transformers (needed to train)", "pip install 'elision[models,train]'") from e
-    return torch
-
-
-def _peft():
-    try:
-        import peft
-    except ImportError as e:
-        raise MissingDependency("peft (needed for LoRA training)", "pip install 'elision[train]'") from e
-    return peft
-
 
 def _collate(torch, chunks: Sequence[Chunk], pad_id: int):
     n = max(len(c) for c in chunks)
@@ -400,7 +385,7 @@ def train(data_dir: str | os.PathLike | Sequence[str | os.PathLike], out_dir: st
     if unknown:
         raise InvalidInput(f"unknown setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
     cfg = TrainConfig(**settings)
-    torch = _torch()
+    torch = require_torch()
     from ..models.registry import cpu_has_fast_bf16, prepare, resolve_device
 
     device = resolve_device(cfg.device)
@@ -417,7 +402,7 @@ def train(data_dir: str | os.PathLike | Sequence[str | os.PathLike], out_dir: st
     rows = [r for rs, _ in loaded for r in rs]
     stats = loaded[0][1] if len(loaded) == 1 else {"sets": [{**st, "path": str(d)} for d, (_, st) in zip(dirs, loaded)]}
     if not cfg.full:
-        _peft()  # fail before loading anything
+        require_peft()  # fail before loading anything
     base_path = prepare(cfg.base, progress=progress)
 
     old_threads = torch.get_num_threads()
@@ -486,7 +471,7 @@ def _train(torch, o: TrainConfig, rows, stats, dirs: list[Path], out_dir: Path, 
             str(base_path), num_labels=2, id2label=dict(LABELS), label2id={v: k for k, v in LABELS.items()})
     lora = None
     if not o.full:
-        peft = _peft()
+        peft = require_peft()
         cfg = peft.LoraConfig(r=o.lora_r, lora_alpha=o.lora_alpha, lora_dropout=o.lora_dropout,
                               target_modules=list(TARGET_MODULES), modules_to_save=["classifier"],
                               task_type=peft.TaskType.TOKEN_CLS)
