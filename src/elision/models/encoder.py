@@ -24,7 +24,8 @@ import numpy as np
 from .._errors import InvalidInput, MissingDependency
 from ..lru import BytesLRU
 from .hf import require_transformers
-from .registry import cache_dir, load_dtype, precision_name, prepare, quantize_int8, resolve_device, resolve_dtype
+from .registry import (cache_dir, load_dtype, precision_name, prepare, quantize_int8, resolve_device, resolve_dtype,
+                       resolve_dtype_name)
 
 
 _SHARED: dict[tuple, TokenClassifier] = {}
@@ -45,11 +46,15 @@ def word_tokens(tokenizer, text: str) -> Tokens:
 
     'The cat' (BERT WordPiece) -> ids [1996, 4937], offsets [[0, 3], [4, 7]], word_of [0, 1]
     """
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True,
-                    return_attention_mask=False, verbose=False)
-    ids = np.asarray(enc["input_ids"], np.int64)
-    offsets = np.asarray(enc["offset_mapping"], np.int64).reshape(-1, 2)
-    words = np.fromiter((-1 if w is None else w for w in enc.word_ids()), np.int64, len(ids))
+    if hasattr(tokenizer, "encode_words"):  # models/bert.Tokenizer: `tokenizers` without transformers
+        raw_ids, raw_offsets, word_ids = tokenizer.encode_words(text)
+    else:
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True,
+                        return_attention_mask=False, verbose=False)
+        raw_ids, raw_offsets, word_ids = enc["input_ids"], enc["offset_mapping"], enc.word_ids()
+    ids = np.asarray(raw_ids, np.int64)
+    offsets = np.asarray(raw_offsets, np.int64).reshape(-1, 2)
+    words = np.fromiter((-1 if w is None else w for w in word_ids), np.int64, len(ids))
     new = np.ones(len(words), bool)
     new[1:] = (words[1:] != words[:-1]) | (words[1:] < 0)
     return Tokens(ids, offsets, np.cumsum(new) - 1)
@@ -69,63 +74,122 @@ def _int8_auto() -> bool:
     return onnx.available() and not cpu_has_fast_bf16()
 
 
+def _threads() -> int:
+    """Intra-op threads for ONNX Runtime: torch's setting when torch is already imported (the
+    service sets it per worker), else the cores this process may use."""
+    import os
+    import sys
+
+    if "torch" in sys.modules:
+        return sys.modules["torch"].get_num_threads()
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def _onnx_dir(path) -> Path:
+    """Where the int8 graph of the checkpoint at `path` is cached: keyed by the checkpoint's
+    resolved path and its config and weights (size and mtime), so a checkpoint rewritten in place
+    gets a new graph."""
+    import hashlib
+
+    from . import onnx
+
+    p = Path(str(path))
+    parts = [str(p.resolve()) if p.exists() else str(path)]
+    for f in ("config.json", "model.safetensors", "pytorch_model.bin"):
+        if (p / f).is_file():
+            st = (p / f).stat()
+            parts.append(f"{f}:{st.st_size}:{st.st_mtime_ns}")
+    key = hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
+    return cache_dir() / "onnx" / f"{p.name}-{key}-v{onnx.FORMAT}"
+
+
+def _load_torch(path, name: str, dev: str, dtype):
+    """(model, tokenizer) in torch: models/bert.py for BERT token classifiers, transformers
+    for the rest (and everywhere when ELISION_ENCODER=transformers)."""
+    import os
+
+    from . import bert
+
+    if os.environ.get("ELISION_ENCODER", "") != "transformers" and bert.supported(path):
+        model, tokenizer = bert.load(path, dtype)
+        return model.to(dev), tokenizer
+    tf = require_transformers()
+    try:
+        tokenizer = tf.AutoTokenizer.from_pretrained(str(path))
+        # eager attention: on CPU at chunk lengths of ~128 it beats SDPA by ~20% (measured
+        # with MiniLM in bf16: 14.4k vs 11.9k tokens/s); SDPA wins on long chunks and GPUs
+        attn = "eager" if dev == "cpu" else "sdpa"
+        model = tf.AutoModelForTokenClassification.from_pretrained(str(path), dtype=dtype, attn_implementation=attn)
+    except (OSError, ValueError, KeyError) as e:
+        raise InvalidInput(f"cannot load {name} as a token classifier (a *ForTokenClassification "
+                           f"checkpoint with its tokenizer): {str(e).splitlines()[0]}") from None
+    if not getattr(tokenizer, "is_fast", False):
+        raise MissingDependency(f"a fast tokenizer for {name} (word offsets)", "pip install tokenizers")
+    return model.to(dev).eval(), tokenizer
+
+
 class TokenClassifier:
-    def __init__(self, model, tokenizer, *, name: str, device: str, dtype):
+    def __init__(self, model, tokenizer, *, name: str, device: str, dtype, config=None,
+                 first_position: int | None = None):
+        """`model` may be None when the forward is an ONNX Runtime graph (set `ort` after);
+        `config` then gives the labels and sizes, and `first_position` where positions start."""
         self.model, self.tokenizer, self.name, self.device, self.dtype = model, tokenizer, name, device, dtype
-        self.precision = precision_name(dtype)  # 'int8' for a quantized model (dtype is then float32)
+        self.precision = "int8" if model is None else precision_name(dtype)  # 'int8' for a quantized model
         self.ort = None  # the int8 ONNX Runtime forward (models/onnx.py), when loaded with dtype='int8'
         self.token_cache = BytesLRU(TOKEN_CACHE_BYTES, _tokens_nbytes)
-        cfg = model.config
+        cfg = config if config is not None else model.config
         names = {int(k): str(v).lower() for k, v in (cfg.id2label or {}).items()}
         self.keep_label = next((k for k, v in names.items() if v in ("keep", "preserve", "preserved")), 1)
         if cfg.num_labels < 2 or self.keep_label >= cfg.num_labels:
             raise InvalidInput(f"{name}: a keep/drop classifier needs at least 2 labels, has {cfg.num_labels}")
-        # RoBERTa-style embeddings number positions from padding_idx + 1 (2 for XLM-R), BERT from 0
-        pe = getattr(getattr(model.base_model, "embeddings", None), "position_embeddings", None)
-        self.first_position = pe.padding_idx + 1 if getattr(pe, "padding_idx", None) is not None else 0
+        if first_position is None:
+            # RoBERTa-style embeddings number positions from padding_idx + 1 (2 for XLM-R), BERT from 0
+            pe = getattr(getattr(getattr(model, "base_model", None), "embeddings", None), "position_embeddings", None)
+            first_position = pe.padding_idx + 1 if getattr(pe, "padding_idx", None) is not None else 0
+        self.first_position = first_position
         limit = (getattr(cfg, "max_position_embeddings", 512) or 512) - self.first_position
         self.max_length = min(limit, tokenizer.model_max_length if tokenizer.model_max_length < 10**6 else limit)
         self.cls_id = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
         self.sep_id = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        self.pairs = getattr(cfg, "type_vocab_size", 1) >= 2  # segment ids for (question, text) pairs
+        self.pairs = (getattr(cfg, "type_vocab_size", 1) or 1) >= 2  # segment ids for (question, text) pairs
         # an elision classifier trained with [CLS] question [SEP] window [SEP] inputs (EFPC-style)
         self.question_aware = bool(getattr(cfg, "elision_question_aware", False))
-        # packing several chunks per row needs explicit positions (DistilBERT, for one, takes none)
-        self.packing = "position_ids" in inspect.signature(model.forward).parameters
+        # packing several chunks per row needs explicit positions (DistilBERT, for one, takes none);
+        # the ONNX graph always takes them
+        self.packing = model is None or "position_ids" in inspect.signature(model.forward).parameters
 
     @classmethod
     def load(cls, name: str, *, device: str | None = None, dtype: str | None = None, progress=None):
-        tf = require_transformers()
+        """The classifier `name` (a known name, a local checkpoint, a hub id) in `dtype`.
+        BERT checkpoints run on models/bert.py (no transformers import: ~1 s to load instead
+        of ~4), others on transformers; int8 runs the ONNX graph exported once per model,
+        read back without torch at all once cached."""
         path = prepare(name, progress=progress)
         dev = resolve_device(device)
+        dt_name = resolve_dtype_name(dtype, dev, _int8_auto())
+        from . import onnx
+
+        if dt_name == "int8" and onnx.available():
+            clf = cls._from_onnx(path, name)
+            if clf is not None:
+                return clf
         dt = resolve_dtype(dtype, dev, _int8_auto())
-        try:
-            tokenizer = tf.AutoTokenizer.from_pretrained(str(path))
-            # eager attention: on CPU at chunk lengths of ~128 it beats SDPA by ~20% (measured
-            # with MiniLM in bf16: 14.4k vs 11.9k tokens/s); SDPA wins on long chunks and GPUs
-            attn = "eager" if dev == "cpu" else "sdpa"
-            model = tf.AutoModelForTokenClassification.from_pretrained(str(path), dtype=load_dtype(dt),
-                                                                       attn_implementation=attn)
-        except (OSError, ValueError, KeyError) as e:
-            raise InvalidInput(f"cannot load {name} as a token classifier (a *ForTokenClassification "
-                               f"checkpoint with its tokenizer): {str(e).splitlines()[0]}") from None
-        if not getattr(tokenizer, "is_fast", False):
-            raise MissingDependency(f"a fast tokenizer for {name} (word offsets)", "pip install tokenizers")
-        model.to(dev).eval()
+        model, tokenizer = _load_torch(path, name, dev, load_dtype(dt))
         clf = cls(model, tokenizer, name=str(name), device=dev, dtype=load_dtype(dt))
-        if dt is not load_dtype(dt):  # int8: ONNX Runtime where it can run the packed rows, else torch's
-            from . import onnx
-
+        if dt_name == "int8":  # ONNX Runtime where it can run the packed rows, else torch's dynamic int8
             if clf.packing and onnx.available():
-                import hashlib
-
                 import torch
 
-                key = hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:12]
-                out = cache_dir() / "onnx" / f"{Path(path).name}-{key}-v{onnx.FORMAT}"
-                graph = onnx.export_int8(model, out, clf.keep_label, clf.pairs)
+                graph = onnx.export_int8(model, _onnx_dir(path), clf.keep_label, clf.pairs,
+                                         {"first_position": clf.first_position, "max_length": clf.max_length,
+                                          "cls_id": clf.cls_id, "sep_id": clf.sep_id, "pad_id": clf.pad_id,
+                                          "question_aware": clf.question_aware})
                 clf.ort = onnx.OrtClassifier(graph, torch.get_num_threads())
+                clf.model = None  # the graph holds the weights; the float32 copy is not kept
                 clf.precision = "int8"
             else:
                 quantize_int8(model)
@@ -133,10 +197,34 @@ class TokenClassifier:
         return clf
 
     @classmethod
+    def _from_onnx(cls, path, name: str) -> TokenClassifier | None:
+        """The classifier over its cached int8 graph, with the `tokenizers` library only (no
+        torch, no transformers); None when the graph, its notes or a tokenizer.json is missing."""
+        from . import bert, onnx
+
+        if not isinstance(path, Path) and not Path(str(path)).is_dir():
+            return None  # a hub id: resolved by transformers on the torch path
+        found = onnx.cached(_onnx_dir(path))
+        if found is None or not (Path(path) / "tokenizer.json").is_file():
+            return None
+        graph, meta = found
+        cfg = bert.read_config(Path(path))
+        if cfg is None:
+            return None
+        tokenizer = bert.Tokenizer(Path(path))
+        tokenizer.cls_token_id, tokenizer.sep_token_id = meta["cls_id"], meta["sep_id"]
+        tokenizer.pad_token_id, tokenizer.model_max_length = meta["pad_id"], meta["max_length"]
+        clf = cls(None, tokenizer, name=str(name), device="cpu", dtype=None, config=bert.config_namespace(cfg),
+                  first_position=meta["first_position"])
+        clf.keep_label, clf.pairs, clf.question_aware = meta["keep_label"], meta["pairs"], meta["question_aware"]
+        clf.ort = onnx.OrtClassifier(graph, _threads())
+        return clf
+
+    @classmethod
     def shared(cls, name: str, device: str | None = None, dtype: str | None = None, progress=None) -> TokenClassifier:
         """load(), but one instance per (name, device, dtype) in this process."""
         dev = resolve_device(device)  # key on what they resolve to: None and "cpu" share on a CPU box
-        key = (name, dev, resolve_dtype(dtype, dev, _int8_auto()))
+        key = (name, dev, resolve_dtype_name(dtype, dev, _int8_auto()))
         if key not in _SHARED:
             _SHARED[key] = cls.load(name, device=device, dtype=dtype, progress=progress)
         return _SHARED[key]
@@ -161,8 +249,6 @@ class TokenClassifier:
         total)` is called after each batch (in rows), so a caller can stop between batches by
         raising from it (the service's time limit does).
         """
-        import torch
-
         prefixes = prefix if isinstance(prefix, (list, tuple)) else [prefix] * len(chunks)
         if len(prefixes) != len(chunks):
             raise ValueError(f"keep_probs got {len(prefixes)} prefixes for {len(chunks)} chunks")
@@ -188,7 +274,6 @@ class TokenClassifier:
             fill[r] += len(pieces[i])
         out: list[np.ndarray | None] = [None] * len(chunks)
         per_batch = max(1, batch_tokens // max(width, 1))
-        neg = torch.finfo(self.dtype).min
         for at in range(0, len(rows), per_batch):
             batch = rows[at:at + per_batch]
             # full rows keep the shapes few: oneDNN builds kernels per shape, costly the first time
@@ -215,7 +300,10 @@ class TokenClassifier:
                 mask = np.where(allowed, np.float32(0), np.float32(-1e9))[:, None]
                 probs = self.ort(ids, mask, pos + self.first_position, types).astype(np.float64)
             else:
+                import torch
+
                 if packed:
+                    neg = torch.finfo(self.dtype).min
                     mask = torch.zeros(allowed.shape, dtype=self.dtype).masked_fill_(torch.from_numpy(~allowed), neg)
                     kw = {"input_ids": torch.from_numpy(ids), "attention_mask": mask[:, None],
                           "position_ids": torch.from_numpy(pos + self.first_position)}

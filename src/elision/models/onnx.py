@@ -26,7 +26,7 @@ import numpy as np
 
 from .._errors import MissingDependency
 
-FORMAT = 1  # bump when the exported graph changes, so cached files are rebuilt
+FORMAT = 2  # bump when the exported graph changes, so cached files are rebuilt
 
 
 def available() -> bool:
@@ -44,16 +44,39 @@ def require() -> None:
                                 "pip install 'elision[models]'  (or: pip install onnxruntime onnx)")
 
 
-def export_int8(model, out_dir: Path, keep_label: int, pairs: bool) -> Path:
-    """The int8 ONNX graph of `model` (a float32 *ForTokenClassification) in out_dir, written
-    atomically (a half-written file is never picked up); returns its path."""
+NOTES = ("keep_label", "pairs", "first_position", "max_length", "cls_id", "sep_id", "pad_id", "question_aware")
+
+
+def cached(out_dir: Path) -> tuple[Path, dict] | None:
+    """(graph, notes) when out_dir holds a complete export of this FORMAT, else None. The notes
+    are what TokenClassifier needs besides the tokenizer, so the graph runs without torch."""
+    final = Path(out_dir) / "model.int8.onnx"
+    try:
+        meta = json.loads((Path(out_dir) / "elision-onnx.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not final.is_file() or meta.get("format") != FORMAT or any(k not in meta for k in NOTES):
+        return None
+    return final, meta
+
+
+def export_int8(model, out_dir: Path, keep_label: int, pairs: bool, notes: dict | None = None) -> Path:
+    """The int8 ONNX graph of `model` (a float32 token classifier taking input_ids,
+    attention_mask, position_ids and token_type_ids) in out_dir, written atomically (a
+    half-written file is never picked up), with `notes` (see NOTES) beside it; returns its path."""
     require()
     import torch
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     out_dir.mkdir(parents=True, exist_ok=True)
     final = out_dir / "model.int8.onnx"
+    def write_notes():
+        tmp_meta = out_dir / f"elision-onnx.{id(model)}.tmp.json"
+        tmp_meta.write_text(json.dumps({**(notes or {}), "format": FORMAT, "keep_label": keep_label, "pairs": pairs}))
+        tmp_meta.replace(out_dir / "elision-onnx.json")
+
     if final.exists():
+        write_notes()
         return final
 
     class Probs(torch.nn.Module):
@@ -80,14 +103,18 @@ def export_int8(model, out_dir: Path, keep_label: int, pairs: bool) -> Path:
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notices
         torch.onnx.export(Probs(model.float().eval()), args, str(tmp), dynamo=False, opset_version=17,
                           input_names=list(axes)[:4], output_names=["probs"], dynamic_axes=axes)
+    import logging
+
+    quiet = logging.root.manager.disable
+    logging.disable(logging.WARNING)  # onnxruntime's advice to pre-process, on the root logger
     try:
         quantize_dynamic(str(tmp), str(qtmp), weight_type=QuantType.QInt8, per_channel=True)
         qtmp.replace(final)
     finally:
+        logging.disable(quiet)
         for p in (tmp, qtmp, Path(str(tmp) + ".data")):
             p.unlink(missing_ok=True)
-    (out_dir / "elision-onnx.json").write_text(json.dumps({"format": FORMAT, "keep_label": keep_label,
-                                                          "pairs": pairs}))
+    write_notes()
     return final
 
 

@@ -231,7 +231,17 @@ def _merged(artifact: Path, name: str, progress=None) -> Path:
     return merge_adapter(artifact, out, resolve=prepare, progress=progress)
 
 
+def _no_cuda_driver() -> bool:
+    """True where no NVIDIA driver is loaded (Linux: /proc/driver/nvidia absent), so CUDA
+    cannot be available and torch need not be imported to find that out (~1 s)."""
+    import sys
+
+    return sys.platform.startswith("linux") and not Path("/proc/driver/nvidia").exists()
+
+
 def resolve_device(device: str | None) -> str:
+    if device in (None, "auto", "cpu") and _no_cuda_driver():
+        return "cpu"
     import torch
 
     if device is None or device == "auto":
@@ -246,28 +256,38 @@ def resolve_device(device: str | None) -> str:
 _DTYPES = ("auto", "float32", "bfloat16", "float16", "int8")
 
 
-def resolve_dtype(dtype: str | None, device: str, int8_on_cpu: bool = False):
+def resolve_dtype_name(dtype: str | None, device: str, int8_on_cpu: bool = False) -> str:
     """'auto': bfloat16 where the hardware runs it fast (CUDA with bf16; CPUs with AVX-512 BF16
     or AMX, where a bf16 matmul is ~4x an fp32 one), else float32; with `int8_on_cpu` (the
-    LLMLingua-2 encoder on CPUs without fast bf16), int8.
-    'int8' (CPU only) resolves to torch.qint8: float32 weights and activations whose linear
-    layers are then quantized to int8 (`quantize_int8`); `load_dtype` says what to load."""
-    import torch
-
+    LLMLingua-2 encoder on CPUs without fast bf16), int8. Returns the name ('int8', 'bfloat16',
+    ...); on a CPU it imports nothing, so a path that needs no torch (the cached ONNX graph)
+    does not pay for importing it."""
     dtype = dtype or "auto"
     if dtype not in _DTYPES:
         raise UnknownName("dtype", dtype, _DTYPES)
     if dtype == "int8":
         if device != "cpu":
             raise InvalidInput(f"dtype 'int8' runs on the CPU only (device is {device!r}); use bfloat16 or float16")
-        return torch.qint8
+        return "int8"
     if dtype != "auto":
-        return getattr(torch, dtype)
+        return dtype
     if device.startswith("cuda"):
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        import torch
+
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
     if device == "cpu" and cpu_has_fast_bf16():
-        return torch.bfloat16
-    return torch.qint8 if device == "cpu" and int8_on_cpu else torch.float32
+        return "bfloat16"
+    return "int8" if device == "cpu" and int8_on_cpu else "float32"
+
+
+def resolve_dtype(dtype: str | None, device: str, int8_on_cpu: bool = False):
+    """resolve_dtype_name() as a torch dtype; 'int8' (CPU only) resolves to torch.qint8: float32
+    weights and activations whose linear layers are then quantized to int8 (`quantize_int8`);
+    `load_dtype` says what to load."""
+    import torch
+
+    name = resolve_dtype_name(dtype, device, int8_on_cpu)
+    return torch.qint8 if name == "int8" else getattr(torch, name)
 
 
 def load_dtype(resolved):
