@@ -95,6 +95,31 @@ def test_longer_than_the_model_window(llmlingua, docs):
     assert is_subsequence(r.compressed_prompt, r.original_prompt)
 
 
+def test_stream_window_bounds_the_cache_and_leaves_short_prompts_alone(llmlingua, docs):
+    """Long inputs (issue 14): the cache never holds more than the stream's window (each new
+    token attends to at most that many: time linear in length), a rebuild re-encodes only the
+    last `tail` kept tokens; a prefix that stays under the window scores exactly as without one."""
+    lm = llmlingua.method.lm
+    ids = np.concatenate([lm.tokenize(d)[0] for d in docs["docs"]])  # ~700 model tokens
+    small, big = lm.stream(window=96, tail=24), lm.stream(window=4096, tail=1024)
+    lengths, rebuilt = [], 0
+    for a in range(0, len(ids), 40):
+        chunk = ids[a:a + 40]
+        before = small.cache.get_seq_length()
+        small.score(chunk)
+        rebuilt += small.cache.get_seq_length() < before + len(chunk)
+        keep = np.arange(len(chunk)) % 3 == 0
+        small.keep(keep)
+        lengths.append(small.cache.get_seq_length())
+        big.score(chunk)
+        big.keep(keep)
+    assert max(lengths) <= 96 and rebuilt >= 3
+    assert big.cache.get_seq_length() > 96  # the big window never rebuilt
+    first = ids[:40]
+    a, b = lm.stream(window=96, tail=24).score(first), lm.stream().score(first)
+    assert np.allclose(a, b)
+
+
 def test_stream_matches_one_pass(llmlingua, docs):
     """Scoring in chunks through the KV cache equals scoring in one pass (up to bf16 noise)."""
     lm = llmlingua.method.lm

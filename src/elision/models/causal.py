@@ -9,9 +9,14 @@ conditioned on a COMPRESSED prefix held in a KV cache.
 Surprisal is -log p(token | what came before), in nats. The stream never re-encodes the
 prefix: after `keep`, the dropped tokens' keys/values are cut out of the cache, so the next
 chunk is scored against the compressed text (kept tokens keep the positions they were encoded
-at, as in LLMLingua). When the cache would outgrow `max_context`, it is rebuilt from the last
-`max_context // 2` kept tokens, so inputs of any length are scored. Not handled: batching
-several streams together.
+at, as in LLMLingua). When the cache would outgrow the stream's `window` (2,048 tokens), it is
+rebuilt from the last `tail` (512) kept tokens, so inputs of any length are scored in time
+linear in their length: each new token attends to at most `window` cached ones, and the
+rebuilds re-encode `tail` tokens per `window - tail` kept (at rate 0.33, one extra token per ~9
+scored; a 4,096 / 2,048 window cost 2.1x the tokens' own forward at 50k tokens, issue 14).
+Prompts whose compressed prefix stays under `window` (a 1.8k-token prompt at rate 0.33 keeps
+~600) never rebuild, so their scores do not depend on it. Not handled: batching several streams
+together.
 """
 
 from __future__ import annotations
@@ -217,16 +222,18 @@ class CausalLM:
             cnt[i] += len(nll)
         return tot / np.maximum(cnt, 1)
 
-    def stream(self) -> Stream:
-        return Stream(self)
+    def stream(self, window: int = 2048, tail: int = 512) -> Stream:
+        return Stream(self, window, tail)
 
 
 class Stream:
     """Incremental scorer over a compressed prefix. score(ids) -> surprisal per id; then
     keep(mask) tells which of those ids stay in the prefix."""
 
-    def __init__(self, lm: CausalLM):
+    def __init__(self, lm: CausalLM, window: int = 2048, tail: int = 512):
         self.lm = lm
+        self.window = max(2, min(int(window), lm.max_context))
+        self.tail = max(0, min(int(tail), self.window // 2))
         self.kept: list[int] = []  # compressed token ids so far (for rebuilding the cache)
         self._reset([])
 
@@ -246,8 +253,8 @@ class Stream:
         ids = np.asarray(ids, np.int64)
         if len(ids) == 0:
             return np.zeros(0)
-        if self.cache.get_seq_length() + len(ids) > self.lm.max_context:
-            self._reset(self.kept[-(self.lm.max_context // 2):])
+        if self.cache.get_seq_length() + len(ids) > self.window:
+            self._reset(self.kept[-self.tail:] if self.tail else [])
         t = torch.from_numpy(ids).to(self.lm.device)
         with torch.inference_mode():
             h = self.lm._body(input_ids=t[None], use_cache=True, **{self.lm._cache_kw: self.cache}).last_hidden_state[0]
