@@ -31,7 +31,6 @@ to the upstream directly).
 import copy
 import json
 import logging
-import time
 
 from .._errors import InvalidInput
 
@@ -145,18 +144,11 @@ def _error(status: int, code: str, message: str, headers: dict | None = None, **
                         status_code=status, headers=headers)
 
 
-async def _relay(up):
-    """The upstream's events as they arrive, decoded; if they break off, Anthropic's error event."""
-    import httpx
-
-    try:
-        async for chunk in up.aiter_bytes():
-            yield chunk
-    except httpx.HTTPError as e:
-        log.warning("upstream stream broke off: %s", type(e).__name__)
-        event = {"type": "error", "error": {"type": "api_error", "code": "upstream_error",
-                                            "message": f"the upstream stream broke off: {type(e).__name__}"}}
-        yield f"event: error\ndata: {json.dumps(event)}\n\n".encode()
+def _broken_event(error: str) -> bytes:
+    """Anthropic's error event, ending a stream whose upstream broke off."""
+    event = {"type": "error", "error": {"type": "api_error", "code": "upstream_error",
+                                        "message": f"the upstream stream broke off: {error}"}}
+    return f"event: error\ndata: {json.dumps(event)}\n\n".encode()
 
 
 def add_messages_route(app, *, read_json, compress, check_counts, control, redact) -> None:
@@ -164,10 +156,9 @@ def add_messages_route(app, *, read_json, compress, check_counts, control, redac
     `read_json(request)` (content type, size, depth), `check_counts(messages=...)`,
     `control(body, headers)` (the request's elision settings), `compress(method, target, call)`
     (compress_messages in the bounded pool, with its time limit) and `redact(url)`."""
-    import httpx
     from fastapi import Request
-    from fastapi.responses import Response, StreamingResponse
-    from starlette.background import BackgroundTask
+
+    from .forward import forward
 
     settings = app.state.settings
 
@@ -198,42 +189,7 @@ def add_messages_route(app, *, read_json, compress, check_counts, control, redac
                 body = from_chat(body, places, res.messages)
                 headers = {"X-Elision-Method": method, "X-Elision-Origin-Tokens": str(res.origin_tokens),
                            "X-Elision-Compressed-Tokens": str(res.compressed_tokens)}
-        up_headers = {k: v for k, v in request.headers.items() if k.lower() in PASS_UP}
         url = base.rstrip("/") + "/messages"
-        where = redact(url)
-        client = request.app.state.client
-        t0 = time.perf_counter()
-        try:
-            up = await client.send(client.build_request("POST", url, json=body, headers=up_headers), stream=True)
-        except httpx.TimeoutException:
-            return _error(504, "upstream_timeout", f"the upstream did not answer within "
-                          f"{settings.upstream_timeout:g} s", headers)
-        except httpx.HTTPError as e:
-            return _error(502, "upstream_unreachable", f"cannot reach the upstream at {where}: {type(e).__name__}",
-                          headers)
-        request.app.state.metrics.observe("elision_upstream_seconds", time.perf_counter() - t0)
-        down = {k: v for k, v in up.headers.items()
-                if k.lower() in PASS_DOWN or k.lower().startswith(("anthropic-ratelimit", "x-ratelimit"))}
-        down.update(headers)
-        if up.status_code < 300 and "text/event-stream" in up.headers.get("content-type", ""):
-            return StreamingResponse(_relay(up), status_code=up.status_code, headers=down,
-                                     background=BackgroundTask(up.aclose))
-        try:
-            content = await up.aread()
-        except httpx.TimeoutException:
-            return _error(504, "upstream_timeout", "the upstream stopped sending its answer", headers)
-        except httpx.HTTPError as e:
-            return _error(502, "upstream_error", f"the upstream's answer broke off: {type(e).__name__}", headers)
-        finally:
-            await up.aclose()
-        if up.status_code >= 500:  # its body is not relayed: it may name the upstream's internals
-            return _error(502, "upstream_error", f"the upstream ({where}) answered HTTP {up.status_code}", headers,
-                          upstream_status=up.status_code)
-        if up.status_code >= 300:  # the upstream's own 3xx / 4xx (a bad key, a bad model), as it came
-            return Response(content=content, status_code=up.status_code, headers=down)
-        try:
-            json.loads(content)
-        except ValueError:
-            return _error(502, "upstream_invalid_json", f"the upstream answered HTTP {up.status_code} with a body "
-                          "that is not JSON", headers, upstream_status=up.status_code)
-        return Response(content=content, status_code=up.status_code, headers=down, media_type="application/json")
+        return await forward(request, url, body, pass_up=PASS_UP, elision_headers=headers, fail=_error,
+                             pass_down=lambda k: k in PASS_DOWN or k.startswith(("anthropic-ratelimit", "x-ratelimit")),
+                             broken_event=_broken_event, timeout_s=settings.upstream_timeout, where=redact(url))

@@ -50,6 +50,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .._errors import Cancelled, ElisionError, InvalidInput, TooLong, UnknownName
 from ..parsing import parse_bool
+from .forward import forward
 from .metrics import Metrics
 from .playground import PATHS as PLAYGROUND_PATHS
 from .pool import Overloaded, Pool
@@ -166,9 +167,8 @@ def create_app(settings: Settings | None = None, preloaded: dict | None = None):
         import httpx
         from fastapi import FastAPI, Request
         from fastapi.exceptions import RequestValidationError
-        from fastapi.responses import JSONResponse, Response, StreamingResponse
+        from fastapi.responses import JSONResponse, Response
         from pydantic import ValidationError
-        from starlette.background import BackgroundTask
         from starlette.exceptions import HTTPException as StarletteHTTPException
     except ImportError as e:  # pragma: no cover - depends on the install
         from .._errors import MissingDependency
@@ -369,49 +369,10 @@ def create_app(settings: Settings | None = None, preloaded: dict | None = None):
             body["messages"] = res.messages
             headers = {"X-Elision-Method": method, "X-Elision-Origin-Tokens": str(res.origin_tokens),
                        "X-Elision-Compressed-Tokens": str(res.compressed_tokens)}
-        up_headers = {k: v for k, v in request.headers.items() if k.lower() in PASS_UP}
         url = settings.upstream.rstrip("/") + "/chat/completions"
-        where = _redact(url)  # what an error message may show: no credentials, no query
-        client = request.app.state.client
-        t0 = time.perf_counter()
-        try:
-            up = await client.send(client.build_request("POST", url, json=body, headers=up_headers), stream=True)
-        except httpx.TimeoutException:
-            raise ServiceError(504, "upstream_timeout", f"the upstream did not answer within "
-                               f"{settings.upstream_timeout:g} s", headers=headers) from None
-        except httpx.ConnectError as e:
-            raise ServiceError(502, "upstream_unreachable", f"cannot reach the upstream at {where}: "
-                               f"{type(e).__name__}", headers=headers) from None
-        except httpx.HTTPError as e:  # connected, then reset or closed before an answer
-            raise ServiceError(502, "upstream_error", f"the upstream at {where} broke the connection before "
-                               f"answering: {type(e).__name__}", headers=headers) from None
-        metrics.observe("elision_upstream_seconds", time.perf_counter() - t0)
-        down = {k: v for k, v in up.headers.items() if k.lower() in PASS_DOWN or k.lower().startswith("x-ratelimit")}
-        down.update(headers)
-        streaming = "text/event-stream" in up.headers.get("content-type", "")
-        if up.status_code < 300 and streaming:
-            return StreamingResponse(_relay(up, log), status_code=up.status_code, headers=down,
-                                     background=BackgroundTask(up.aclose))
-        try:
-            content = await up.aread()  # decoded (gzip, br, ...): the answer goes out without the encoding
-        except httpx.TimeoutException:
-            raise ServiceError(504, "upstream_timeout", "the upstream stopped sending its answer", headers=headers) from None
-        except httpx.HTTPError as e:
-            raise ServiceError(502, "upstream_error", f"the upstream's answer broke off: {type(e).__name__}",
-                               headers=headers) from None
-        finally:
-            await up.aclose()
-        if up.status_code >= 500:  # its body is not relayed: it may name internals of the upstream
-            raise ServiceError(502, "upstream_error", f"the upstream ({where}) answered HTTP {up.status_code}",
-                               headers=headers, upstream_status=up.status_code)
-        if up.status_code >= 300:  # the upstream's own 3xx / 4xx, status and body as they came
-            return Response(content=content, status_code=up.status_code, headers=down)
-        try:
-            json.loads(content)
-        except ValueError:
-            raise ServiceError(502, "upstream_invalid_json", f"the upstream answered HTTP {up.status_code} with a "
-                               "body that is not JSON", headers=headers, upstream_status=up.status_code) from None
-        return Response(content=content, status_code=up.status_code, headers=down, media_type="application/json")
+        return await forward(request, url, body, pass_up=PASS_UP, elision_headers=headers, fail=respond_error,
+                             pass_down=lambda k: k in PASS_DOWN or k.startswith("x-ratelimit"),
+                             broken_event=_broken_event, timeout_s=settings.upstream_timeout, where=_redact(url))
 
     from .anthropic import add_messages_route
     from .playground import add_playground
@@ -624,19 +585,10 @@ def _control(body: dict, headers) -> dict:
     return control
 
 
-async def _relay(up, log):
-    """The upstream's event stream as it arrives, decoded (a gzip-encoding upstream's bytes are
-    not relayed under a header that no longer says gzip); if it breaks off, one last SSE event
-    with an error object instead of a half-closed connection."""
-    import httpx
-
-    try:
-        async for chunk in up.aiter_bytes():
-            yield chunk
-    except httpx.HTTPError as e:
-        log.warning("upstream stream broke off: %s", type(e).__name__)
-        yield ("data: " + json.dumps(error_body(502, "upstream_error", f"the upstream stream broke off: "
-                                                f"{type(e).__name__}")) + "\n\n").encode()
+def _broken_event(error: str) -> bytes:
+    """The last SSE event of a chat stream whose upstream broke off: an error object in the one shape."""
+    return ("data: " + json.dumps(error_body(502, "upstream_error", f"the upstream stream broke off: {error}"))
+            + "\n\n").encode()
 
 
 def _version() -> str:
