@@ -31,3 +31,16 @@ def llmlingua():
 def is_subsequence(small: str, big: str) -> bool:
     it = iter(big)
     return all(ch in it for ch in small)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _int8_graphs_in_a_temporary_cache(tmp_path_factory):
+    """int8 graphs exported during the tests go to a temporary folder, not the user's cache
+    (tests load classifiers from temporary paths, each of which would leave a 22 MB graph)."""
+    import elision.models.encoder as encoder
+
+    mp = pytest.MonkeyPatch()
+    folder = tmp_path_factory.mktemp("elision-cache")
+    mp.setattr(encoder, "cache_dir", lambda: folder)
+    yield
+    mp.undo()
