@@ -30,11 +30,15 @@ from types import SimpleNamespace
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
 
 
-def read_config(path: Path) -> dict | None:
+def _read_json(file: Path) -> dict | None:
     try:
-        return json.loads((Path(path) / "config.json").read_text())
+        return json.loads(Path(file).read_text())
     except (OSError, ValueError):
         return None
+
+
+def read_config(path: Path) -> dict | None:
+    return _read_json(Path(path) / "config.json")
 
 
 def supported(path) -> bool:
@@ -71,14 +75,8 @@ class Tokenizer:
         self.backend = Backend.from_file(str(p / "tokenizer.json"))
         self.backend.no_truncation()
         self.backend.no_padding()
-        try:
-            tc = json.loads((p / "tokenizer_config.json").read_text())
-        except (OSError, ValueError):
-            tc = {}
-        try:
-            sm = json.loads((p / "special_tokens_map.json").read_text())
-        except (OSError, ValueError):
-            sm = {}
+        tc = _read_json(p / "tokenizer_config.json") or {}
+        sm = _read_json(p / "special_tokens_map.json") or {}
 
         def token_id(key):
             tok = sm.get(key, tc.get(key))

@@ -24,9 +24,16 @@ import numpy as np
 from .._errors import InvalidInput, MissingDependency
 from ..lru import BytesLRU
 from .hf import require_transformers
-from .registry import (cache_dir, load_dtype, precision_name, prepare, quantize_int8, resolve_device, resolve_dtype,
-                       resolve_dtype_name)
-
+from .registry import (
+    cache_dir,
+    load_dtype,
+    precision_name,
+    prepare,
+    quantize_int8,
+    resolve_device,
+    resolve_dtype,
+    resolve_dtype_name,
+)
 
 _SHARED: dict[tuple, TokenClassifier] = {}
 TOKEN_CACHE_BYTES = 64 * 2**20  # tokenized texts kept per classifier (keys included)
@@ -182,13 +189,10 @@ class TokenClassifier:
         clf = cls(model, tokenizer, name=str(name), device=dev, dtype=load_dtype(dt))
         if dt_name == "int8":  # ONNX Runtime where it can run the packed rows, else torch's dynamic int8
             if clf.packing and onnx.available():
-                import torch
-
                 graph = onnx.export_int8(model, _onnx_dir(path), clf.keep_label, clf.pairs,
                                          {"first_position": clf.first_position, "max_length": clf.max_length,
-                                          "cls_id": clf.cls_id, "sep_id": clf.sep_id, "pad_id": clf.pad_id,
-                                          "question_aware": clf.question_aware})
-                clf.ort = onnx.OrtClassifier(graph, torch.get_num_threads())
+                                          "cls_id": clf.cls_id, "sep_id": clf.sep_id, "pad_id": clf.pad_id})
+                clf.ort = onnx.OrtClassifier(graph, _threads())
                 clf.model = None  # the graph holds the weights; the float32 copy is not kept
                 clf.precision = "int8"
             else:
@@ -202,21 +206,21 @@ class TokenClassifier:
         torch, no transformers); None when the graph, its notes or a tokenizer.json is missing."""
         from . import bert, onnx
 
-        if not isinstance(path, Path) and not Path(str(path)).is_dir():
-            return None  # a hub id: resolved by transformers on the torch path
-        found = onnx.cached(_onnx_dir(path))
-        if found is None or not (Path(path) / "tokenizer.json").is_file():
+        p = Path(str(path))
+        if not (p / "tokenizer.json").is_file():
+            return None  # a hub id (resolved by transformers on the torch path), or no tokenizer.json
+        found = onnx.cached(_onnx_dir(p))
+        cfg = bert.read_config(p)
+        if found is None or cfg is None:
             return None
         graph, meta = found
-        cfg = bert.read_config(Path(path))
-        if cfg is None:
-            return None
-        tokenizer = bert.Tokenizer(Path(path))
+        tokenizer = bert.Tokenizer(p)  # its special ids as the exporting (transformers) tokenizer had them
         tokenizer.cls_token_id, tokenizer.sep_token_id = meta["cls_id"], meta["sep_id"]
         tokenizer.pad_token_id, tokenizer.model_max_length = meta["pad_id"], meta["max_length"]
+        # labels, pairs and question-awareness come from the same config.json the graph was
+        # exported with (the cache key follows it)
         clf = cls(None, tokenizer, name=str(name), device="cpu", dtype=None, config=bert.config_namespace(cfg),
                   first_position=meta["first_position"])
-        clf.keep_label, clf.pairs, clf.question_aware = meta["keep_label"], meta["pairs"], meta["question_aware"]
         clf.ort = onnx.OrtClassifier(graph, _threads())
         return clf
 

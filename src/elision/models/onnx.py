@@ -44,7 +44,7 @@ def require() -> None:
                                 "pip install 'elision[models]'  (or: pip install onnxruntime onnx)")
 
 
-NOTES = ("keep_label", "pairs", "first_position", "max_length", "cls_id", "sep_id", "pad_id", "question_aware")
+NOTES = ("keep_label", "pairs", "first_position", "max_length", "cls_id", "sep_id", "pad_id")
 
 
 def cached(out_dir: Path) -> tuple[Path, dict] | None:
@@ -70,6 +70,7 @@ def export_int8(model, out_dir: Path, keep_label: int, pairs: bool, notes: dict 
 
     out_dir.mkdir(parents=True, exist_ok=True)
     final = out_dir / "model.int8.onnx"
+
     def write_notes():
         tmp_meta = out_dir / f"elision-onnx.{id(model)}.tmp.json"
         tmp_meta.write_text(json.dumps({**(notes or {}), "format": FORMAT, "keep_label": keep_label, "pairs": pairs}))
