@@ -151,11 +151,12 @@ def _broken_event(error: str) -> bytes:
     return f"event: error\ndata: {json.dumps(event)}\n\n".encode()
 
 
-def add_messages_route(app, *, read_json, compress, check_counts, control, redact) -> None:
+def add_messages_route(app, *, read_json, compress_chat, check_counts, control, redact) -> None:
     """Add POST /v1/messages to the service's app, through the service's own steps (app.py):
     `read_json(request)` (content type, size, depth), `check_counts(messages=...)`,
-    `control(body, headers)` (the request's elision settings), `compress(method, target, call)`
-    (compress_messages in the bounded pool, with its time limit) and `redact(url)`."""
+    `control(body, headers)` (the request's elision settings), `compress_chat(messages,
+    control)` (compress_messages in the bounded pool, with its time limit: the messages and
+    the X-Elision-* headers) and `redact(url)`."""
     from fastapi import Request
 
     from .forward import forward
@@ -180,15 +181,8 @@ def add_messages_route(app, *, read_json, compress, check_counts, control, redac
             check_counts(messages=body.get("messages"))
             chat, places = to_chat(body)
             if chat:  # else only images and tool calls: nothing to compress
-                method = ctl.get("method") or settings.method
-                budget = ({"target_tokens": ctl["target_tokens"]} if ctl.get("target_tokens") is not None
-                          else {"rate": ctl.get("rate", settings.rate)})
-                extra = {k: ctl[k] for k in ("age_decay", "keep_recent") if k in ctl}
-                res = await compress(method, None, lambda c, check: c.compress_messages(
-                    chat, **budget, progress=check, **extra))
-                body = from_chat(body, places, res.messages)
-                headers = {"X-Elision-Method": method, "X-Elision-Origin-Tokens": str(res.origin_tokens),
-                           "X-Elision-Compressed-Tokens": str(res.compressed_tokens)}
+                compressed, headers = await compress_chat(chat, ctl)
+                body = from_chat(body, places, compressed)
         url = base.rstrip("/") + "/messages"
         return await forward(request, url, body, pass_up=PASS_UP, elision_headers=headers, fail=_error,
                              pass_down=lambda k: k in PASS_DOWN or k.startswith(("anthropic-ratelimit", "x-ratelimit")),

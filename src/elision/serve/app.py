@@ -345,6 +345,19 @@ def create_app(settings: Settings | None = None, preloaded: dict | None = None):
         out["original_prompt"] = res.original_prompt if req.return_original else None
         return out
 
+    async def compress_chat(messages, control: dict) -> tuple[list, dict]:
+        """compress_messages in the pool, under a proxied request's controls (method, rate or
+        target_tokens, age_decay, keep_recent; the service's defaults else): the compressed
+        messages and the X-Elision-* headers the answer carries. Both proxies use it."""
+        method = control.get("method") or settings.method
+        budget = ({"target_tokens": control["target_tokens"]} if control.get("target_tokens") is not None
+                  else {"rate": control.get("rate", settings.rate)})
+        extra = {k: control[k] for k in ("age_decay", "keep_recent") if k in control}
+        res = await compress_in_pool(method, None, lambda c, check: c.compress_messages(
+            messages, **budget, progress=check, **extra))
+        return res.messages, {"X-Elision-Method": method, "X-Elision-Origin-Tokens": str(res.origin_tokens),
+                              "X-Elision-Compressed-Tokens": str(res.compressed_tokens)}
+
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
         """OpenAI-compatible: compress the messages, forward, pass the answer back unchanged."""
@@ -360,15 +373,7 @@ def create_app(settings: Settings | None = None, preloaded: dict | None = None):
         headers = {"X-Elision-Method": "off"}
         if not control.get("off"):
             check_counts(messages=body.get("messages"))
-            method = control.get("method") or settings.method
-            budget = ({"target_tokens": control["target_tokens"]} if control.get("target_tokens") is not None
-                      else {"rate": control.get("rate", settings.rate)})
-            extra = {k: control[k] for k in ("age_decay", "keep_recent") if k in control}
-            res = await compress_in_pool(method, None, lambda c, check: c.compress_messages(
-                body.get("messages"), **budget, progress=check, **extra))
-            body["messages"] = res.messages
-            headers = {"X-Elision-Method": method, "X-Elision-Origin-Tokens": str(res.origin_tokens),
-                       "X-Elision-Compressed-Tokens": str(res.compressed_tokens)}
+            body["messages"], headers = await compress_chat(body.get("messages"), control)
         url = settings.upstream.rstrip("/") + "/chat/completions"
         return await forward(request, url, body, pass_up=PASS_UP, elision_headers=headers, fail=respond_error,
                              pass_down=lambda k: k in PASS_DOWN or k.startswith("x-ratelimit"),
@@ -377,7 +382,7 @@ def create_app(settings: Settings | None = None, preloaded: dict | None = None):
     from .anthropic import add_messages_route
     from .playground import add_playground
 
-    add_messages_route(app, read_json=read_json, compress=compress_in_pool, check_counts=check_counts,
+    add_messages_route(app, read_json=read_json, compress_chat=compress_chat, check_counts=check_counts,
                        control=_control, redact=_redact)  # POST /v1/messages: the Anthropic format
     add_playground(app)  # GET /: the web playground
     app.add_middleware(Gate, settings=settings, metrics=metrics)
