@@ -79,6 +79,25 @@ class TargetError(ElisionError):
     """The target could not answer (endpoint down, HTTP error, malformed answer)."""
 
 
+def endpoint_url(base_url: str, path: str) -> str:
+    """base_url (an OpenAI-compatible /v1 root) + path; InvalidInput unless it is http(s)."""
+    if not base_url.startswith(("http://", "https://")):
+        raise InvalidInput(f"endpoint must be an http(s) URL, got {base_url!r}")
+    return base_url.rstrip("/") + path
+
+
+def post_to_target(url: str, payload: dict, api_key: str | None, timeout: float) -> bytes:
+    """post_json, its failures as TargetError naming the URL (HTTP status and the start of the
+    body, or the network error and the time limit)."""
+    try:
+        return post_json(url, payload, api_key, timeout)
+    except urllib.error.HTTPError as e:
+        detail = e.read()[:300].decode("utf-8", errors="replace").strip()
+        raise TargetError(f"{url} answered HTTP {e.code} {e.reason}: {detail}") from None
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
+        raise TargetError(f"{url} failed: {getattr(e, 'reason', e)} (timeout {timeout:g} s)") from None
+
+
 def words(text: str) -> int:
     return len(text.split())
 
@@ -146,21 +165,13 @@ class EndpointTarget:
     logprobs asked for): EndpointTarget("http://localhost:8000/v1", "llama-3-8b").continue_batch(...)."""
 
     def __init__(self, base_url: str, model: str, api_key: str | None = None, timeout: float = 60.0):
-        if not base_url.startswith(("http://", "https://")):
-            raise InvalidInput(f"endpoint must be an http(s) URL, got {base_url!r}")
-        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.url = endpoint_url(base_url, "/chat/completions")
         self.model, self.api_key, self.timeout = model, api_key, timeout
 
     def continue_one(self, prompt: str, max_new_tokens: int) -> tuple[str, float | None, int]:
         payload = {"model": self.model, "temperature": 1.0, "max_tokens": max_new_tokens, "logprobs": True,
                    "messages": [{"role": "user", "content": prompt}]}
-        try:
-            raw = post_json(self.url, payload, self.api_key, self.timeout)
-        except urllib.error.HTTPError as e:
-            detail = e.read()[:300].decode("utf-8", errors="replace").strip()
-            raise TargetError(f"{self.url} answered HTTP {e.code} {e.reason}: {detail}") from None
-        except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
-            raise TargetError(f"{self.url} failed: {getattr(e, 'reason', e)} (timeout {self.timeout:g} s)") from None
+        raw = post_to_target(self.url, payload, self.api_key, self.timeout)
         try:
             choice = json.loads(raw)["choices"][0]
             text = choice["message"]["content"]

@@ -39,7 +39,6 @@ import contextlib
 import copy
 import dataclasses
 import datetime
-import http.client
 import json
 import os
 import random
@@ -47,25 +46,21 @@ import shutil
 import sys
 import tempfile
 import time
-import urllib.error
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .._errors import ElisionError, InvalidInput
-from .._io import post_json, sha256_file
+from .._errors import InvalidInput
+from .._io import sha256_file
 from ..models.hf import quiet_transformers
 from . import checkpoint as ckpt
 from .align import word_spans
 from .classifier import IGNORE, encode_passage, split_heldout
+from .distribution import TargetError, endpoint_url, post_to_target
 
 BASELINE_DECAY = 0.9
-
-
-class TargetError(ElisionError):
-    """The target LM could not score an answer (endpoint down, no logprobs, malformed answer)."""
 
 
 # --------------------------------------------------------------------------------- targets
@@ -96,22 +91,14 @@ class EndpointScorer:
     averaged. EndpointScorer("http://localhost:8000/v1", "gemma-3-1b").nll(prompt, "Paris")."""
 
     def __init__(self, base_url: str, model: str, api_key: str | None = None, timeout: float = 60.0):
-        if not base_url.startswith(("http://", "https://")):
-            raise InvalidInput(f"endpoint must be an http(s) URL, got {base_url!r}")
-        self.url = base_url.rstrip("/") + "/completions"
+        self.url = endpoint_url(base_url, "/completions")
         self.model, self.api_key, self.timeout = model, api_key, timeout
 
     def nll(self, prompt: str, answer: str) -> float:
         text = prompt + " " + answer.strip()
         payload = {"model": self.model, "prompt": text, "max_tokens": 0, "echo": True, "logprobs": 1,
                    "temperature": 0}
-        try:
-            raw = post_json(self.url, payload, self.api_key, self.timeout)
-        except urllib.error.HTTPError as e:
-            detail = e.read()[:300].decode("utf-8", errors="replace").strip()
-            raise TargetError(f"{self.url} answered HTTP {e.code} {e.reason}: {detail}") from None
-        except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
-            raise TargetError(f"{self.url} failed: {getattr(e, 'reason', e)} (timeout {self.timeout:g} s)") from None
+        raw = post_to_target(self.url, payload, self.api_key, self.timeout)
         try:
             lp = json.loads(raw)["choices"][0]["logprobs"]
             offsets, values = lp["text_offset"], lp["token_logprobs"]
