@@ -20,14 +20,8 @@ from elision.batch import Fields, Journal, LocalEngine, read_records, run_batch
 from elision.batch import records as records_module
 from elision.cli import cli
 
-DOCS = [
-    "The Tay Bridge, opened in 1878, carried the North British Railway across the Firth of Tay near Dundee. "
-    "Its designer, Thomas Bouch, was knighted after the opening.",
-    "Bread rises because yeast ferments the sugars in the dough and releases carbon dioxide, which the "
-    "gluten network traps as small bubbles that expand in the oven.",
-    "The central girders collapsed in a violent storm on 28 December 1879 while a train was crossing.",
-]
-QUESTION = "Who designed the Tay Bridge?"
+from .conftest import BATCH_DOCS as DOCS
+from .conftest import TAY_QUESTION as QUESTION
 
 
 @pytest.fixture(scope="module")

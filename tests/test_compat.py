@@ -17,17 +17,10 @@ from elision import Compressor
 from elision._errors import InvalidInput
 from elision.compat import _DEFAULT_ONLY, PromptCompressor, parse_context_budget
 
+from .conftest import TAY_DOCS as DOCS
+from .conftest import TAY_QUESTION as QUESTION
 from .conftest import is_subsequence
 
-DOCS = [
-    "The Tay Bridge, opened in 1878, carried the North British Railway across the Firth of Tay near Dundee. "
-    "Its designer, Thomas Bouch, was knighted after the opening.",
-    "Bread rises because yeast ferments sugars and releases carbon dioxide, which the gluten network traps "
-    "as the dough proves in a warm kitchen.",
-    "Less than two years after it opened, the central girders of the bridge collapsed in a violent storm on "
-    "28 December 1879 while a train was crossing, and everyone aboard was killed.",
-]
-QUESTION = "Who designed the Tay Bridge?"
 KEYS = ["compressed_prompt", "origin_tokens", "compressed_tokens", "ratio", "rate", "saving"]
 
 

@@ -7,9 +7,7 @@ import gzip
 import json
 import re
 import struct
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -20,8 +18,24 @@ from hypothesis import strategies as st
 from elision import InvalidInput, UnknownName
 from elision.cli import cli
 from elision.train.align import WORD, align
-from elision.train.corpus import (decode_kjv, fetch_corpus, pack, passages, rst_paragraphs, user_passages)
-from elision.train.distill import EndpointTeacher, LocalTeacher, Teacher, TeacherError, distill, filter_rows
+from elision.train.corpus import (
+    decode_kjv,
+    fetch_corpus,
+    pack,
+    passages,
+    rst_paragraphs,
+    user_passages,
+)
+from elision.train.distill import (
+    EndpointTeacher,
+    LocalTeacher,
+    Teacher,
+    TeacherError,
+    distill,
+    filter_rows,
+)
+
+from .conftest import JSONHandler, loopback
 
 ROW_FIELDS = {"id", "source", "text", "compressed", "words", "labels", "variation_rate", "hitting_rate",
               "matching_rate", "alignment_gap"}
@@ -125,55 +139,34 @@ def _delete_short(text: str) -> str:
     return " ".join(w for w in text.split() if len(w.strip(".,;:")) > 3)
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JSONHandler):
     seen: list = []
 
-    def log_message(self, *args):
-        pass
-
-    def _send(self, code: int, body: bytes) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
     def do_POST(self):
-        req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        req = self.read_json()
         _Handler.seen.append((self.path, dict(self.headers), req))
         mode = self.path.split("/")[1]
         if mode == "err":
-            return self._send(500, b'{"error": "boom"}')
+            return self.send_json(b'{"error": "boom"}', 500)
         if mode == "bad":
-            return self._send(200, b"not json {")
+            return self.send_json(b"not json {")
         if mode == "nochoice":
-            return self._send(200, b'{"choices": []}')
+            return self.send_json(b'{"choices": []}')
         if mode == "slow":
-            time.sleep(1.0)
+            time.sleep(1.0)  # the client gives up first: its broken pipe is the server's to ignore
         text = req["messages"][-1]["content"].split("Text to compress:\n", 1)[1]
         words = _delete_short(text).split()
         if "zebra" in text:  # a teacher that invents words: variation
             words = ["novel", "invented"] + words
         if "parrot" in text:  # a teacher that reorders: alignment gap
             words = words[-1:] + words[:-1]
-        body = {"choices": [{"message": {"role": "assistant", "content": " ".join(words)}}]}
-        self._send(200, json.dumps(body).encode())
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request, client_address):
-        pass  # the client of the 'slow' route has gone by the time it answers: a broken pipe
+        return self.send_json({"choices": [{"message": {"role": "assistant", "content": " ".join(words)}}]})
 
 
 @pytest.fixture(scope="module")
 def server():
-    srv = _Server(("127.0.0.1", 0), _Handler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}"
-    srv.shutdown()
-    srv.server_close()
+    with loopback(_Handler) as url:
+        yield url
 
 
 def test_endpoint_teacher_round_trip(server, docs):

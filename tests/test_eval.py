@@ -11,7 +11,7 @@ from elision import InvalidInput
 from elision.eval.report import position_table
 from elision.eval.runner import load_cases, parse_method, run, split_methods
 
-from .conftest import DATA
+from .conftest import DATA, JSONHandler, loopback
 
 
 def test_squad_mdqa_layout_and_positions():
@@ -176,29 +176,15 @@ def test_generation_metrics():
 @pytest.fixture
 def openai_stub():
     """A tiny OpenAI-compatible chat server on loopback that always answers 'Thomas Bouch'."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, HTTPServer
-
     seen = []
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(JSONHandler):
         def do_POST(self):
-            seen.append((json.loads(self.rfile.read(int(self.headers["Content-Length"]))),
-                         self.headers.get("Authorization")))
-            out = json.dumps({"choices": [{"message": {"role": "assistant", "content": " Thomas Bouch "}}]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(out)))
-            self.end_headers()
-            self.wfile.write(out)
+            seen.append((self.read_json(), self.headers.get("Authorization")))
+            self.send_json({"choices": [{"message": {"role": "assistant", "content": " Thomas Bouch "}}]})
 
-        def log_message(self, *a):
-            pass
-
-    srv = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{srv.server_port}/v1", seen
-    srv.shutdown()
+    with loopback(Handler) as url:
+        yield url + "/v1", seen
 
 
 def test_generation_endpoint_against_a_local_server(openai_stub):

@@ -6,9 +6,6 @@ the real runs, in docs/align.md, use gemma3-270m)."""
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 
 import numpy as np
@@ -28,6 +25,8 @@ from elision.train.distribution import (
     prompt_of,
     train,
 )
+
+from .conftest import JSONHandler, loopback
 
 TARGET = "smollm2-135m"
 TINY = {"max_steps": 3, "batch_size": 2, "heldout": 0.34, "max_prompt": 48, "max_output": 24, "eval_every": 2,
@@ -141,40 +140,26 @@ def test_resume_with_other_settings_is_refused(pairs_dir, tmp_path):
 
 # --- the endpoint target -------------------------------------------------------------------------
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JSONHandler):
     seen: ClassVar[list] = []
 
-    def log_message(self, *a):
-        pass
-
     def do_POST(self):
-        req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        req = self.read_json()
         _Handler.seen.append((self.path, req))
         if "/fail/" in self.path:
-            self.send_response(500)
-            self.end_headers()
-            self.wfile.write(b"boom")
-            return
+            return self.send_json(b"boom", 500)
         # a remote LLM stand-in: continues with fixed words, and their logprobs
         body = {"choices": [{"message": {"role": "assistant", "content": " and so it went on."},
                              "logprobs": {"content": [{"token": t, "logprob": lp} for t, lp in
                                                       ((" and", -1.5), (" so", -0.5), (" it", -0.25),
                                                        (" went", -2.0), (" on.", -0.75))]}}]}
-        data = json.dumps(body).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        return self.send_json(body)
 
 
 @pytest.fixture(scope="module")
 def server():
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}"
-    srv.shutdown()
-    srv.server_close()
+    with loopback(_Handler) as url:
+        yield url
 
 
 def test_endpoint_target_pairs(server, tmp_path, docs):

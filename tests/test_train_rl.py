@@ -6,8 +6,6 @@ P(keep) the way the reward asks, resume, the reward plot, the endpoint scorer, b
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -27,6 +25,8 @@ from elision.train.rl import (
     top_k_mask,
     train,
 )
+
+from .conftest import JSONHandler, loopback
 
 QA = [  # (doc index, question, answer): answers copied from tests/data/docs.json
     (0, "Who designed the Tay Bridge?", "Thomas Bouch"),
@@ -139,14 +139,11 @@ def test_reinforce_moves_keep_probability_toward_the_reward(qdir, target_lm, tmp
 
 # --- the endpoint scorer: a loopback /completions over the real target LM ---------------------
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JSONHandler):
     lm = None
 
-    def log_message(self, *a):
-        pass
-
     def do_POST(self):
-        req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        req = self.read_json()
         if req.get("model") == "no-logprobs":
             body = {"choices": [{"text": req["prompt"]}]}
         else:  # echo + logprobs as vLLM answers them: one logprob per prompt token (None first)
@@ -157,22 +154,14 @@ class _Handler(BaseHTTPRequestHandler):
                 "tokens": [lm.tokenizer.decode([int(i)]) for i in ids],
                 "text_offset": [int(o) for o in offsets[:, 0]],
                 "token_logprobs": [float(-x) for x in nll]}}]}
-        data = json.dumps(body).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        self.send_json(body)
 
 
 @pytest.fixture(scope="module")
 def server(target_lm):
     _Handler.lm = target_lm.t.lm
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}"
-    srv.shutdown()
-    srv.server_close()
+    with loopback(_Handler) as url:
+        yield url
 
 
 def test_endpoint_scorer_matches_the_local_target(server, target_lm, docs):
