@@ -74,6 +74,17 @@ def check_settings(saved: dict, settings: dict, ck_dir: Path) -> None:
                            "delete it or choose another out dir")
 
 
+def check_config(cfg, integers: tuple[tuple[str, int], ...]) -> None:
+    """The checks every training config shares: each named field an integer (not a bool) at
+    least its bound, and dtype one a trainer runs in. InvalidInput naming the field."""
+    for name, lo in integers:
+        v = getattr(cfg, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise InvalidInput(f"{name} must be an integer >= {lo}, got {v!r}")
+    if cfg.dtype not in ("auto", "float32", "bfloat16"):
+        raise InvalidInput(f"dtype must be auto, float32 or bfloat16, got {cfg.dtype!r}")
+
+
 def read_jsonl(path: Path) -> list[dict]:
     """Rows of a jsonl file; a torn last line (a run killed mid-write) is cut off the file."""
     if not path.exists():

@@ -44,7 +44,7 @@ import numpy as np
 
 from .._errors import InvalidInput
 from .._io import sha256_file
-from .checkpoint import require_peft, require_torch
+from .checkpoint import check_config, require_peft, require_torch
 from ..chunking import chunk_bounds
 from ..models.encoder import word_tokens
 from ..models.hf import quiet_transformers
@@ -339,11 +339,8 @@ class TrainConfig:
     dtype: str = "auto"
 
     def __post_init__(self) -> None:
-        for name, lo in (("lora_r", 1), ("lora_alpha", 1), ("batch_size", 1), ("max_length", 8),
-                         ("eval_every", 1), ("checkpoint_every", 1), ("seed", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-                raise InvalidInput(f"{name} must be an integer >= {lo}, got {value!r}")
+        check_config(self, (("lora_r", 1), ("lora_alpha", 1), ("batch_size", 1), ("max_length", 8),
+                            ("eval_every", 1), ("checkpoint_every", 1), ("seed", 0)))
         if not (isinstance(self.epochs, (int, float)) and self.epochs > 0):
             raise InvalidInput(f"epochs must be > 0, got {self.epochs!r}")
         if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
@@ -356,8 +353,6 @@ class TrainConfig:
             raise InvalidInput("lora_dropout and warmup must be in [0, 1), weight_decay >= 0")
         if not (isinstance(self.moos_weight, (int, float)) and 0 <= self.moos_weight <= 10):
             raise InvalidInput(f"moos_weight must be in [0, 10], got {self.moos_weight!r}")
-        if self.dtype not in ("auto", "float32", "bfloat16"):
-            raise InvalidInput(f"dtype must be auto, float32 or bfloat16, got {self.dtype!r}")
 
     @property
     def learning_rate(self) -> float:

@@ -341,11 +341,8 @@ class AlignConfig:
     dtype: str = "auto"
 
     def __post_init__(self) -> None:
-        for name, lo in (("lora_r", 1), ("lora_alpha", 1), ("batch_size", 1), ("max_prompt", 1),
-                         ("max_output", 1), ("eval_every", 1), ("checkpoint_every", 1), ("seed", 0)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise InvalidInput(f"{name} must be an integer >= {lo}, got {v!r}")
+        ckpt.check_config(self, (("lora_r", 1), ("lora_alpha", 1), ("batch_size", 1), ("max_prompt", 1),
+                                 ("max_output", 1), ("eval_every", 1), ("checkpoint_every", 1), ("seed", 0)))
         if not (isinstance(self.epochs, (int, float)) and self.epochs > 0):
             raise InvalidInput(f"epochs must be > 0, got {self.epochs!r}")
         if self.max_steps is not None and (isinstance(self.max_steps, bool) or not isinstance(self.max_steps, int)
@@ -357,8 +354,6 @@ class AlignConfig:
             raise InvalidInput(f"lr must be > 0, got {self.lr!r}")
         if not 0 <= self.lora_dropout < 1 or not 0 <= self.warmup < 1 or self.weight_decay < 0:
             raise InvalidInput("lora_dropout and warmup must be in [0, 1), weight_decay >= 0")
-        if self.dtype not in ("auto", "float32", "bfloat16"):
-            raise InvalidInput(f"dtype must be auto, float32 or bfloat16, got {self.dtype!r}")
 
     @property
     def learning_rate(self) -> float:

@@ -286,11 +286,8 @@ class RLConfig:
     dtype: str = "auto"
 
     def __post_init__(self) -> None:
-        for name, lo in (("episodes", 1), ("batch_size", 1), ("eval_episodes", 1), ("eval_every", 1),
-                         ("checkpoint_every", 1), ("seed", 0)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise InvalidInput(f"{name} must be an integer >= {lo}, got {v!r}")
+        ckpt.check_config(self, (("episodes", 1), ("batch_size", 1), ("eval_episodes", 1), ("eval_every", 1),
+                                 ("checkpoint_every", 1), ("seed", 0)))
         if not (isinstance(self.rate, (int, float)) and 0 < self.rate < 1):
             raise InvalidInput(f"rate must be in (0, 1), got {self.rate!r}")
         if not (isinstance(self.penalty, (int, float)) and self.penalty >= 0):
@@ -300,8 +297,6 @@ class RLConfig:
         if not (isinstance(self.heldout, (int, float)) and 0 < self.heldout < 1):
             raise InvalidInput(f"heldout must be in (0, 1) (the reward curve needs held-out questions), "
                                f"got {self.heldout!r}")
-        if self.dtype not in ("auto", "float32", "bfloat16"):
-            raise InvalidInput(f"dtype must be auto, float32 or bfloat16, got {self.dtype!r}")
 
 
 def start_artifact(name: str) -> Path:
