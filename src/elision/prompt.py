@@ -169,7 +169,7 @@ class Protector:
 
     def spans(self, text: str) -> tuple[Span, ...]:
         spans = [(m.start(), m.end(1)) for m in self.literals.finditer(text)] if self.literals else []
-        return _merge(spans + [(m.start(), m.end()) for p in self.regexes for m in p.finditer(text)
+        return merge_spans(spans + [(m.start(), m.end()) for p in self.regexes for m in p.finditer(text)
                                if m.end() > m.start()])
 
 
@@ -206,10 +206,11 @@ def protected_spans(text: str, patterns: Sequence[re.Pattern] | Protector) -> tu
     """Sorted, merged character spans of every match. 'a 12 b 12' with r'\\d+' -> ((2, 4), (7, 9))."""
     if isinstance(patterns, Protector):
         return patterns.spans(text)
-    return _merge([(m.start(), m.end()) for p in patterns for m in p.finditer(text) if m.end() > m.start()])
+    return merge_spans([(m.start(), m.end()) for p in patterns for m in p.finditer(text) if m.end() > m.start()])
 
 
-def _merge(spans: list[Span]) -> tuple[Span, ...]:
+def merge_spans(spans: list[Span]) -> tuple[Span, ...]:
+    """Sorted, overlapping or touching spans joined: [(5, 9), (0, 3), (2, 4)] -> ((0, 4), (5, 9))."""
     spans = sorted(spans)
     merged: list[list[int]] = []
     for s, e in spans:

@@ -54,7 +54,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 
 from ._errors import InvalidInput
-from .prompt import SEPARATOR, Prompt, Segment, Span
+from .prompt import SEPARATOR, Prompt, Segment, Span, merge_spans
 
 FORMATS = ("text", "tagged", "json", "markdown")
 
@@ -402,7 +402,7 @@ class _JsonWriter:
             trail = inner[len(inner.rstrip()):]
             self.buf.append('"' + lead)
             self.flush()
-            prot = () if rate == 0 else _merge(
+            prot = () if rate == 0 else merge_spans(
                 [(m.start(), m.end()) for m in _ESCAPE.finditer(body)]
                 + list(_protected(body, self.patterns)))
             self.segs.append(Segment("context", body, prot, rate, ""))
@@ -413,16 +413,6 @@ class _JsonWriter:
             self.buf.append(json.dumps(v))
         else:
             raise InvalidInput(f"value at {path or '(root)'} is a {type(v).__name__}, not a JSON type")
-
-
-def _merge(spans: list[Span]) -> tuple[Span, ...]:
-    out: list[list[int]] = []
-    for s, e in sorted(spans):
-        if out and s <= out[-1][1]:
-            out[-1][1] = max(out[-1][1], e)
-        else:
-            out.append([s, e])
-    return tuple((s, e) for s, e in out)
 
 
 # ---------------------------------------------------------------- Markdown
@@ -471,7 +461,7 @@ def markdown_spans(text: str) -> tuple[Span, ...]:
                 j += 1
             i = j
         i += 1
-    return _merge(spans)
+    return merge_spans(spans)
 
 
 def markdown_prompt(text: str, format: MarkdownFormat = MarkdownFormat(), *, instruction: str = "",
@@ -485,6 +475,6 @@ def markdown_prompt(text: str, format: MarkdownFormat = MarkdownFormat(), *, ins
     segs = []
     for seg in p.segments:
         if seg.role == "context":
-            seg = dataclasses.replace(seg, protected=_merge(list(seg.protected) + list(markdown_spans(seg.text))))
+            seg = dataclasses.replace(seg, protected=merge_spans(list(seg.protected) + list(markdown_spans(seg.text))))
         segs.append(seg)
     return Prompt(tuple(segs), p.offsets)
