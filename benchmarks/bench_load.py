@@ -29,9 +29,7 @@ import argparse
 import asyncio
 import gzip
 import json
-import os
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -40,32 +38,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _common import RESULTS, machine, table, today  # noqa: E402
-from bench_serve import percentile, prompts  # noqa: E402
+from bench_serve import percentile, prompts, start_server  # noqa: E402
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def start_server(port: int, *args: str, env: dict | None = None) -> subprocess.Popen:
-    import httpx
-
-    proc = subprocess.Popen([sys.executable, "-m", "elision.cli", "serve", "--port", str(port), "--log-level",
-                             "warning", *args], env={**os.environ, "ELISION_API_KEY": "", **(env or {})},
-                            stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.3)
-        if proc.poll() is not None:
-            raise SystemExit(f"the server on {port} exited during start-up")
-    proc.kill()
-    raise SystemExit("the server did not start within 180 s")
 
 
 # --- load ----------------------------------------------------------------------------------------

@@ -74,12 +74,14 @@ async def load(url: str, texts: list[str], concurrency: int, rate: float) -> dic
             "p99_ms": 1000 * percentile(lat, 0.99), "mean_ms": 1000 * statistics.mean(lat), "status": codes}
 
 
-def start_server(port: int, method: str, queue: int) -> subprocess.Popen:
+def start_server(port: int, *args: str, env: dict | None = None) -> subprocess.Popen:
+    """`elision serve --port PORT ARGS...` in a child process (no service token), once /healthz
+    answers; SystemExit if it exits or takes over 180 s."""
     import httpx
 
-    env = {**os.environ, "ELISION_API_KEY": ""}
-    proc = subprocess.Popen([sys.executable, "-m", "elision.cli", "serve", "--port", str(port), "--method", method,
-                             "--queue", str(queue), "--log-level", "warning"], env=env, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", "elision.cli", "serve", "--port", str(port), "--log-level",
+                             "warning", *args], env={**os.environ, "ELISION_API_KEY": "", **(env or {})},
+                            stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         try:
@@ -88,7 +90,7 @@ def start_server(port: int, method: str, queue: int) -> subprocess.Popen:
         except httpx.HTTPError:
             time.sleep(0.3)
         if proc.poll() is not None:
-            raise SystemExit("the server exited during start-up")
+            raise SystemExit(f"the server on {port} exited during start-up")
     proc.kill()
     raise SystemExit("the server did not start within 180 s")
 
@@ -111,7 +113,7 @@ def main():
 
     levels = [int(x) for x in args.levels.split(",")]
     texts = prompts(args.tokens, max(args.requests, 2 * max(levels)) + 8)
-    proc = start_server(args.port, args.method, queue=max(levels) + 8)
+    proc = start_server(args.port, "--method", args.method, "--queue", str(max(levels) + 8))
     url = f"http://127.0.0.1:{args.port}"
     server = psutil.Process(proc.pid)
     try:
