@@ -27,7 +27,7 @@ except ImportError:  # pragma: no cover - exercised by the missing-extra test
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from ..compressor import Compressor
-from .shared import compress_texts
+from .shared import compress_texts, compressor_of
 
 
 class ElisionCompressor(BaseDocumentCompressor):
@@ -48,11 +48,7 @@ class ElisionCompressor(BaseDocumentCompressor):
     _built: Compressor | None = PrivateAttr(default=None)
 
     def _compressor(self) -> Compressor:
-        if self.compressor is not None:
-            return self.compressor
-        if self._built is None:
-            self._built = Compressor(self.method, model=self.model, target=self.target, device=self.device)
-        return self._built
+        return compressor_of(self)
 
     def compress_documents(self, documents: Sequence[Document], query: str,
                            callbacks: Callbacks | None = None) -> Sequence[Document]:

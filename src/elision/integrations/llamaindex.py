@@ -24,7 +24,7 @@ except ImportError:  # pragma: no cover - exercised by the missing-extra test
                             "pip install 'elision[llamaindex]'") from None
 
 from ..compressor import Compressor
-from .shared import compress_texts
+from .shared import compress_texts, compressor_of
 
 
 class ElisionPostprocessor(BaseNodePostprocessor):
@@ -46,11 +46,7 @@ class ElisionPostprocessor(BaseNodePostprocessor):
         return "ElisionPostprocessor"
 
     def _compressor(self) -> Compressor:
-        if self.compressor is not None:
-            return self.compressor
-        if self._built is None:
-            self._built = Compressor(self.method, model=self.model, target=self.target, device=self.device)
-        return self._built
+        return compressor_of(self)
 
     def _postprocess_nodes(self, nodes: list[NodeWithScore],
                            query_bundle: QueryBundle | None = None) -> list[NodeWithScore]:

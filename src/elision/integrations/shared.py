@@ -18,6 +18,16 @@ from ..compressor import Compressor
 from ..prompt import Prompt
 
 
+def compressor_of(owner) -> Compressor:
+    """An integration's compressor: the one it was given (`owner.compressor`), else one built
+    from its method / model / target / device on first use and kept in `owner._built`."""
+    if owner.compressor is not None:
+        return owner.compressor
+    if owner._built is None:
+        owner._built = Compressor(owner.method, model=owner.model, target=owner.target, device=owner.device)
+    return owner._built
+
+
 def compress_texts(compressor: Compressor, texts: Sequence[str], query: str, *, rate: float | None = 0.5,
                    target_tokens: int | None = None, options: dict | None = None) -> list[str | None]:
     keep = [i for i, t in enumerate(texts) if t.strip()]
