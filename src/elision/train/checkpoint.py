@@ -85,14 +85,16 @@ def check_config(cfg, integers: tuple[tuple[str, int], ...]) -> None:
         raise InvalidInput(f"dtype must be auto, float32 or bfloat16, got {cfg.dtype!r}")
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    """Rows of a jsonl file; a torn last line (a run killed mid-write) is cut off the file."""
+def read_jsonl(path: Path, skip_blank: bool = True) -> list[dict]:
+    """Rows of a jsonl file; a torn last line (a run killed mid-write) is cut off the file.
+    With skip_blank=False a blank line counts as a line that is not JSON (distill's files never
+    hold one)."""
     if not path.exists():
         return []
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
     rows = []
     for i, line in enumerate(lines):
-        if not line.strip():
+        if skip_blank and not line.strip():
             continue
         try:
             rows.append(json.loads(line))

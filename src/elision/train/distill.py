@@ -36,6 +36,7 @@ import numpy as np
 from .._errors import ElisionError, InvalidInput
 from .._io import post_json
 from .align import WORD, align
+from .checkpoint import read_jsonl
 
 
 class TeacherError(ElisionError):
@@ -158,23 +159,6 @@ def make_row(passage: dict, compressed: str) -> dict:
     return row
 
 
-def _read_rows(path: Path) -> list[dict]:
-    """Rows of a jsonl file; a torn last line (a run killed mid-write) is cut off."""
-    if not path.exists():
-        return []
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    rows = []
-    for i, line in enumerate(lines):
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i == len(lines) - 1:
-                path.write_text("".join(lines[:-1]), encoding="utf-8")
-                break
-            raise InvalidInput(f"{path}:{i + 1} is not JSON; fix or remove the file") from None
-    return rows
-
-
 def filter_rows(rows: list[dict], share: float) -> tuple[list[dict], dict]:
     """Drop the worst `share` of rows by variation rate and, separately, by alignment gap (rows
     with a figure of 0 are never dropped by it). 100 rows, share 0.05 -> at most 5 + 5 dropped."""
@@ -215,7 +199,7 @@ def distill(passages: Iterable[dict], teacher: Teacher, out_dir: str | Path, fil
     teacher_file.write_text(json.dumps(desc, indent=1) + "\n")
 
     all_path, fail_path = out / "all.jsonl", out / "failures.jsonl"
-    done = {r["id"] for r in _read_rows(all_path)}
+    done = {r["id"] for r in read_jsonl(all_path, skip_blank=False)}
     t0 = time.perf_counter()
     seen = new = failed = 0
     last_error = ""
@@ -244,7 +228,7 @@ def distill(passages: Iterable[dict], teacher: Teacher, out_dir: str | Path, fil
                 progress(seen, limit)
     seconds = time.perf_counter() - t0
 
-    rows = _read_rows(all_path)
+    rows = read_jsonl(all_path, skip_blank=False)
     kept, info = filter_rows(rows, filter_share)
     with open(out / "data.jsonl", "w", encoding="utf-8") as f:
         for r in kept:
