@@ -30,7 +30,6 @@ import hashlib
 import json
 import math
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -44,6 +43,7 @@ import numpy as np
 
 from .._errors import InvalidInput
 from .._io import sha256_file
+from . import checkpoint as ckpt
 from .checkpoint import check_config, require_peft, require_torch
 from ..chunking import chunk_bounds
 from ..models.encoder import word_tokens
@@ -284,29 +284,6 @@ def _predict(torch, model, chunks: Sequence[Chunk], pad_id: int, device: str, au
     return np.concatenate(preds) if preds else np.zeros(0, np.int64)
 
 
-def _trainable(model) -> dict:
-    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-
-
-def _load_trainable(model, state: dict, device: str) -> None:
-    missing = {n for n, p in model.named_parameters() if p.requires_grad} - set(state)
-    result = model.load_state_dict({k: v.to(device) for k, v in state.items()}, strict=False)
-    if missing or result.unexpected_keys:
-        raise InvalidInput(f"checkpoint does not fit the model (missing {sorted(missing)[:3]}, "
-                           f"unexpected {result.unexpected_keys[:3]})")
-
-
-def _atomic_torch_save(torch, obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _latest_checkpoint(ck_dir: Path) -> Path | None:
-    found = [(int(m.group(1)), p) for p in ck_dir.glob("step-*.pt") if (m := re.fullmatch(r"step-(\d+)\.pt", p.name))]
-    return max(found)[1] if found else None
-
-
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     """The settings of one run (all of them go into elision.json and into each checkpoint).
@@ -502,15 +479,12 @@ def _train(torch, o: TrainConfig, rows, stats, dirs: list[Path], out_dir: Path, 
     ck_dir = out_dir / "checkpoints"
     step, seconds, history = 0, 0.0, []
     best = {"f1": -1.0, "step": 0, "state": None, "metrics": None}
-    latest = _latest_checkpoint(ck_dir) if ck_dir.is_dir() else None
+    latest = ckpt.latest(ck_dir)
     resumed_from = None
     if latest is not None:
         ck = torch.load(latest, map_location="cpu", weights_only=True)
-        if ck["settings"] != settings:
-            diff = sorted(k for k in settings if ck["settings"].get(k) != settings[k])
-            raise InvalidInput(f"{ck_dir} holds a run with other settings ({', '.join(diff)}); "
-                               "delete it or choose another out dir")
-        _load_trainable(model, ck["trainable"], o.device)
+        ckpt.check_settings(ck["settings"], settings, ck_dir)
+        ckpt.load_trainable(model, ck["trainable"], o.device)
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
         torch.set_rng_state(ck["rng"])
@@ -524,15 +498,12 @@ def _train(torch, o: TrainConfig, rows, stats, dirs: list[Path], out_dir: Path, 
         pred = _predict(torch, model, held_chunks, pad_id, o.device, autocast)
         return keep_metrics(pred, held_gold, held_first)
 
-    def checkpoint() -> None:
-        ck_dir.mkdir(parents=True, exist_ok=True)
-        _atomic_torch_save(torch, {
+    def checkpoint() -> None:  # the last two are kept
+        ckpt.save(torch, {
             "settings": settings, "step": step, "seconds": seconds + time.perf_counter() - t_run,
-            "history": history, "best": best, "trainable": {k: v.cpu() for k, v in _trainable(model).items()},
+            "history": history, "best": best, "trainable": ckpt.trainable_state(model),
             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": torch.get_rng_state(),
-        }, ck_dir / f"step-{step}.pt")
-        for old in sorted(ck_dir.glob("step-*.pt"), key=lambda p: int(p.stem[5:]))[:-2]:
-            old.unlink()  # keep the last two
+        }, ck_dir, keep=2)
 
     def consider(metrics: dict | None) -> None:
         if metrics is None:
@@ -543,7 +514,7 @@ def _train(torch, o: TrainConfig, rows, stats, dirs: list[Path], out_dir: Path, 
                 f"word F1 {metrics['word_f1']:.4f}")
         if metrics["f1"] > best["f1"]:
             best.update(f1=metrics["f1"], step=step, metrics=metrics,
-                        state={k: v.cpu() for k, v in _trainable(model).items()})
+                        state=ckpt.trainable_state(model))
 
     how = f"LoRA r={o.lora_r}" if not o.full else "full fine-tuning"
     say(f"{len(train_chunks)} train chunks ({n_pass['train']} passages, {len(tr_lab):,} labelled tokens, "
@@ -584,7 +555,7 @@ def _train(torch, o: TrainConfig, rows, stats, dirs: list[Path], out_dir: Path, 
     if not history or history[-1]["step"] != step:
         consider(final)
     if best["state"] is not None and best["step"] != step:
-        _load_trainable(model, best["state"], o.device)
+        ckpt.load_trainable(model, best["state"], o.device)
         say(f"keeping step {best['step']} (best held-out keep F1 {best['f1']:.4f})")
 
     n_tok = {"train": int(len(tr_lab)), "heldout": int((held_gold != IGNORE).sum())}
