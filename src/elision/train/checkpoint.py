@@ -67,6 +67,24 @@ def latest(ck_dir: Path) -> Path | None:
     return max(found)[1] if found else None
 
 
+def resume(torch, ck_dir: Path, settings: dict, model, device: str, opt, sched=None,
+           weights_only: bool = True) -> tuple[Path, dict] | None:
+    """The latest checkpoint in ck_dir, its settings checked against `settings`, restored into
+    the model's trainable tensors, the optimizer, the scheduler (when given) and torch's RNG;
+    (its path, the checkpoint) for the rest of the run's state, or None when there is none."""
+    latest_path = latest(ck_dir)
+    if latest_path is None:
+        return None
+    ck = torch.load(latest_path, map_location="cpu", weights_only=weights_only)
+    check_settings(ck["settings"], settings, ck_dir)
+    load_trainable(model, ck["trainable"], device)
+    opt.load_state_dict(ck["optimizer"])
+    if sched is not None:
+        sched.load_state_dict(ck["scheduler"])
+    torch.set_rng_state(ck["rng"])
+    return latest_path, ck
+
+
 def check_settings(saved: dict, settings: dict, ck_dir: Path) -> None:
     if saved != settings:
         diff = sorted(k for k in set(settings) | set(saved) if saved.get(k) != settings.get(k))

@@ -479,15 +479,10 @@ def _train(torch, o: TrainConfig, rows, stats, dirs: list[Path], out_dir: Path, 
     ck_dir = out_dir / "checkpoints"
     step, seconds, history = 0, 0.0, []
     best = {"f1": -1.0, "step": 0, "state": None, "metrics": None}
-    latest = ckpt.latest(ck_dir)
+    found = ckpt.resume(torch, ck_dir, settings, model, o.device, opt, sched)
     resumed_from = None
-    if latest is not None:
-        ck = torch.load(latest, map_location="cpu", weights_only=True)
-        ckpt.check_settings(ck["settings"], settings, ck_dir)
-        ckpt.load_trainable(model, ck["trainable"], o.device)
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        torch.set_rng_state(ck["rng"])
+    if found is not None:
+        latest, ck = found
         step, seconds, history, best = ck["step"], ck["seconds"], ck["history"], ck["best"]
         resumed_from = step
         say(f"resuming from {latest} (step {step}/{total})")

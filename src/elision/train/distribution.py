@@ -510,14 +510,9 @@ def _train(torch, o: AlignConfig, pairs, data_dir: Path, out_dir: Path, base_pat
         settings.pop(k)
     ck_dir = out_dir / "checkpoints"
     step, seconds, history, resumed_from = 0, 0.0, [], None
-    latest = ckpt.latest(ck_dir)
-    if latest is not None:
-        ck = torch.load(latest, map_location="cpu", weights_only=True)
-        ckpt.check_settings(ck["settings"], settings, ck_dir)
-        ckpt.load_trainable(model, ck["trainable"], o.device)
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        torch.set_rng_state(ck["rng"])
+    found = ckpt.resume(torch, ck_dir, settings, model, o.device, opt, sched)
+    if found is not None:
+        latest, ck = found
         step, seconds, history = ck["step"], ck["seconds"], ck["history"]
         resumed_from = step
         say(f"resuming from {latest} (step {step}/{total})")

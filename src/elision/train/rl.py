@@ -431,13 +431,9 @@ def _train(torch, o: RLConfig, episodes: list[Episode], data_dir: Path, out_dir:
         settings.pop(k)
     ck_dir = out_dir / "checkpoints"
     step, seconds, history, train_log, baseline, resumed_from = 0, 0.0, [], [], None, None
-    latest = ckpt.latest(ck_dir)
-    if latest is not None:
-        ck = torch.load(latest, map_location="cpu", weights_only=False)  # our own file: history dicts
-        ckpt.check_settings(ck["settings"], settings, ck_dir)
-        ckpt.load_trainable(model, ck["trainable"], o.device)
-        opt.load_state_dict(ck["optimizer"])
-        torch.set_rng_state(ck["rng"])
+    found = ckpt.resume(torch, ck_dir, settings, model, o.device, opt, weights_only=False)  # our file: dicts
+    if found is not None:
+        latest, ck = found
         step, seconds, history, train_log, baseline = ck["step"], ck["seconds"], ck["history"], ck["log"], ck["baseline"]
         resumed_from = step
         say(f"resuming from {latest} (step {step}/{total})")
