@@ -94,3 +94,26 @@ def test_bad_batches_fail_before_any_scoring(docs):
         c.compress_batch(["a b c"], rate=0.5, batch_size=0)
     with pytest.raises(InvalidInput):
         c.compress_batch(["a b c", ""], rate=0.5)  # an empty prompt, named like compress() names it
+
+
+def test_batches_are_only_as_wide_as_their_fullest_rows(ll2_32, docs, monkeypatch):
+    """Rows go through the encoder in batches of one width bucket (fullest row rounded up to
+    ROW_BUCKET), not all padded to the 128 of the widest: question-aware chunks of ~100 tokens
+    left a quarter of every batch as padding (issue 14). The probabilities stay those of one
+    chunk at a time."""
+    from elision.models import encoder
+
+    clf = TokenClassifier.shared("llmlingua2-qa-minilm", dtype="float32")
+    q = clf.tokenize(docs["question"]).ids
+    ids = clf.tokenize(" ".join(docs["docs"]) * 4).ids
+    lengths = [100, 95, 70, 40, 30, 100, 12, 60] * 3
+    starts = np.cumsum([0, *lengths[:-1]])
+    assert starts[-1] + lengths[-1] <= len(ids)
+    chunks = [ids[a:a + n] for a, n in zip(starts, lengths)]
+    widths = []
+    real = clf.model.forward
+    monkeypatch.setattr(clf.model, "forward", lambda *a, **k: widths.append(k["input_ids"].shape[1]) or real(*a, **k))
+    got = clf.keep_probs(chunks, q, row_tokens=128)
+    assert all(w % encoder.ROW_BUCKET == 0 and w <= 128 for w in widths) and min(widths) < 128, widths
+    alone = [clf.keep_probs([c], q)[0] for c in chunks]
+    assert max(float(np.abs(a - b).max()) for a, b in zip(got, alone)) < 1e-4

@@ -37,6 +37,7 @@ from .registry import (
 
 _SHARED: dict[tuple, TokenClassifier] = {}
 TOKEN_CACHE_BYTES = 64 * 2**20  # tokenized texts kept per classifier (keys included)
+ROW_BUCKET = 16  # a batch of packed rows is as wide as its fullest row, rounded up to this (keep_probs)
 
 
 @dataclass(frozen=True)
@@ -249,7 +250,9 @@ class TokenClassifier:
         `row_tokens` (first fit, longest first), each attending only to itself (block-diagonal
         mask) with its own positions from 0: the same logits as one row per input, without
         the ~1/3 of padding that 10 paragraphs of ~170 tokens cut at 128 would carry.
-        Rows go through the model in batches of about `batch_tokens` tokens; `progress(done,
+        Rows go through the model in batches of at most `batch_tokens // row width` rows of one
+        width bucket (their fullest row rounded up to ROW_BUCKET), so a batch of short rows is
+        not padded to the widest; `progress(done,
         total)` is called after each batch (in rows), so a caller can stop between batches by
         raising from it (the service's time limit does).
         """
@@ -278,10 +281,23 @@ class TokenClassifier:
             fill[r] += len(pieces[i])
         out: list[np.ndarray | None] = [None] * len(chunks)
         per_batch = max(1, batch_tokens // max(width, 1))
-        for at in range(0, len(rows), per_batch):
-            batch = rows[at:at + per_batch]
-            # full rows keep the shapes few: oneDNN builds kernels per shape, costly the first time
-            w = width if len(rows) > 1 else fill[0]
+        # fullest rows first, so a batch holds rows of similar fill and is only as wide as its
+        # fullest row, rounded up to a multiple of ROW_BUCKET: question-aware chunks of ~100
+        # tokens do not pack two to a 128-wide row, and full-width batches were 25% padding.
+        # Rounding keeps the shapes few: oneDNN builds kernels per shape, costly the first time.
+        by_fill = sorted(range(len(rows)), key=lambda r: -fill[r])
+        rows, fill = [rows[r] for r in by_fill], [fill[r] for r in by_fill]
+        bucket = [min(width, -(-f // ROW_BUCKET) * ROW_BUCKET) for f in fill]
+        starts, at = [], 0
+        while at < len(rows):  # a batch: up to per_batch rows of one width bucket
+            starts.append(at)
+            end = at + 1
+            while end < len(rows) and end - at < per_batch and bucket[end] == bucket[at]:
+                end += 1
+            at = end
+        for at, end in zip(starts, [*starts[1:], len(rows)]):
+            batch = rows[at:end]
+            w = bucket[at] if len(rows) > 1 else fill[0]
             ids = np.full((len(batch), w), self.pad_id, np.int64)
             pos = np.zeros((len(batch), w), np.int64)
             types = np.zeros((len(batch), w), np.int64)
@@ -324,5 +340,5 @@ class TokenClassifier:
                     out[i] = probs[r, x + len(head_of[i]):x + len(pieces[i]) - 1]
                     x += len(pieces[i])
             if progress:
-                progress(min(at + per_batch, len(rows)), len(rows))
+                progress(end, len(rows))
         return out  # type: ignore[return-value]
