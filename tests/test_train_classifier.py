@@ -265,6 +265,32 @@ def test_full_fine_tune_saves_a_whole_model_and_lora_replaces_it(data, tmp_path)
                                                      "elision.json"]
 
 
+def test_a_shallower_classifier_trains_merges_and_runs(data, tmp_path):
+    """layers=N keeps the base's first N layers (issue 14: a faster classifier); the LoRA
+    artifact records it, the merge cuts the base the same way, and the merged model runs on
+    elision's own BERT forward."""
+    from elision.models import bert
+    from elision.models.encoder import TokenClassifier
+
+    out = tmp_path / "l2"
+    meta = train(data, out, layers=2, max_steps=24, epochs=4, eval_every=24, **FAST)
+    assert meta["layers"] == 2 and json.loads((out / "elision.json").read_text())["layers"] == 2
+    assert meta["heldout"]["f1"] >= 0.8  # two layers still learn the rule
+    merged = merge_adapter(out, tmp_path / "merged", resolve=prepare)
+    assert json.loads((merged / "config.json").read_text())["num_hidden_layers"] == 2
+    assert bert.supported(merged)
+    clf = TokenClassifier.load(str(merged), dtype="float32")
+    assert len(clf.model.layers) == 2
+    tok = clf.tokenize("The copper turbine of 1987 was in the harbor!")
+    probs = clf.keep_probs([tok.ids])[0]
+    assert probs.shape == (len(tok.ids),) and probs.max() > 0.5 > probs.min()
+    with pytest.raises(InvalidInput, match="layers=7, but the base 'minilm-l6' has 6"):
+        train(data, tmp_path / "x", layers=7, max_steps=1, **FAST)
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(InvalidInput, match="layers must be a positive integer"):
+            train(data, tmp_path / "x", layers=bad, max_steps=1, **FAST)
+
+
 def test_train_rejects_bad_settings(data, tmp_path):
     with pytest.raises(InvalidInput, match="batch_size"):
         train(data, tmp_path, batch_size=0)

@@ -150,9 +150,10 @@ def merge_adapter(artifact_dir: str | os.PathLike, out_dir: str | os.PathLike, *
         progress(f"merging {artifact_dir.name} into {meta['base']} (once)")
 
     with quiet_transformers():  # the head is overwritten below; 'newly initialized' is noise here
+        cut = {"num_hidden_layers": int(meta["layers"])} if meta.get("layers") else {}  # trained on the first N
         model = AutoModelForTokenClassification.from_pretrained(
             str(base), num_labels=len(labels), id2label=labels, label2id={v: k for k, v in labels.items()},
-            dtype=torch.float32)
+            dtype=torch.float32, **cut)
     tok = AutoTokenizer.from_pretrained(str(base))
 
     tensors = load_file(str(artifact_dir / "adapter_model.safetensors"))

@@ -49,6 +49,7 @@ def _command_line(ctx: click.Context) -> str:
 @click.option("--lora-r", type=int, default=16, show_default=True)
 @click.option("--lora-alpha", type=int, default=32, show_default=True)
 @click.option("--full", is_flag=True, help="fine-tune every weight and save the whole model (not for shipping)")
+@click.option("--layers", type=int, help="keep only the base's first N layers (a shallower, faster classifier)")
 @click.option("--max-steps", type=int, help="stop after this many optimizer steps")
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--max-length", type=int, default=256, show_default=True, help="encoder window, specials included")
@@ -64,7 +65,7 @@ def _command_line(ctx: click.Context) -> str:
 @click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16"]), default="auto", show_default=True)
 @click.option("--threads", type=int, help="CPU threads for torch")
 @click.option("--quiet", is_flag=True, help="no progress on stderr")
-def classifier(data_dir, out_dir, base, epochs, lr, lora_r, lora_alpha, full, max_steps, batch_size, max_length,
+def classifier(data_dir, out_dir, base, epochs, lr, lora_r, lora_alpha, full, layers, max_steps, batch_size, max_length,
                heldout, seed, balanced, moos_weight, eval_every, checkpoint_every, keep_checkpoints, device, dtype, threads,
                quiet):
     """Train the keep/drop token classifier (LoRA on a small encoder) on distilled labels."""
@@ -73,7 +74,7 @@ def classifier(data_dir, out_dir, base, epochs, lr, lora_r, lora_alpha, full, ma
 
     quiet_transformers()
     meta = train(list(data_dir), out_dir, base=base, epochs=epochs, lr=lr, lora_r=lora_r, lora_alpha=lora_alpha,
-                 full=full, max_steps=max_steps, batch_size=batch_size, max_length=max_length, heldout=heldout,
+                 full=full, layers=layers, max_steps=max_steps, batch_size=batch_size, max_length=max_length, heldout=heldout,
                  seed=seed, balanced=balanced, moos_weight=moos_weight, eval_every=eval_every, checkpoint_every=checkpoint_every,
                  keep_checkpoints=keep_checkpoints, device=device, dtype=dtype, threads=threads,
                  progress=None if quiet else (lambda m: click.echo(m, err=True)),

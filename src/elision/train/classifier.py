@@ -284,6 +284,18 @@ def _predict(torch, model, chunks: Sequence[Chunk], pad_id: int, device: str, au
     return np.concatenate(preds) if preds else np.zeros(0, np.int64)
 
 
+def base_layers(base_path, layers: int | None, name: str | None = None) -> dict:
+    """from_pretrained's keyword for a base cut to its first `layers` layers ({} for all), or
+    InvalidInput when the base has fewer."""
+    if layers is None:
+        return {}
+    cfg = json.loads((Path(base_path) / "config.json").read_text())
+    have = int(cfg.get("num_hidden_layers", 0))
+    if layers > have:
+        raise InvalidInput(f"layers={layers}, but the base {(name or Path(base_path).name)!r} has {have}")
+    return {"num_hidden_layers": layers}
+
+
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     """The settings of one run (all of them go into elision.json and into each checkpoint).
@@ -298,6 +310,7 @@ class TrainConfig:
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     full: bool = False
+    layers: int | None = None  # keep only the base's first N layers: a shallower, faster classifier
     epochs: float = 2
     lr: float | None = None
     batch_size: int = 16
@@ -328,6 +341,9 @@ class TrainConfig:
             raise InvalidInput(f"lr must be > 0, got {self.lr!r}")
         if not 0 <= self.lora_dropout < 1 or not 0 <= self.warmup < 1 or self.weight_decay < 0:
             raise InvalidInput("lora_dropout and warmup must be in [0, 1), weight_decay >= 0")
+        if self.layers is not None and (not isinstance(self.layers, int) or isinstance(self.layers, bool)
+                                        or self.layers < 1):
+            raise InvalidInput(f"layers must be a positive integer, got {self.layers!r}")
         if not (isinstance(self.moos_weight, (int, float)) and 0 <= self.moos_weight <= 10):
             raise InvalidInput(f"moos_weight must be in [0, 10], got {self.moos_weight!r}")
 
@@ -440,7 +456,8 @@ def _train(torch, o: TrainConfig, rows, stats, dirs: list[Path], out_dir: Path, 
     # ---- model
     with quiet_transformers():  # the fresh classifier head is expected, not a warning
         model = AutoModelForTokenClassification.from_pretrained(
-            str(base_path), num_labels=2, id2label=dict(LABELS), label2id={v: k for k, v in LABELS.items()})
+            str(base_path), num_labels=2, id2label=dict(LABELS), label2id={v: k for k, v in LABELS.items()},
+            **base_layers(base_path, o.layers, o.base))
     lora = None
     if not o.full:
         peft = require_peft()
@@ -560,6 +577,7 @@ def _train(torch, o: TrainConfig, rows, stats, dirs: list[Path], out_dir: Path, 
         "labels": {str(k): v for k, v in LABELS.items()},
         "keep_label": KEEP,
         "max_length": o.max_length,
+        "layers": o.layers,  # None: all of the base's; N: its first N (merge_adapter cuts the base the same way)
         # trained with the question before the window: the runtime then asks for it by default
         "question_aware": any(r.get("question") for r in rows),
         "lora": lora,
