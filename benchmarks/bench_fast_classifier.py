@@ -2,6 +2,7 @@
 answer survival on the dev sets and tokens/s, bf16 and int8 (issue 14's 20k tokens/s).
 
     python benchmarks/bench_fast_classifier.py [--dtypes bfloat16 int8] [--no-reference]
+    python benchmarks/bench_fast_classifier.py --avx2 --speed-only --dtypes auto float32
 
 Survival (a gold answer still in the compressed prompt), task-aware defaults, rates 0.33 / 0.2
 / 0.1 on SQuAD MDQA (40, seed 0 and 60, seed 1), SQuAD-shifts MDQA (30, seed 0 and 60, seed 1)
@@ -9,13 +10,15 @@ and CoQA (30); `make data`. Tokens/s on the 20 ~1.8k-token SQuAD MDQA prompts of
 bench_speed.py, timed as there (rate 0.33, load excluded, one warm-up call) in a fresh
 process per row, with the reference's LLMLingua-2
 on the same prompts (cached by bench_speed.py, or run here). Writes
-benchmarks/results/fast_classifier.json.
+benchmarks/results/fast_classifier[_avx2].json. `--avx2` caps torch at AVX2 as bench_speed.py
+--avx2 does (ONNX Runtime's int8 still picks its kernels from cpuid: an upper bound).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -59,10 +62,16 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dtypes", nargs="+", default=["bfloat16", "int8"])
     ap.add_argument("--no-reference", action="store_true")
-    ap.add_argument("--out", default=str(RESULTS / "fast_classifier.json"))
+    ap.add_argument("--speed-only", action="store_true", help="tokens/s only, no survival")
+    ap.add_argument("--avx2", action="store_true", help="emulate an AVX2-only CPU, as bench_speed.py --avx2")
+    ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    if args.avx2 and os.environ.get("ATEN_CPU_CAPABILITY") != "avx2":
+        env = dict(os.environ, ATEN_CPU_CAPABILITY="avx2", ONEDNN_MAX_CPU_ISA="AVX2", ELISION_CPU_BF16="0")
+        sys.exit(subprocess.call([sys.executable, *sys.argv], env=env))
+    args.out = args.out or str(RESULTS / ("fast_classifier_avx2.json" if args.avx2 else "fast_classifier.json"))
     speed_cases = mdqa_cases(20, 0)
-    sets = {(ds, n, seed): load_cases(ds, n=n, seed=seed) for ds, n, seed in SETS}
+    sets = {} if args.speed_only else {(ds, n, seed): load_cases(ds, n=n, seed=seed) for ds, n, seed in SETS}
     rows = []
     ref = None
     if not args.no_reference:
@@ -81,18 +90,20 @@ def main():
                         surv[k] += answer_survives(out.compressed_prompt, cs.answers)
                 row[f"{ds}:{n}/s{seed}"] = " / ".join(f"{v / len(cases):.3f}" for v in surv)
                 lost += sum(len(cases) - v for v in surv)
-            row["answers_lost"] = lost
+            if sets:
+                row["answers_lost"] = lost
 
             row["tokens_per_s"] = speed(model, dtype)
             if ref:
                 row["vs_reference"] = f"{row['tokens_per_s'] / ref['tokens_per_s']:.1f}x"
             rows.append(row)
             print(row, flush=True)
-    pairs = sum(n for _, n, _ in SETS) * len(RATES)
-    cols = ["classifier", "precision", *[f"{ds}:{n}/s{seed}" for ds, n, seed in SETS], "answers_lost",
-            "tokens_per_s"] + (["vs_reference"] if ref else [])
-    print(f"\nSurvival at {' / '.join(map(str, RATES))}; answers lost of {pairs} prompt-rate pairs; "
-          f"{machine()}; {today()}" + (f"; reference {ref['tokens_per_s']:,} tokens/s" if ref else ""))
+    pairs = sum(n for (_, n, _) in sets) * len(RATES)
+    cols = ["classifier", "precision", *[f"{ds}:{n}/s{seed}" for ds, n, seed in sets],
+            *(["answers_lost"] if sets else []), "tokens_per_s"] + (["vs_reference"] if ref else [])
+    head = f"Survival at {' / '.join(map(str, RATES))}; answers lost of {pairs} prompt-rate pairs; " if sets else ""
+    print(f"\n{head}{'AVX2 emulated; ' if args.avx2 else ''}{machine()}; {today()}"
+          + (f"; reference {ref['tokens_per_s']:,.0f} tokens/s" if ref else ""))
     print(table(rows, cols))
     with open(args.out, "w") as f:
         json.dump({"machine": machine(), "date": today(), "pairs": pairs, "reference": ref, "rows": rows}, f, indent=2)
