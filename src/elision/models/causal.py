@@ -34,6 +34,7 @@ from .registry import KNOWN_MODELS, bf16_copy, load_dtype, precision_name, prepa
 
 
 _SHARED: dict[tuple, CausalLM] = {}
+STREAM_WINDOW, STREAM_TAIL = 2048, 512  # a Stream's KV window and what a rebuild keeps (see above)
 BACKENDS = ("auto", "transformers")
 
 
@@ -43,7 +44,6 @@ def _backend(backend: str) -> str:
 
         raise InvalidInput(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     return "transformers" if os.environ.get("ELISION_CAUSAL", "") == "transformers" else backend
-STREAM_WINDOW, STREAM_TAIL = 2048, 512  # a Stream's KV window and what a rebuild keeps (see above)
 
 
 class CausalLM:
