@@ -70,15 +70,20 @@ def test_int8_other_encoder_family_and_the_torch_fallback(tmp_path, docs, monkey
     assert np.abs(pq - pf).mean() < 0.05
 
 
-def test_causal_lms_refuse_int8_and_auto_picks_int8_for_the_encoder_only_without_bf16(monkeypatch):
+def test_causal_lms_refuse_int8_and_auto_picks_int8_for_the_encoder_where_onnxruntime_is(monkeypatch):
+    from elision.models import onnx
     from elision.models.causal import CausalLM
     from elision.models.encoder import _int8_auto
+    from elision.models.registry import resolve_dtype_name
 
     with pytest.raises(InvalidInput, match="causal LMs run in bfloat16 or float32"):
         CausalLM.load("smollm2-135m", dtype="int8")
-    monkeypatch.setenv("ELISION_CPU_BF16", "0")  # as on an AVX2-only CPU
-    assert _int8_auto()
-    monkeypatch.setenv("ELISION_CPU_BF16", "1")
+    for fast_bf16, causal in (("0", "float32"), ("1", "bfloat16")):  # an AVX2-only CPU, an AVX-512 BF16 one
+        monkeypatch.setenv("ELISION_CPU_BF16", fast_bf16)
+        assert _int8_auto() == onnx.available()
+        assert resolve_dtype_name("auto", "cpu", int8_on_cpu=True) == "int8"  # the encoder
+        assert resolve_dtype_name("auto", "cpu") == causal  # causal LMs: never int8
+    monkeypatch.setattr(onnx, "available", lambda: False)  # without onnxruntime: bf16 / float32 as before
     assert not _int8_auto()
 
 

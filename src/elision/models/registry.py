@@ -263,9 +263,9 @@ _DTYPES = ("auto", "float32", "bfloat16", "float16", "int8")
 
 
 def resolve_dtype_name(dtype: str | None, device: str, int8_on_cpu: bool = False) -> str:
-    """'auto': bfloat16 where the hardware runs it fast (CUDA with bf16; CPUs with AVX-512 BF16
-    or AMX, where a bf16 matmul is ~4x an fp32 one), else float32; with `int8_on_cpu` (the
-    LLMLingua-2 encoder on CPUs without fast bf16), int8. Returns the name ('int8', 'bfloat16',
+    """'auto': with `int8_on_cpu` (the LLMLingua-2 encoder where ONNX Runtime is installed),
+    int8 on a CPU; else bfloat16 where the hardware runs it fast (CUDA with bf16; CPUs with
+    AVX-512 BF16 or AMX, where a bf16 matmul is ~4x an fp32 one), else float32. Returns the name ('int8', 'bfloat16',
     ...); on a CPU it imports nothing, so a path that needs no torch (the cached ONNX graph)
     does not pay for importing it."""
     dtype = dtype or "auto"
@@ -281,9 +281,9 @@ def resolve_dtype_name(dtype: str | None, device: str, int8_on_cpu: bool = False
         import torch
 
         return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-    if device == "cpu" and cpu_has_fast_bf16():
-        return "bfloat16"
-    return "int8" if device == "cpu" and int8_on_cpu else "float32"
+    if device == "cpu" and int8_on_cpu:
+        return "int8"
+    return "bfloat16" if device == "cpu" and cpu_has_fast_bf16() else "float32"
 
 
 def resolve_dtype(dtype: str | None, device: str, int8_on_cpu: bool = False):
