@@ -130,3 +130,16 @@ def test_console_script_end_to_end(tmp_path, docs, llmlingua):
     assert out.stdout.strip() and docs["docs"][0].startswith(out.stdout.strip()[:30])
     bad = subprocess.run([str(exe), "compress", str(tmp_path / "missing.txt")], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.startswith("error: cannot read")
+
+
+def test_dtype_int8_on_the_command_line(runner, docs):
+    """--dtype int8 is offered (the docs tell users to pass it for llmlingua2); a causal method
+    refuses it with the reason, exit 2, nothing lost."""
+    text = "\n\n".join(docs["docs"][:3])
+    res = runner.invoke(cli, ["compress", "-", "-m", "llmlingua2", "--dtype", "int8", "--rate", "0.5", "--json"],
+                        input=text)
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["compressed_tokens"] < out["origin_tokens"]
+    res = runner.invoke(cli, ["compress", "-", "-m", "llmlingua", "--dtype", "int8", "--rate", "0.5"], input=text)
+    assert res.exit_code == 2 and "causal LMs run in bfloat16 or float32" in res.output

@@ -132,7 +132,8 @@ def cli():
 @click.option("-o", "--option", "options", type=(str, str), multiple=True, metavar="KEY VALUE",
               help="method option, e.g. -o segment_size 100 (repeatable)")
 @click.option("--device", help="cpu | cuda | cuda:N | auto")
-@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]))
+@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16", "int8"]),
+              help="int8: the LLMLingua-2 encoder in ONNX Runtime (what auto picks on a CPU); causal methods refuse it")
 @click.option("--json", "as_json", is_flag=True, help="print the whole result as JSON")
 @click.option("--show", is_flag=True, help="print the original with dropped text marked")
 @click.option("--quiet", is_flag=True, help="no figures or progress on stderr")

@@ -40,7 +40,7 @@ import click
 @click.option("--actors", type=int, help="ray: actors, each loading the model once (default: one per CPU)")
 @click.option("--ray-address", help="ray: cluster to join ('auto' = the running one; default: start a local one)")
 @click.option("--device", help="cpu | cuda | cuda:N | auto")
-@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]))
+@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16", "int8"]))
 @click.option("--quiet", is_flag=True, help="no progress bar or summary on stderr")
 def batch(src, out, field, question_field, instruction_field, output_field, method, model, target, rate,
           target_tokens, options, batch_size, fail_fast, overwrite, engine, actors, ray_address, device, dtype,
