@@ -122,8 +122,24 @@ def test_causal_lm_runs_on_elision_by_default_and_on_transformers_when_asked(pat
         CausalLM.load("smollm2-135m", backend="onnx")
 
 
-def test_other_architectures_still_load_through_transformers():
-    assert CausalLM.shared("gemma3-270m", dtype="float32").runs_on == "transformers"
+def test_other_architectures_still_load_through_transformers(path, tmp_path):
+    """A Qwen2 checkpoint (tiny, random weights, SmolLM2's tokenizer) is not llama.supported():
+    it loads through transformers and scores as before."""
+    import transformers as tf
+
+    cfg = tf.Qwen2Config(vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+    tf.Qwen2ForCausalLM(cfg).save_pretrained(tmp_path)
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(path / f, tmp_path / f)
+    assert not llama.supported(tmp_path)
+    lm = CausalLM.load(str(tmp_path), dtype="float32")
+    assert lm.runs_on == "transformers"
+    ids, _ = lm.tokenize(TEXTS[0])
+    nll = lm.token_nll([np.r_[lm.bos_id, ids]])[0]
+    assert nll.shape == (len(ids),) and np.isfinite(nll).all()
+    s = lm.stream()
+    assert np.isfinite(s.score(ids)).all()  # transformers' DynamicCache under the same Stream
 
 
 def test_a_checkpoint_without_tokenizer_json_falls_back(path, tmp_path):
