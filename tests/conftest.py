@@ -25,15 +25,25 @@ TAY_DOCS = [
     "28 December 1879 while a train was crossing, and everyone aboard was killed.",
 ]
 TAY_QUESTION = "Who designed the Tay Bridge?"
-# the batch and Ray tests' three: compared with compress() one by one in the default dtype (bf16
-# on AVX-512 BF16 CPUs, where packing several prompts per row may flip a near-tie word: this
-# text has none, TAY_DOCS has one)
+# the batch and Ray tests' three: compared with compress() one by one in the default dtype (int8
+# on a CPU; in bf16, packing several prompts per row may flip a near-tie word: this text has
+# none, TAY_DOCS has one)
 BATCH_DOCS = [
     "The Tay Bridge, opened in 1878, carried the North British Railway across the Firth of Tay near Dundee. "
     "Its designer, Thomas Bouch, was knighted after the opening.",
     "Bread rises because yeast ferments the sugars in the dough and releases carbon dioxide, which the "
     "gluten network traps as small bubbles that expand in the oven.",
     "The central girders collapsed in a violent storm on 28 December 1879 while a train was crossing.",
+]
+
+
+# what the `tokenizers`-only tokenizers (models/bert.py, models/llama.py) are checked on against
+# transformers': accents, CJK, emoji, white space of every kind, nothing
+TOKENIZER_TEXTS = [
+    "The Tay Bridge opened in 1878; it fell on 28 December 1879.",
+    "Ünïcödé, accents (café, naïve), CJK 東京 and emoji 🚀 — dashes, “quotes”.",
+    "  leading spaces,\ttabs\nand\n\nblank lines  ",
+    "",
 ]
 
 

@@ -13,12 +13,7 @@ import pytest
 from elision.models import bert
 from elision.models.registry import prepare
 
-TEXTS = [
-    "The Tay Bridge opened in 1878; it fell on 28 December 1879.",
-    "Ünïcödé, accents (café, naïve), CJK 東京 and emoji 🚀 — dashes, “quotes”.",
-    "  leading spaces,\ttabs\nand\n\nblank lines  ",
-    "",
-]
+from .conftest import TOKENIZER_TEXTS
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +32,7 @@ def test_tokens_offsets_and_word_ids_match_transformers(path, docs):
     hf = tf.AutoTokenizer.from_pretrained(str(path))
     lite = bert.Tokenizer(path)
     long = " ".join(docs["docs"]) * 3  # past the 128 tokens tokenizer.json stores as its truncation
-    for text in [*TEXTS, long]:
+    for text in [*TOKENIZER_TEXTS, long]:
         enc = hf(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
         ids, offsets, words = lite.encode_words(text)
         assert ids == enc["input_ids"] and words == enc.word_ids()

@@ -14,16 +14,13 @@ import pytest
 
 from elision import InvalidInput
 from elision.models import llama
-from elision.models.causal import CausalLM
+from elision.models.causal import CausalLM, cut_cache
 from elision.models.registry import bf16_copy, prepare
 
-TEXTS = [
-    "The Tay Bridge opened in 1878; it fell on 28 December 1879.",
-    "Ünïcödé, accents (café, naïve), CJK 東京 and emoji 🚀 — dashes, “quotes”.",
-    "  leading spaces,\ttabs\nand\n\nblank lines  ",
-    "<|im_start|> special-token text stays text <|endoftext|>",
-    "",
-]
+from .conftest import TOKENIZER_TEXTS
+
+SPECIAL = "<|im_start|> special-token text stays text <|endoftext|>"
+TEXTS = [*TOKENIZER_TEXTS, SPECIAL]
 
 
 @pytest.fixture(scope="module")
@@ -57,18 +54,9 @@ def test_tokens_offsets_and_special_ids_match_transformers(path, docs):
         assert [tuple(o) for o in a["offset_mapping"]] == [tuple(o) for o in b["offset_mapping"]]
     assert (lite.bos_token_id, lite.eos_token_id, lite.pad_token_id) == (hf.bos_token_id, hf.eos_token_id,
                                                                           hf.pad_token_id)
-    ids = hf(TEXTS[1] + TEXTS[3], add_special_tokens=False)["input_ids"] + [hf.eos_token_id]
+    ids = hf(TEXTS[1] + SPECIAL, add_special_tokens=False)["input_ids"] + [hf.eos_token_id]
     for skip in (False, True):
         assert lite.decode(ids, skip_special_tokens=skip) == hf.decode(ids, skip_special_tokens=skip)
-
-
-def _cut(cache, n, keep):
-    import torch
-
-    idx = torch.from_numpy(np.flatnonzero(keep))
-    for layer in cache.layers:
-        layer.keys = torch.cat([layer.keys[:, :, :-n], layer.keys[:, :, -n:].index_select(2, idx)], dim=2)
-        layer.values = torch.cat([layer.values[:, :, :-n], layer.values[:, :, -n:].index_select(2, idx)], dim=2)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
@@ -97,8 +85,8 @@ def test_hidden_states_equal_transformers_batched_and_streamed(path, dtype):
             assert torch.equal(x, y), (s, e)
             keep = rng.random(e - s) < 0.5
             keep[0] = True
-            _cut(ca, e - s, keep)
-            _cut(cb, e - s, keep)
+            cut_cache(ca, e - s, keep)  # what Stream.keep does
+            cut_cache(cb, e - s, keep)
             assert ca.get_seq_length() == cb.get_seq_length()
 
 

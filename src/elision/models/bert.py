@@ -64,7 +64,9 @@ def config_namespace(cfg: dict) -> SimpleNamespace:
 
 
 class Tokenizer:
-    """The slice of a transformers fast tokenizer that TokenClassifier uses, over `tokenizers`."""
+    """The slice of a transformers fast tokenizer that TokenClassifier uses, over `tokenizers`:
+    tokenizer.json with its stored truncation and padding off, and the special ids from
+    tokenizer_config.json / special_tokens_map.json (llama.Tokenizer builds on it)."""
 
     is_fast = True
 

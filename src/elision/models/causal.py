@@ -256,6 +256,20 @@ class CausalLM:
         return Stream(self, window, tail)
 
 
+def cut_cache(cache, n: int, keep: np.ndarray) -> None:
+    """Of the last `n` tokens in a KV cache (transformers' DynamicCache or llama.Cache: per-layer
+    keys / values, [batch, heads, tokens, dim]), keep those where `keep` is True; the others'
+    keys and values are cut out, the earlier tokens' left as they are."""
+    import torch
+
+    if not cache.layers:
+        return
+    idx = torch.from_numpy(np.flatnonzero(keep)).to(cache.layers[0].keys.device)
+    for layer in cache.layers:
+        layer.keys = torch.cat([layer.keys[:, :, :-n], layer.keys[:, :, -n:].index_select(2, idx)], dim=2)
+        layer.values = torch.cat([layer.values[:, :, :-n], layer.values[:, :, -n:].index_select(2, idx)], dim=2)
+
+
 class Stream:
     """Incremental scorer over a compressed prefix. score(ids) -> surprisal per id; then
     keep(mask) tells which of those ids stay in the prefix."""
@@ -295,17 +309,11 @@ class Stream:
 
     def keep(self, mask: np.ndarray) -> None:
         """Cut the last scored chunk's dropped tokens out of the cache."""
-        torch = self.lm.torch
         mask = np.asarray(mask, bool)
         n = self._pending
         if len(mask) != n:
             raise ValueError(f"keep() got {len(mask)} flags for {n} scored tokens")
         self.kept.extend(self._pending_ids[mask].tolist())
         if not mask.all():
-            idx = torch.from_numpy(np.flatnonzero(mask)).to(self.lm.device)
-            for layer in self.cache.layers:
-                new_k = layer.keys[:, :, -n:].index_select(2, idx)
-                new_v = layer.values[:, :, -n:].index_select(2, idx)
-                layer.keys = torch.cat([layer.keys[:, :, :-n], new_k], dim=2)
-                layer.values = torch.cat([layer.values[:, :, :-n], new_v], dim=2)
+            cut_cache(self.cache, n, mask)
         self._pending = 0

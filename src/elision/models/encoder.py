@@ -289,14 +289,14 @@ class TokenClassifier:
         by_fill = sorted(range(len(rows)), key=lambda r: -fill[r])
         rows, fill = [rows[r] for r in by_fill], [fill[r] for r in by_fill]
         bucket = [min(width, -(-f // ROW_BUCKET) * ROW_BUCKET) for f in fill]
-        starts, at = [], 0
+        spans, at = [], 0
         while at < len(rows):  # a batch: up to per_batch rows of one width bucket
-            starts.append(at)
             end = at + 1
             while end < len(rows) and end - at < per_batch and bucket[end] == bucket[at]:
                 end += 1
+            spans.append((at, end))
             at = end
-        for at, end in zip(starts, [*starts[1:], len(rows)]):
+        for at, end in spans:
             batch = rows[at:end]
             w = bucket[at] if len(rows) > 1 else fill[0]
             ids = np.full((len(batch), w), self.pad_id, np.int64)

@@ -35,7 +35,8 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
-from .bert import linear, read_config, read_json
+from . import bert
+from .bert import linear, read_config
 
 
 def supported(path) -> bool:
@@ -63,29 +64,10 @@ def _rope_theta(cfg: dict) -> float:
     return float(rope.get("rope_theta", cfg.get("rope_theta", 10000.0)))
 
 
-class Tokenizer:
-    """The slice of a transformers fast tokenizer that CausalLM uses, over `tokenizers`:
-    tok(text, add_special_tokens=False, return_offsets_mapping=True), decode(ids) and the
-    special ids."""
-
-    def __init__(self, path: Path):
-        from tokenizers import Tokenizer as Backend
-
-        p = Path(path)
-        self.backend = Backend.from_file(str(p / "tokenizer.json"))
-        self.backend.no_truncation()
-        self.backend.no_padding()
-        tc = read_json(p / "tokenizer_config.json") or {}
-        sm = read_json(p / "special_tokens_map.json") or {}
-
-        def token_id(key):
-            tok = sm.get(key, tc.get(key))
-            if isinstance(tok, dict):
-                tok = tok.get("content")
-            return None if tok is None else self.backend.token_to_id(tok)
-
-        self.bos_token_id, self.eos_token_id = token_id("bos_token"), token_id("eos_token")
-        self.pad_token_id = token_id("pad_token")
+class Tokenizer(bert.Tokenizer):
+    """The slice of a transformers fast tokenizer that CausalLM uses, over `tokenizers` (the
+    loading and special ids are bert.Tokenizer's): tok(text, add_special_tokens=False,
+    return_offsets_mapping=True), decode(ids) and the special ids."""
 
     def __call__(self, text: str, add_special_tokens: bool = False, return_offsets_mapping: bool = False) -> dict:
         enc = self.backend.encode(text, add_special_tokens=add_special_tokens)
