@@ -18,12 +18,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-from _common import RESULTS, machine, mdqa_cases, reference_summary, table, today
+from _common import (
+    RESULTS,
+    machine,
+    mdqa_cases,
+    reference_summary,
+    rerun_as_avx2,
+    table,
+    today,
+)
 
 from elision import Compressor
 from elision.eval.datasets import answer_survives
@@ -66,9 +73,8 @@ def main():
     ap.add_argument("--avx2", action="store_true", help="emulate an AVX2-only CPU, as bench_speed.py --avx2")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    if args.avx2 and os.environ.get("ATEN_CPU_CAPABILITY") != "avx2":
-        env = dict(os.environ, ATEN_CPU_CAPABILITY="avx2", ONEDNN_MAX_CPU_ISA="AVX2", ELISION_CPU_BF16="0")
-        sys.exit(subprocess.call([sys.executable, *sys.argv], env=env))
+    if args.avx2:
+        rerun_as_avx2()
     args.out = args.out or str(RESULTS / ("fast_classifier_avx2.json" if args.avx2 else "fast_classifier.json"))
     speed_cases = mdqa_cases(20, 0)
     sets = {} if args.speed_only else {(ds, n, seed): load_cases(ds, n=n, seed=seed) for ds, n, seed in SETS}

@@ -12,20 +12,26 @@ reference's LLMLingua-2 takes the contexts only; llmlingua and longllmlingua get
 prompt on both sides.
 
 `--avx2` re-runs itself with torch's kernels capped at AVX2 (ATEN_CPU_CAPABILITY=avx2,
-ONEDNN_MAX_CPU_ISA=AVX2, and `auto` then resolves as on a CPU without AVX-512 BF16): an
-emulation of an AVX2-only CPU on an AVX-512 one. fbgemm's int8 kernels and ONNX Runtime pick
-their ISA from cpuid and cannot be capped, so int8 rows under --avx2 still use AVX-512 VNNI and
-are optimistic for a real AVX2 machine. Writes benchmarks/results/speed[_avx2].json.
+ONEDNN_MAX_CPU_ISA=AVX2, FBGEMM_ENABLE_INSTRUCTIONS=AVX2 for torch's int8, and `auto` then
+resolves as on a CPU without AVX-512 BF16): an emulation of an AVX2-only CPU on an AVX-512 one.
+ONNX Runtime (llmlingua2's int8) picks its ISA from cpuid and cannot be capped, so its int8
+rows under --avx2 still use AVX-512 VNNI and are optimistic for a real AVX2 machine; the causal
+methods' int8 (torch, fbgemm) is capped. Writes benchmarks/results/speed[_avx2].json.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
-import sys
 
-from _common import RESULTS, mdqa_cases, reference_summary, report, summarize, time_compressor
+from _common import (
+    RESULTS,
+    mdqa_cases,
+    reference_summary,
+    report,
+    rerun_as_avx2,
+    summarize,
+    time_compressor,
+)
 
 from elision import Compressor
 from elision.tokenizers import get_target
@@ -44,9 +50,8 @@ def main():
     ap.add_argument("--rerun-reference", action="store_true")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    if args.avx2 and os.environ.get("ATEN_CPU_CAPABILITY") != "avx2":
-        env = dict(os.environ, ATEN_CPU_CAPABILITY="avx2", ONEDNN_MAX_CPU_ISA="AVX2", ELISION_CPU_BF16="0")
-        sys.exit(subprocess.call([sys.executable, *sys.argv], env=env))
+    if args.avx2:
+        rerun_as_avx2()
     cases = mdqa_cases(args.n, 0)
     tok = get_target("cl100k_base")
     all_rows = []
