@@ -90,8 +90,8 @@ class CausalLM:
             # measured (docs/benchmarks.md, issue 14; benchmarks/bench_causal_int8.py): dynamic
             # int8 of SmolLM2's linear layers moves per-token surprisal to a correlation of ~0.77
             # with float32; with SmoothQuant and down_proj in float32, 0.985, but longllmlingua
-            # then keeps other words (Jaccard 0.71 against bf16's 0.95) and on an AVX2-only CPU
-            # it runs no faster than float32
+            # then keeps other words (Jaccard 0.71 against bf16's 0.95), for ~1.3x float32's
+            # speed on an AVX2-only CPU
             raise InvalidInput("dtype 'int8' is for the LLMLingua-2 encoder; causal LMs run in bfloat16 or float32 "
                                "(int8 surprisal tracks float32 poorly)")
         try:
