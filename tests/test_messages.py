@@ -48,7 +48,7 @@ def _text(m):
 def test_roles_order_and_format_kept(which, request, chat):
     c = request.getfixturevalue(which)
     before = copy.deepcopy(chat)
-    r = c.compress_messages(chat, rate=0.4)
+    r = c.compress_messages(chat, rate=0.4, policy="age")
     assert chat == before  # the caller's list is not touched
     assert [m["role"] for m in r.messages] == [m["role"] for m in chat]
     for old, new in zip(chat, r.messages):
@@ -68,31 +68,31 @@ def test_older_turns_compressed_harder(fast, docs):
     d = docs["docs"]
     turns = [{"role": "user" if k % 2 == 0 else "assistant", "content": d[k]} for k in range(6)]
     turns.append({"role": "user", "content": QUESTION})
-    r = fast.compress_messages(turns, rate=0.5)
+    r = fast.compress_messages(turns, rate=0.5, policy="age")
     kept = [b / a for a, b in r.per_message[:6]]
     assert kept[0] < kept[2] < kept[5]
     assert kept[5] > 0.5 > kept[0]
     assert abs(r.compressed_tokens - r.budget_tokens) <= 0.05 * r.budget_tokens
-    flat = fast.compress_messages(turns, rate=0.5, age_decay=1.0)  # no ageing: similar rates
+    flat = fast.compress_messages(turns, rate=0.5, age_decay=1.0, policy="age")  # no ageing: similar rates
     rates = [b / a for a, b in flat.per_message[:6]]
     assert max(rates) - min(rates) < 0.2
 
 
 def test_keep_recent_and_tool_outputs(fast, chat):
-    r = fast.compress_messages(chat, rate=0.5, keep_recent=1)
+    r = fast.compress_messages(chat, rate=0.5, keep_recent=1, policy="age")
     assert r.messages[5] == chat[5]  # the newest compressible message, kept
-    r = fast.compress_messages(chat, rate=0.5)
+    r = fast.compress_messages(chat, rate=0.5, policy="age")
     assert len(r.messages[5]["content"]) < len(chat[5]["content"])  # tool output compressed
 
 
 def test_question_aware_method_uses_the_latest_user_turn(long, chat):
-    r = long.compress_messages(chat, rate=0.35)
+    r = long.compress_messages(chat, rate=0.35, policy="age")
     assert "Tay" in r.messages[5]["content"]  # the tool output that answers the question survives
     assert len(_text(r.messages[2]) or "") < len(chat[2]["content"])
 
 
 def test_budget_already_met_keeps_everything(fast, chat):
-    r = fast.compress_messages(chat, rate=1.0)
+    r = fast.compress_messages(chat, rate=1.0, policy="age")
     assert r.messages == chat and r.rate == 1.0
 
 
@@ -112,7 +112,7 @@ def test_bad_messages(fast, bad, match):
 
 def test_bad_options(fast, chat):
     with pytest.raises(InvalidInput, match="age_decay"):
-        fast.compress_messages(chat, age_decay=0)
+        fast.compress_messages(chat, age_decay=0, policy="age")
     with pytest.raises(InvalidInput, match="rate"):
         fast.compress_messages(chat, rate=2)
 
@@ -120,7 +120,8 @@ def test_bad_options(fast, chat):
 def test_question_aware_method_needs_a_user_turn(long):
     with pytest.raises(InvalidInput, match="user message"):
         long.compress_messages([{"role": "system", "content": "Be brief."},
-                                {"role": "assistant", "content": "The Tay Bridge fell in 1879."}], rate=0.5)
+                                {"role": "assistant", "content": "The Tay Bridge fell in 1879."}], rate=0.5,
+                               policy="age")
 
 
 def test_age_rates():
@@ -129,3 +130,134 @@ def test_age_rates():
     assert list(age_rates([100, 100], [1, 0], 0, 0.5)) == [0.0, 0.0]
     r = age_rates([50, 80, 120], [2, 1, 0], 100, 0.7)
     assert (r * [50, 80, 120]).sum() == pytest.approx(100, abs=0.01) and r[0] < r[1] < r[2]
+
+
+# --- policy="stable": append-only, deterministic (issue 23) ---------------------------------
+
+def _session(docs, turns: int) -> list[dict]:
+    """An agent session: per turn a question, a tool call, a tool output of two documents."""
+    d = docs["docs"]
+    out = [{"role": "system", "content": "You are a research agent. Use the search tool, then answer briefly."}]
+    for t in range(turns):
+        out += [{"role": "user", "content": f"Turn {t}: what happened in the story of document {t % len(d)}?"},
+                {"role": "assistant", "content": None, "tool_calls": [{"id": f"c{t}", "type": "function", "function": {
+                    "name": "search", "arguments": f'{{"q": "doc {t}"}}'}}]},
+                {"role": "tool", "tool_call_id": f"c{t}", "content": d[t % len(d)] + "\n\n" + d[(t + 3) % len(d)]},
+                {"role": "assistant", "content": f"Document {t % len(d)} says what the search found."}]
+    return out
+
+
+def _bytes(messages) -> list[str]:
+    import json
+
+    return [json.dumps(m, sort_keys=True, ensure_ascii=False) for m in messages]
+
+
+@pytest.mark.parametrize("hot", [0, 400])
+def test_stable_turns_share_the_earlier_prefix_byte_for_byte(fast, docs, hot):
+    history = _session(docs, 6)
+    before = copy.deepcopy(history)
+    prev, prev_frozen, breaks = None, set(), 0
+    for n in range(2, len(history) + 1, 4):  # each turn re-sends the whole history plus its new messages
+        r = fast.compress_messages(history[:n + 1], rate=0.4, hot_tokens=hot)
+        assert history == before
+        now = _bytes(r.messages)
+        if prev is not None:
+            # hot_tokens=0: every earlier message is unchanged; > 0: all before the block that closed now
+            assert set(r.compressed) >= prev_frozen
+            closed = set(r.compressed) - prev_frozen
+            same = min([len(prev), *[i for i in closed if i < len(prev)]])
+            assert now[:same] == prev[:same]
+            breaks += same < len(prev)
+        prev, prev_frozen = now, set(r.compressed)
+    assert (breaks == 0) == (hot == 0) and breaks < 4  # blocks break the prefix now and then, not every turn
+    assert r.policy == "stable" and r.compressed_tokens < (0.6 if hot == 0 else 0.9) * r.origin_tokens
+
+
+def test_stable_what_it_keeps_and_compresses(fast, docs):
+    history = _session(docs, 3)
+    r = fast.compress_messages(history, rate=0.4)
+    tools = [i for i, m in enumerate(history) if m["role"] == "tool"]
+    assert r.compressed == tuple(tools)  # short assistant texts and user turns stay whole
+    for old, new in zip(history, r.messages):
+        assert {k: v for k, v in old.items() if k != "content"} == {k: v for k, v in new.items() if k != "content"}
+        if old["role"] == "tool":
+            assert is_subsequence(new["content"], old["content"])
+            a, b = r.per_message[history.index(old)]
+            assert abs(b - 0.4 * a) <= 0.05 * a  # each message lands on the rate of its own tokens
+        else:
+            assert new == old
+    long_assistant = history + [{"role": "assistant", "content": docs["docs"][4]}]
+    assert fast.compress_messages(long_assistant, rate=0.4).compressed[-1] == len(history)
+    with_users = fast.compress_messages(long_assistant + [{"role": "user", "content": docs["docs"][5]}], rate=0.4,
+                                        roles=("user", "tool"))
+    assert len(with_users.messages[-1]["content"]) < len(docs["docs"][5])
+    assert with_users.messages[-2] == long_assistant[-1]
+
+
+def test_stable_message_does_not_depend_on_later_or_neighbouring_messages(fast, docs):
+    """A message's bytes are a function of itself, the question before it and the settings:
+    not of the latest question, of the messages after it, or of what else is in the request."""
+    d = docs["docs"]
+    q = {"role": "user", "content": "Which bridge collapsed in a storm?"}
+    tool = {"role": "tool", "tool_call_id": "x", "content": d[0] + "\n\n" + d[3]}
+    alone = fast.compress_messages([q, tool], rate=0.3).messages[1]
+    later = fast.compress_messages([q, tool, {"role": "user", "content": "And who won a physics prize?"}],
+                                   rate=0.3).messages[1]
+    crowded = fast.compress_messages([{"role": "user", "content": "Earlier."},
+                                      {"role": "tool", "tool_call_id": "y", "content": d[1] + " " + d[2]}, q, tool,
+                                      {"role": "tool", "tool_call_id": "z", "content": d[4]}], rate=0.3).messages[3]
+    assert alone == later == crowded
+    fast.pipeline.memo.clear()  # computed again, not looked up: still the same bytes
+    assert fast.compress_messages([q, tool], rate=0.3).messages[1] == alone
+    other_q = fast.compress_messages([{"role": "user", "content": "Who won a physics prize?"}, tool], rate=0.3)
+    assert other_q.messages[1] != alone  # the question before it matters (task-aware classifier)
+    agnostic = fast.compress_messages([q, tool], rate=0.3, condition="none").messages[1]
+    assert agnostic == fast.compress_messages([{"role": "user", "content": "Anything."}, tool], rate=0.3,
+                                              condition="none").messages[1]
+
+
+def test_stable_memo_makes_earlier_messages_a_lookup(fast, docs):
+    fast.pipeline.memo.clear()
+    history = _session(docs, 5)
+    first = fast.compress_messages(history[:-4], rate=0.35)
+    assert first.reused == 0
+    second = fast.compress_messages(history, rate=0.35)
+    assert second.reused == len(first.compressed) and len(second.compressed) == len(first.compressed) + 1
+
+
+STABLE_SCRIPT = """
+import json, sys, torch
+torch.set_num_threads(int(sys.argv[1]))
+from elision import Compressor
+msgs = json.load(sys.stdin)
+r = Compressor("llmlingua2", target="cl100k_base").compress_messages(msgs, rate=0.4)
+print(json.dumps(r.messages))
+"""
+
+
+def test_stable_identical_across_processes_and_thread_counts(docs):
+    import json
+    import subprocess
+    import sys
+
+    history = json.dumps(_session(docs, 4))
+    outs = [subprocess.run([sys.executable, "-c", STABLE_SCRIPT, str(t)], input=history, capture_output=True,
+                           text=True, check=True, timeout=300).stdout for t in (1, 2)]
+    assert outs[0] == outs[1] and json.loads(outs[0]) != json.loads(history)
+
+
+def test_stable_bad_settings(fast, chat):
+    for kwargs, match in (({"target_tokens": 100}, "target_tokens needs policy='age'"),
+                          ({"rate": 0.5, "age_decay": 0.5}, "belong to policy='age'"),
+                          ({"rate": 0.5, "keep_recent": 1}, "belong to policy='age'"),
+                          ({"rate": 0.5, "policy": "fifo"}, "policy must be one of stable, age"),
+                          ({"rate": 0.5, "hot_tokens": -1}, "hot_tokens must be a whole number"),
+                          ({"rate": 0.5, "min_tokens": 0}, "min_tokens must be"),
+                          ({"rate": 0.5, "roles": "tool"}, "roles must be a list"),
+                          ({"rate": 0.5, "condition": "latest"}, "condition must be one of"),
+                          ({}, "needs a rate"),
+                          ({"rate": 1.5}, "rate"),
+                          ({"rate": 0.5, "policy": "age", "hot_tokens": 10}, "hot_tokens belongs to policy='stable'")):
+        with pytest.raises(InvalidInput, match=match):
+            fast.compress_messages(chat, **kwargs)

@@ -156,17 +156,19 @@ class Compressor:
         """The compressor's options with a call's overrides (validated)."""
         return self.pipeline.resolve_options(options)
 
-    def compress_messages(self, messages, *, rate: float | None = None, target_tokens: int | None = None,
-                          age_decay: float = 0.75, keep_recent: int = 0, protect=(),
-                          progress: Callable[[int, int], None] | None = None, **options):
-        """Compress a chat conversation (OpenAI-style messages) and return it in the same format:
-        system messages and the latest user turn kept (the latter as the question), older turns
-        and tool outputs compressed, older ones harder. See elision.messages."""
+    def compress_messages(self, messages, *, policy: str = "stable", rate: float | None = None,
+                          target_tokens: int | None = None, progress: Callable[[int, int], None] | None = None,
+                          **kwargs):
+        """Compress a chat conversation (OpenAI-style messages) and return it in the same format.
+        policy="stable" (default): each tool output / assistant message compressed once, the
+        same way at every later turn, so the provider's prompt cache keeps hitting (`rate`,
+        `hot_tokens`, `min_tokens`, `roles`, `condition`); policy="age": one request, the whole
+        history fitted to the budget, older turns harder (`age_decay`, `keep_recent`). See
+        elision.messages."""
         from .messages import compress_messages
 
-        return compress_messages(self.pipeline, messages, rate=rate, target_tokens=target_tokens,
-                                 age_decay=age_decay, keep_recent=keep_recent, protect=protect, progress=progress,
-                                 **options)
+        return compress_messages(self.pipeline, messages, policy=policy, rate=rate, target_tokens=target_tokens,
+                                 progress=progress, **kwargs)
 
 
 def _as_prompt(prompt, context, instruction: str, question: str, protect) -> Prompt:

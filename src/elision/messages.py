@@ -1,22 +1,43 @@
 """Chat conversations: compress the history, keep what frames the next answer, return the same
 messages in the same format.
 
-    >>> c = Compressor("longllmlingua")
-    >>> r = c.compress_messages(messages, rate=0.4)
+    >>> c = Compressor("llmlingua2")
+    >>> r = c.compress_messages(messages, rate=0.4)          # policy="stable": cache-friendly
     >>> r.messages                    # same roles, same order, same keys; shorter contents
     >>> r.origin_tokens, r.compressed_tokens, r.rate
 
-What is kept verbatim: every system / developer message and the latest user message (the
-question the conversation is heading to; question-aware methods condition on it), plus the
-`keep_recent` most recent compressible messages. What is compressed: older user and assistant
-turns and tool / function outputs (the bulk of agent logs), older ones harder: message j
-counted from the newest compressible one keeps about `c * age_decay**j` of its tokens, with c
-solved so that the whole conversation lands on the budget. Within each message the method
-decides which words go (one scoring pass over the whole history, so longllmlingua can also
-drop irrelevant turns outright). Everything but the text of `content` passes through
-untouched: names, tool_call_ids, tool_calls, image parts; an assistant message whose content
-is None stays None. Token counts are of message texts in the target tokenizer (the per-message
-framing a chat API adds is not counted).
+Two policies.
+
+`policy="stable"` (the default; what the proxy uses): append-only and deterministic, so a
+provider's prompt cache keeps hitting. Each tool / function output and each assistant message
+of at least `min_tokens` target tokens is compressed to `rate` of its own tokens, as a pure
+function of its own text, the text of the latest user message before it (the question
+question-aware methods condition on; `condition="none"`: no question) and the settings: never of
+later messages, of the conversation's length or of the process. So turn N+1's request starts
+with the exact bytes of turn N's, on any replica, and a message compressed once is looked up in
+the pipeline's bounded memo at the next turn (each turn costs time in proportion to its new
+text). `hot_tokens` > 0 keeps the newest compressible messages verbatim until they add up to
+that many tokens, then compresses the whole block at once (the cache breaks once per block
+instead of never; the current turn's text stays whole meanwhile). System / developer and user
+messages stay verbatim (add "user" to `roles` to compress long user messages too). Each message
+is scored alone, so the bytes do not depend on what it was batched with; see
+docs/cache.md for what else they depend on (the model, its precision, the CPU's instruction set)
+and the measurements behind the defaults.
+
+`policy="age"` (single-shot use: one request, no cache to keep): every system / developer
+message and the latest user message (the question) kept verbatim, plus the `keep_recent` most
+recent compressible messages; older user and assistant turns and tool outputs compressed, older
+ones harder: message j counted from the newest compressible one keeps about `c * age_decay**j`
+of its tokens, with c solved so that the whole conversation lands on the budget (`rate` or
+`target_tokens`). Within each message the method decides which words go (one scoring pass over
+the whole history, conditioned on the latest question, so longllmlingua can also drop
+irrelevant turns outright). Every message changes when the conversation grows: a prefix cache
+never hits.
+
+Both: everything but the text of `content` passes through untouched: names, tool_call_ids,
+tool_calls, image parts; an assistant message whose content is None stays None. Token counts
+are of message texts in the target tokenizer (the per-message framing a chat API adds is not
+counted).
 
 Not handled: compressing inside JSON tool arguments (tool_calls stay as they are), and
 multimodal parts other than text (passed through).
@@ -25,6 +46,7 @@ multimodal parts other than text (passed through).
 from __future__ import annotations
 
 import copy
+import hashlib
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -52,13 +74,16 @@ class MessagesResult(TokenCounts):
     compressed: tuple[int, ...] = ()  # indices of the messages that were compressible
     per_message: tuple[tuple[int, int], ...] = field(default=(), repr=False)  # (origin, compressed) tokens
     seconds: float = 0.0
+    policy: str = "stable"
+    reused: int = 0  # stable policy: messages whose compression came from the memo (earlier turns)
 
     def to_dict(self) -> dict:
         return {"messages": self.messages, "origin_tokens": self.origin_tokens,
                 "compressed_tokens": self.compressed_tokens, "budget_tokens": self.budget_tokens,
                 "requested_rate": self.requested_rate, "rate": self.rate, "saved_tokens": self.saved_tokens,
                 "method": self.method, "model": self.model, "target": self.target,
-                "compressed_messages": list(self.compressed), "seconds": self.seconds}
+                "compressed_messages": list(self.compressed), "seconds": self.seconds, "policy": self.policy,
+                "reused_messages": self.reused}
 
 
 @dataclass
@@ -120,12 +145,43 @@ def age_rates(tokens: Sequence[int], ages: Sequence[int], budget: float, decay: 
     return np.minimum(1.0, lo * w)
 
 
-def compress_messages(pipeline, messages: Sequence[Mapping], *, rate: float | None = None,
-                      target_tokens: int | None = None, age_decay: float = 0.75, keep_recent: int = 0,
-                      protect: Iterable = (), progress=None, **options) -> MessagesResult:
+POLICIES = ("stable", "age")
+STABLE_ROLES = ("assistant", "tool", "function")
+CONDITIONS = ("question", "none")
+
+
+def compress_messages(pipeline, messages: Sequence[Mapping], *, policy: str = "stable", rate: float | None = None,
+                      target_tokens: int | None = None, age_decay: float | None = None, keep_recent: int | None = None,
+                      hot_tokens: int = 0, min_tokens: int = 64, roles: Sequence[str] = STABLE_ROLES,
+                      condition: str = "question", protect: Iterable = (), progress=None,
+                      **options) -> MessagesResult:
     """Compressor.compress_messages: see the module docstring. `pipeline` is the compressor's
-    elision.pipeline.Pipeline: the history is scored once through it (so every keep guarantee
-    holds), then each message is fitted to its own budget."""
+    elision.pipeline.Pipeline, so every keep guarantee holds. policy="stable" takes `rate`,
+    `hot_tokens`, `min_tokens`, `roles` and `condition`; policy="age" takes `rate` or
+    `target_tokens`, `age_decay` (0.75) and `keep_recent` (0)."""
+    if policy not in POLICIES:
+        raise InvalidInput(f"policy must be one of {', '.join(POLICIES)}, got {policy!r}")
+    if policy == "age":
+        for name, value in (("hot_tokens", hot_tokens != 0), ("min_tokens", min_tokens != 64),
+                            ("roles", tuple(roles) != STABLE_ROLES), ("condition", condition != "question")):
+            if value:
+                raise InvalidInput(f"{name} belongs to policy='stable'; policy='age' takes age_decay and keep_recent")
+        return _compress_age(pipeline, messages, rate=rate, target_tokens=target_tokens,
+                             age_decay=0.75 if age_decay is None else age_decay,
+                             keep_recent=0 if keep_recent is None else keep_recent, protect=protect,
+                             progress=progress, **options)
+    if age_decay is not None or keep_recent is not None:
+        raise InvalidInput("age_decay and keep_recent belong to policy='age' (one request, no prompt cache to keep); "
+                           "policy='stable' keeps the newest text whole with hot_tokens")
+    if target_tokens is not None:
+        raise InvalidInput("policy='stable' compresses each message to `rate` of its own tokens, so that earlier "
+                           "messages never change; a whole-conversation target_tokens needs policy='age'")
+    return _compress_stable(pipeline, messages, rate=rate, hot_tokens=hot_tokens, min_tokens=min_tokens,
+                            roles=roles, condition=condition, protect=protect, progress=progress, **options)
+
+
+def _compress_age(pipeline, messages: Sequence[Mapping], *, rate: float | None, target_tokens: int | None,
+                  age_decay: float, keep_recent: int, protect: Iterable, progress, **options) -> MessagesResult:
     if isinstance(age_decay, bool) or not isinstance(age_decay, (int, float)) or not 0 < age_decay <= 1:
         raise InvalidInput(f"age_decay must be a number in (0, 1], got {age_decay!r}")
     if isinstance(keep_recent, bool) or not isinstance(keep_recent, int) or keep_recent < 0:
@@ -188,4 +244,124 @@ def compress_messages(pipeline, messages: Sequence[Mapping], *, rate: float | No
         requested_rate=budget.rate, method=pipeline.method.name, model=pipeline.method.model_name,
         target=pipeline.target_name, compressed=sq_msgs,
         per_message=tuple(per.get(i, (0, 0)) for i in range(len(messages))),
-        seconds=time.perf_counter() - t0)
+        seconds=time.perf_counter() - t0, policy="age")
+
+
+def _whole_number(value, name: str, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise InvalidInput(f"{name} must be a whole number >= {low}, got {value!r}")
+    return value
+
+
+def _compress_stable(pipeline, messages: Sequence[Mapping], *, rate: float | None, hot_tokens: int,
+                     min_tokens: int, roles: Sequence[str], condition: str, protect: Iterable, progress,
+                     **options) -> MessagesResult:
+    """policy='stable': see the module docstring. Worked example, rate 0.4, hot_tokens 0:
+    [system S, user Q1, assistant A1 (30 tokens), tool T1 (600)] -> T1 compressed to ~240
+    tokens toward Q1, A1 under min_tokens kept; appending [user Q2, tool T2] later gives the
+    same bytes for S..T1 and T2 compressed toward Q2."""
+    _whole_number(hot_tokens, "hot_tokens", 0)
+    _whole_number(min_tokens, "min_tokens", 1)
+    if isinstance(roles, str) or not all(isinstance(r, str) for r in roles):
+        raise InvalidInput(f"roles must be a list of role names such as {list(STABLE_ROLES)}, got {roles!r}")
+    if condition not in CONDITIONS:
+        raise InvalidInput(f"condition must be one of {', '.join(CONDITIONS)}, got {condition!r}")
+    if rate is None:
+        raise InvalidInput("policy='stable' needs a rate (each message keeps that share of its tokens)")
+    budget_check = make_budget(100, rate, None)  # the rate's own checks: (0, 1]
+    rate = budget_check.rate
+    t0 = time.perf_counter()
+    opts = pipeline.resolve_options(options)
+    pieces = _pieces(messages)
+    target = pipeline.target
+    memo = pipeline.memo
+    protect = tuple(protect)
+    settings_key = repr((pipeline.method.name, pipeline.method.model_name, pipeline.target_name, opts, rate,
+                         condition, tuple(_pattern_key(x) for x in protect)))
+    count = [_count(memo, target, p.text) for p in pieces]
+    origin = sum(count)
+    pipeline.check_length(origin, "messages hold")
+    roles = tuple(roles)
+    # which pieces are compressed: candidates in order, closed in blocks of hot_tokens (0: each on arrival)
+    candidates = [k for k, p in enumerate(pieces) if messages[p.message]["role"] in roles and p.text.strip()
+                  and count[k] >= min_tokens]
+    frozen, tail, tail_tokens = [], [], 0
+    for k in candidates:
+        tail.append(k)
+        tail_tokens += count[k]
+        if tail_tokens >= hot_tokens:
+            frozen += tail
+            tail, tail_tokens = [], 0
+    question_of = _preceding_questions(messages, pieces) if condition == "question" else {}
+    new_text = [p.text for p in pieces]
+    new_count = list(count)
+    reused = 0
+    for n, k in enumerate(frozen):
+        p = pieces[k]
+        question = question_of.get(p.message, "")
+        key = hashlib.sha256("\x00".join((settings_key, question, p.text)).encode("utf-8", "surrogatepass")).digest()
+        reused += ("stable", key) in memo
+
+        def compute(p=p, k=k, question=question):
+            try:
+                text = _compress_one(pipeline, p.text, question, protect, rate, count[k], opts)
+            except InvalidInput as e:
+                raise InvalidInput(f"messages[{p.message}]: {e}") from e
+            return text, target.count(text)
+
+        new_text[k], new_count[k] = memo.get(("stable", key), compute)
+        if progress:
+            progress(n + 1, len(frozen))  # the service's time limit can stop between two messages
+    out = copy.deepcopy([dict(m) for m in messages])
+    for p, text in zip(pieces, new_text):
+        if p.part is None:
+            out[p.message]["content"] = text
+        else:
+            out[p.message]["content"][p.part]["text"] = text
+    per = {}
+    for p, c, n in zip(pieces, count, new_count):
+        a, b = per.get(p.message, (0, 0))
+        per[p.message] = (a + c, b + n)
+    return MessagesResult(
+        messages=out, origin_tokens=origin, compressed_tokens=sum(new_count),
+        budget_tokens=origin - sum(count[k] for k in frozen) + sum(max(1, round(rate * count[k])) for k in frozen),
+        requested_rate=rate, method=pipeline.method.name, model=pipeline.method.model_name,
+        target=pipeline.target_name, compressed=tuple(sorted({pieces[k].message for k in frozen})),
+        per_message=tuple(per.get(i, (0, 0)) for i in range(len(messages))),
+        seconds=time.perf_counter() - t0, policy="stable", reused=reused)
+
+
+def _compress_one(pipeline, text: str, question: str, protect: tuple, rate: float, tokens: int, opts) -> str:
+    """One message alone (its scores never depend on what else is in the request), toward
+    `question`, fitted to round(rate x its tokens)."""
+    prompt = Prompt.build([text], "", question, protect)
+    (ctx,) = prompt.role_segments("context")
+    budget = pipeline.budget(prompt, None, pipeline.target.count(prompt.text) - tokens + max(1, round(rate * tokens)))
+    scored = pipeline.score(prompt, budget, opts)
+    return pipeline.fit_segment(prompt.segments[ctx], scored.units[ctx], max(1, round(rate * tokens)))
+
+
+def _preceding_questions(messages: Sequence[Mapping], pieces: list[_Piece]) -> dict[int, str]:
+    """message index -> the text of the latest user message before it ('' before the first)."""
+    texts: dict[int, list[str]] = {}
+    for p in pieces:
+        if messages[p.message]["role"] == "user" and p.text.strip():
+            texts.setdefault(p.message, []).append(p.text)
+    out, last = {}, ""
+    for i, m in enumerate(messages):
+        out[i] = last
+        if i in texts:
+            last = SEPARATOR.join(texts[i])
+    return out
+
+
+def _pattern_key(x) -> str:
+    return f"re:{x.pattern}:{x.flags}" if hasattr(x, "pattern") else f"s:{x}"
+
+
+def _count(memo, target, text: str) -> int:
+    """Target tokens of `text`, memoized by content (a long history is counted once, not per turn)."""
+    if len(text) < 256:
+        return target.count(text)
+    key = ("count", hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest())
+    return memo.get(key, lambda: target.count(text))

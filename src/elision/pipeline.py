@@ -25,6 +25,7 @@ Not handled here: how a method scores (methods/), chat message bookkeeping (mess
 from __future__ import annotations
 
 import dataclasses
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -34,6 +35,7 @@ import numpy as np
 
 from ._errors import InvalidInput, MethodError, TooLong
 from .budget import Budget, make_budget
+from .lru import BytesLRU
 from .methods.base import Method, Options, Scored
 from .prompt import SEPARATOR, Prompt, Segment, Span
 from .result import CompressionResult, WordImportance
@@ -41,6 +43,11 @@ from .selection import Units, assemble, fit_to_budget, forced_mask, must_keep
 from .tokenizers import TargetTokenizer
 
 Progress = Callable[[int, int], None]
+MEMO_BYTES = 32 * 2**20
+
+
+def _memo_size(value) -> int:
+    return sys.getsizeof(value[0]) + 64 if isinstance(value, tuple) else 32
 
 
 class ScoreCache:
@@ -76,6 +83,9 @@ class Pipeline:
         self.method, self.target, self.options = method, target, options
         self.target_name, self.max_input_tokens, self.price = target_name, max_input_tokens, price_per_million
         self.cache = ScoreCache(cache_size)
+        # texts compressed or counted by content (elision.messages' stable policy: a conversation's
+        # earlier messages cost a lookup at every later turn, not a new compression)
+        self.memo = BytesLRU(MEMO_BYTES, _memo_size)
 
     def resolve_options(self, overrides: dict | None) -> Options:
         """The default options with a call's overrides (validated)."""
