@@ -29,11 +29,22 @@ def test_parse_prompt_forms():
 def test_compress_chat_messages(runner, docs):
     chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": docs["docs"][0]},
             {"role": "assistant", "content": docs["docs"][1]}, {"role": "user", "content": docs["question"]}]
-    res = runner.invoke(cli, ["compress", "-", "-m", "random", "--rate", "0.5"], input=json.dumps(chat))
+    res = runner.invoke(cli, ["compress", "-", "-m", "random", "--rate", "0.5", "--chat-policy", "age"],
+                        input=json.dumps(chat))
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     assert [m["role"] for m in out] == [m["role"] for m in chat] and out[0] == chat[0] and out[-1] == chat[-1]
     assert len(out[1]["content"]) < len(chat[1]["content"]) and "in 2 of 4 messages" in res.stderr
+    # the default, stable policy: user turns stay whole, the long assistant message is compressed
+    res = runner.invoke(cli, ["compress", "-", "-m", "random", "--rate", "0.5", "--json"], input=json.dumps(chat))
+    assert res.exit_code == 0, res.output
+    r = json.loads(res.stdout)
+    assert r["policy"] == "stable" and r["compressed_messages"] == [2] and r["messages"][1] == chat[1]
+    res = runner.invoke(cli, ["compress", "-", "-m", "random", "--rate", "0.5", "--hot-tokens", "100000"],
+                        input=json.dumps(chat))
+    assert res.exit_code == 0 and json.loads(res.stdout) == chat  # the open block stays whole
+    res = runner.invoke(cli, ["compress", "-", "-m", "random", "--target-tokens", "50"], input=json.dumps(chat))
+    assert res.exit_code == 2 and "policy='age'" in res.stderr
     res = runner.invoke(cli, ["compress", "-", "-m", "random"], input='{"messages": []}')
     assert res.exit_code == 2 and "empty" in res.stderr
 

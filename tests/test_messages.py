@@ -256,7 +256,6 @@ def test_stable_bad_settings(fast, chat):
                           ({"rate": 0.5, "min_tokens": 0}, "min_tokens must be"),
                           ({"rate": 0.5, "roles": "tool"}, "roles must be a list"),
                           ({"rate": 0.5, "condition": "latest"}, "condition must be one of"),
-                          ({}, "needs a rate"),
                           ({"rate": 1.5}, "rate"),
                           ({"rate": 0.5, "policy": "age", "hot_tokens": 10}, "hot_tokens belongs to policy='stable'")):
         with pytest.raises(InvalidInput, match=match):

@@ -144,8 +144,14 @@ def cli():
 @click.option("--policy", "policies", multiple=True, metavar="KEY=POLICY",
               help="--format json: keep | drop | compress | a rate, for a key or dotted path (repeatable)")
 @click.option("--plain-markdown", is_flag=True, help="--format markdown: compress the structure too")
+@click.option("--chat-policy", type=click.Choice(["stable", "age"]), default="stable", show_default=True,
+              help="chat messages: stable (each message compressed once, the same at every later turn: the "
+              "provider's prompt cache keeps hitting) or age (one request: the whole history fitted, older harder)")
+@click.option("--hot-tokens", type=click.IntRange(min=0), default=0, show_default=True,
+              help="chat messages, stable policy: keep the newest messages whole until they add up to this many "
+              "tokens, then compress them as one block")
 def compress(source, rate, target_tokens, method, model, target, question, instruction, protect, protect_regex,
-             options, device, dtype, as_json, show, quiet, fmt, policies, plain_markdown):
+             options, device, dtype, as_json, show, quiet, fmt, policies, plain_markdown, chat_policy, hot_tokens):
     """Compress the prompt in FILE (or stdin with -)."""
     from .budget import make_budget
     from .compressor import Compressor
@@ -168,8 +174,9 @@ def compress(source, rate, target_tokens, method, model, target, question, instr
         quiet_transformers()
         comp = Compressor(method, model=model, target=target, device=device, dtype=dtype, progress=say,
                           **dict(options))
-        r = comp.compress_messages(fields["messages"], rate=rate, target_tokens=target_tokens,
-                                   protect=[*protect, *pats])
+        extra = {"hot_tokens": hot_tokens} if chat_policy == "stable" else {}
+        r = comp.compress_messages(fields["messages"], policy=chat_policy, rate=rate, target_tokens=target_tokens,
+                                   protect=[*protect, *pats], **extra)
         click.echo(json.dumps(r.to_dict() if as_json else r.messages, ensure_ascii=False, indent=1))
         if not quiet:
             click.echo(f"{r.origin_tokens:,} -> {r.compressed_tokens:,} {r.target} tokens (rate {r.rate:.3f}) in "

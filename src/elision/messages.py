@@ -266,10 +266,7 @@ def _compress_stable(pipeline, messages: Sequence[Mapping], *, rate: float | Non
         raise InvalidInput(f"roles must be a list of role names such as {list(STABLE_ROLES)}, got {roles!r}")
     if condition not in CONDITIONS:
         raise InvalidInput(f"condition must be one of {', '.join(CONDITIONS)}, got {condition!r}")
-    if rate is None:
-        raise InvalidInput("policy='stable' needs a rate (each message keeps that share of its tokens)")
-    budget_check = make_budget(100, rate, None)  # the rate's own checks: (0, 1]
-    rate = budget_check.rate
+    rate = make_budget(100, rate, None).rate  # the rate's own checks, (0, 1]; 0.5 when not given
     t0 = time.perf_counter()
     opts = pipeline.resolve_options(options)
     pieces = _pieces(messages)
