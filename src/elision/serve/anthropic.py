@@ -32,7 +32,13 @@ import copy
 import json
 import logging
 
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
 from .._errors import InvalidInput
+from .body import check_counts, proxy_control, read_json
+from .forward import forward, redact
+from .service import service_of
 
 log = logging.getLogger("elision.serve")
 
@@ -41,6 +47,8 @@ PASS_UP = ("x-api-key", "authorization", "anthropic-version", "anthropic-beta")
 PASS_DOWN = ("content-type", "request-id", "retry-after", "location", "anthropic-organization-id")
 
 Path = tuple  # keys from the request body down to one text, e.g. ("messages", 2, "content", 0, "text")
+
+router = APIRouter()
 
 
 def to_chat(body: dict) -> tuple[list[dict], list[list[Path]]]:
@@ -137,8 +145,6 @@ KINDS = {"upstream_timeout": "timeout_error", "no_upstream": "not_found_error"}
 
 def _error(status: int, code: str, message: str, headers: dict | None = None, **extra):
     """Anthropic's error shape, with the service's stable code beside its type."""
-    from fastapi.responses import JSONResponse
-
     kind = KINDS.get(code, "api_error")
     return JSONResponse({"type": "error", "error": {"type": kind, "code": code, "message": message, **extra}},
                         status_code=status, headers=headers)
@@ -151,39 +157,29 @@ def _broken_event(error: str) -> bytes:
     return f"event: error\ndata: {json.dumps(event)}\n\n".encode()
 
 
-def add_messages_route(app, *, read_json, compress_chat, check_counts, control, redact) -> None:
-    """Add POST /v1/messages to the service's app, through the service's own steps (app.py):
-    `read_json(request)` (content type, size, depth), `check_counts(messages=...)`,
-    `control(body, headers)` (the request's elision settings), `compress_chat(messages,
-    control)` (compress_messages in the bounded pool, with its time limit: the messages and
-    the X-Elision-* headers) and `redact(url)`."""
-    from fastapi import Request
-
-    from .forward import forward
-
-    settings = app.state.settings
-
-    @app.post(PATH)
-    async def messages(request: Request):
-        """Anthropic Messages API: compress the conversation, forward, pass the answer back."""
-        base = settings.anthropic_upstream or settings.upstream
-        if not base:
-            return _error(501, "no_upstream", "this service was started without --anthropic-upstream or --upstream, "
-                          "so it cannot forward messages; use POST /v1/compress")
-        body = await read_json(request)
-        if not isinstance(body, dict):
-            raise InvalidInput("the request body must be a JSON object")
-        if settings.log_prompts:
-            log.info("messages request: %s", json.dumps(body, ensure_ascii=False))
-        ctl = control(body, request.headers)
-        headers = {"X-Elision-Method": "off"}
-        if not ctl.get("off"):
-            check_counts(messages=body.get("messages"))
-            chat, places = to_chat(body)
-            if chat:  # else only images and tool calls: nothing to compress
-                compressed, headers = await compress_chat(chat, ctl)
-                body = from_chat(body, places, compressed)
-        url = base.rstrip("/") + "/messages"
-        return await forward(request, url, body, pass_up=PASS_UP, elision_headers=headers, fail=_error,
-                             pass_down=lambda k: k in PASS_DOWN or k.startswith(("anthropic-ratelimit", "x-ratelimit")),
-                             broken_event=_broken_event, timeout_s=settings.upstream_timeout, where=redact(url))
+@router.post(PATH)
+async def messages(request: Request):
+    """Anthropic Messages API: compress the conversation, forward, pass the answer back."""
+    service = service_of(request)
+    settings = service.settings
+    base = settings.anthropic_upstream or settings.upstream
+    if not base:
+        return _error(501, "no_upstream", "this service was started without --anthropic-upstream or --upstream, "
+                      "so it cannot forward messages; use POST /v1/compress")
+    body = await read_json(request, settings)
+    if not isinstance(body, dict):
+        raise InvalidInput("the request body must be a JSON object")
+    if settings.log_prompts:
+        log.info("messages request: %s", json.dumps(body, ensure_ascii=False))
+    control = proxy_control(body, request.headers)
+    headers = {"X-Elision-Method": "off"}
+    if not control.get("off"):
+        check_counts(settings, messages=body.get("messages"))
+        chat, places = to_chat(body)
+        if chat:  # else only images and tool calls: nothing to compress
+            compressed, headers = await service.compress_chat(chat, control)
+            body = from_chat(body, places, compressed)
+    url = base.rstrip("/") + "/messages"
+    return await forward(request, url, body, pass_up=PASS_UP, elision_headers=headers, fail=_error,
+                         pass_down=lambda k: k in PASS_DOWN or k.startswith(("anthropic-ratelimit", "x-ratelimit")),
+                         broken_event=_broken_event, timeout_s=settings.upstream_timeout, where=redact(url))

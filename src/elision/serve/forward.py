@@ -1,11 +1,11 @@
 """Forwarding a compressed request to the upstream and passing its answer back: one function
-for both proxies (the OpenAI chat completions in app.py, the Anthropic messages in
+for both proxies (the OpenAI chat completions in openai.py, the Anthropic messages in
 anthropic.py), which differ only in their error shape, the headers they pass and the error
 event that ends a broken stream.
 
     >>> return await forward(request, url, body, pass_up=PASS_UP, pass_down=PASS_DOWN,
-    ...                      elision_headers={"X-Elision-Method": "llmlingua2"}, fail=respond_error,
-    ...                      broken_event=lambda name: b"data: {...}\\n\\n", timeout_s=60, where=redacted_url)
+    ...                      elision_headers={"X-Elision-Method": "llmlingua2"}, fail=error_response,
+    ...                      broken_event=lambda name: b"data: {...}\\n\\n", timeout_s=60, where=redact(url))
 
 What the caller gets back: the upstream's event stream relayed as it arrives (decoded: a gzip
 stream is not relayed under a header that no longer says gzip; a stream that breaks off ends
@@ -21,6 +21,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from urllib.parse import urlsplit, urlunsplit
 
 log = logging.getLogger("elision.serve")
 
@@ -84,3 +85,14 @@ async def forward(request, url: str, body: dict, *, pass_up: tuple[str, ...], pa
         return fail(502, "upstream_invalid_json", f"the upstream answered HTTP {up.status_code} with a body that "
                     "is not JSON", headers, upstream_status=up.status_code)
     return Response(content=content, status_code=up.status_code, headers=down, media_type="application/json")
+
+
+def redact(url: str) -> str:
+    """The URL without user:password and without the query (where keys often travel):
+    'https://u:p@api.example:8443/v1?key=k' -> 'https://api.example:8443/v1'."""
+    u = urlsplit(url)
+    host = u.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host + (f":{u.port}" if u.port else "")
+    return urlunsplit((u.scheme, netloc, u.path, "", ""))

@@ -1,0 +1,144 @@
+"""What a request asks for, read strictly before anything is compressed (docs/security.md):
+
+    read_json(request, settings)         the body: application/json only (a web page cannot send it
+                                         without a CORS preflight), strict UTF-8, no NaN / Infinity,
+                                         nesting within max_json_depth, no lone surrogates
+    check_counts(settings, messages=m)   contexts, protect entries and messages within their caps (413)
+    check_options(settings, options)     no call argument inside "options", none the operator fixed
+    proxy_control(body, headers)         a proxied request's own settings: body field "elision" (removed
+                                         before forwarding), then X-Elision-Rate / -Method / -Off
+
+Every refusal is a ServiceError (or the library's InvalidInput) in the one error shape. The
+bytes of the body are bounded earlier, by the gate (gate.py).
+"""
+
+from __future__ import annotations
+
+import json
+
+from .._errors import InvalidInput
+from ..parsing import parse_bool
+from .errors import ServiceError
+from .settings import Settings
+
+PROXY_CONTROL = ("rate", "target_tokens", "method", "off", "age_decay", "keep_recent")
+# compress() / compress_messages() arguments: given as top-level fields, never inside "options"
+CALL_ARGUMENTS = ("prompt", "context", "instruction", "question", "messages", "rate", "target_tokens", "protect",
+                  "progress", "format", "format_options")
+
+
+async def read_json(request, settings: Settings, model=None):
+    """The body as JSON: application/json only (a page's plain-text POST needs no CORS
+    preflight), strict UTF-8, no NaN / Infinity, nesting within max_json_depth and no lone
+    surrogates (what the library could not encode later). `model`: validated into it."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "application/json":
+        raise ServiceError(415, "unsupported_media_type", "send the body as JSON with Content-Type: "
+                           f"application/json (got {ctype or 'none'!r})")
+    raw = await request.body()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ServiceError(400, "invalid_utf8", f"the body is not UTF-8 ({e.reason} at byte {e.start})") from None
+    try:
+        body = json.loads(text, parse_constant=_no_constant)
+    except RecursionError:
+        raise ServiceError(400, "too_deep", f"the JSON body nests deeper than {settings.max_json_depth} "
+                           "levels") from None
+    except ValueError as e:
+        raise ServiceError(400, "invalid_json", f"the request body is not valid JSON: {e}") from None
+    _check_json(body, settings.max_json_depth)
+    if model is None:
+        return body
+    if not isinstance(body, dict):
+        raise ServiceError(400, "invalid_request", "the request body must be a JSON object")
+    return model.model_validate(body)
+
+
+def check_counts(settings: Settings, contexts=None, protect=None, messages=None) -> None:
+    """A 413 naming the cap when a list is longer than the operator allows."""
+    for what, items, limit, setting in (("contexts", contexts, settings.max_contexts, "MAX_CONTEXTS"),
+                                        ("protect entries", protect, settings.max_protect, "MAX_PROTECT"),
+                                        ("messages", messages, settings.max_messages, "MAX_MESSAGES")):
+        if isinstance(items, list) and len(items) > limit:
+            raise ServiceError(413, f"too_many_{what.split()[0]}", f"{len(items)} {what}, over the limit of "
+                               f"{limit} (ELISION_{setting})", limit=limit)
+
+
+def check_options(settings: Settings, options: dict) -> None:
+    """A 400 for a call argument given inside "options" or an option the operator fixed."""
+    for k in options:
+        if k in CALL_ARGUMENTS:
+            raise ServiceError(400, "invalid_option", f"options.{k}: give {k} as a top-level field, not "
+                               "inside options")
+        if k in settings.fixed_options:
+            raise ServiceError(400, "option_not_allowed", f"options.{k} is fixed by this service's operator "
+                               f"(ELISION_FIXED_OPTIONS: {', '.join(settings.fixed_options)})")
+
+
+def proxy_control(body: dict, headers) -> dict:
+    """The request's compression settings: body field "elision" (removed), then X-Elision-*.
+
+    {"elision": {"rate": 0.3}} with X-Elision-Method: truncate -> {"rate": 0.3, "method": "truncate"}
+    """
+    control = body.pop("elision", None) or {}
+    if not isinstance(control, dict):
+        raise InvalidInput('"elision" must be an object such as {"rate": 0.5} or {"off": true}')
+    unknown = set(control) - set(PROXY_CONTROL)
+    if unknown:
+        raise InvalidInput(f"unknown elision setting(s) {', '.join(sorted(unknown))}; known: {', '.join(PROXY_CONTROL)}")
+    for k in ("rate", "age_decay"):
+        if k in control:
+            _number(control[k], f"elision.{k}")
+    for k in ("target_tokens", "keep_recent"):
+        if control.get(k) is not None:
+            _number(control[k], f"elision.{k}", integer=True)
+    if control.get("method") is not None and not isinstance(control["method"], str):
+        raise InvalidInput(f"elision.method must be a method name, got {control['method']!r}")
+    if "x-elision-rate" in headers:
+        try:
+            control["rate"] = float(headers["x-elision-rate"])
+        except ValueError:
+            raise InvalidInput(f"X-Elision-Rate must be a number, got {headers['x-elision-rate']!r}") from None
+    if "x-elision-method" in headers:
+        control["method"] = headers["x-elision-method"]
+    if "x-elision-off" in headers:
+        control["off"] = parse_bool(headers["x-elision-off"], "X-Elision-Off")
+    elif control.get("off") is not None:  # null: not given
+        control["off"] = parse_bool(control["off"], '"off"')
+    return control
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number (give a finite number)")
+
+
+def _check_json(value, max_depth: int) -> None:
+    """Nesting depth and lone surrogates, without recursion (the body may be deep)."""
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, (dict, list)):
+            if depth > max_depth:
+                raise ServiceError(400, "too_deep", f"the JSON body nests deeper than {max_depth} levels")
+            items = v.items() if isinstance(v, dict) else enumerate(v)
+            for k, x in items:
+                if isinstance(k, str):
+                    _check_string(k)
+                stack.append((x, depth + 1))
+        elif isinstance(v, str):
+            _check_string(v)
+
+
+def _check_string(s: str) -> None:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ServiceError(400, "invalid_text", f"the body holds a lone surrogate (U+{ord(s[e.start]):04X}), "
+                           "which is not text") from None
+
+
+def _number(value, name: str, integer: bool = False):
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+        raise InvalidInput(f"{name} must be {'a whole number' if integer else 'a number'}, got {value!r}")
+    return value
