@@ -146,12 +146,13 @@ def age_rates(tokens: Sequence[int], ages: Sequence[int], budget: float, decay: 
 
 
 POLICIES = ("stable", "age")
+_UNSET = object()  # an argument not given (None is a value, and a wrong one)
 STABLE_ROLES = ("assistant", "tool", "function")
 CONDITIONS = ("question", "none")
 
 
 def compress_messages(pipeline, messages: Sequence[Mapping], *, policy: str = "stable", rate: float | None = None,
-                      target_tokens: int | None = None, age_decay: float | None = None, keep_recent: int | None = None,
+                      target_tokens: int | None = None, age_decay=_UNSET, keep_recent=_UNSET,
                       hot_tokens: int = 0, min_tokens: int = 64, roles: Sequence[str] = STABLE_ROLES,
                       condition: str = "question", protect: Iterable = (), progress=None,
                       **options) -> MessagesResult:
@@ -167,10 +168,10 @@ def compress_messages(pipeline, messages: Sequence[Mapping], *, policy: str = "s
             if value:
                 raise InvalidInput(f"{name} belongs to policy='stable'; policy='age' takes age_decay and keep_recent")
         return _compress_age(pipeline, messages, rate=rate, target_tokens=target_tokens,
-                             age_decay=0.75 if age_decay is None else age_decay,
-                             keep_recent=0 if keep_recent is None else keep_recent, protect=protect,
+                             age_decay=0.75 if age_decay is _UNSET else age_decay,
+                             keep_recent=0 if keep_recent is _UNSET else keep_recent, protect=protect,
                              progress=progress, **options)
-    if age_decay is not None or keep_recent is not None:
+    if age_decay is not _UNSET or keep_recent is not _UNSET:
         raise InvalidInput("age_decay and keep_recent belong to policy='age' (one request, no prompt cache to keep); "
                            "policy='stable' keeps the newest text whole with hot_tokens")
     if target_tokens is not None:
