@@ -195,11 +195,17 @@ def test_proxy_compresses_and_forwards(comps, upstream):
     seen = _echo(r)
     assert seen["authorization"] == "Bearer caller-key" and seen["elision_field_seen"] is False
     assert [m["role"] for m in seen["messages"]] == [m["role"] for m in CHAT]
-    assert seen["messages"][0] == CHAT[0] and seen["messages"][-1] == CHAT[-1]
-    assert len(seen["messages"][1]["content"]) < len(CHAT[1]["content"])
-    origin, comp = int(r.headers["x-elision-origin-tokens"]), int(r.headers["x-elision-compressed-tokens"])
-    assert comp <= round(0.4 * origin) + 1 and r.headers["x-elision-method"] == "llmlingua2"
+    # the stable policy (default): user turns whole, the long assistant message at 0.4 of its own tokens
+    assert seen["messages"][:2] == CHAT[:2] and seen["messages"][-1] == CHAT[-1]
+    assert len(seen["messages"][2]["content"]) < 0.6 * len(CHAT[2]["content"])
+    assert r.headers["x-elision-method"] == "llmlingua2" and r.headers["x-elision-policy"] == "stable"
     assert r.json()["object"] == "chat.completion"  # the upstream's body, unchanged
+    # policy age: the whole history (the older user turn too) fitted to the budget
+    r = post(app, "/v1/chat/completions", json={**body, "elision": {"rate": 0.4, "policy": "age"}})
+    seen = _echo(r)
+    assert len(seen["messages"][1]["content"]) < len(CHAT[1]["content"]) and seen["messages"][-1] == CHAT[-1]
+    origin, comp = int(r.headers["x-elision-origin-tokens"]), int(r.headers["x-elision-compressed-tokens"])
+    assert comp <= round(0.4 * origin) + 1 and r.headers["x-elision-policy"] == "age"
 
 
 def test_proxy_per_request_control(comps, upstream):
@@ -207,7 +213,7 @@ def test_proxy_per_request_control(comps, upstream):
     r = post(app, "/v1/chat/completions", json={"model": "echo", "messages": CHAT}, headers={"x-elision-off": "1"})
     assert _echo(r)["messages"] == CHAT and r.headers["x-elision-method"] == "off"
     r = post(app, "/v1/chat/completions", json={"model": "echo", "messages": CHAT},
-             headers={"x-elision-method": "truncate", "x-elision-rate": "0.3"})
+             headers={"x-elision-method": "truncate", "x-elision-rate": "0.3", "x-elision-policy": "age"})
     assert r.headers["x-elision-method"] == "truncate"
     assert int(r.headers["x-elision-compressed-tokens"]) <= round(0.3 * int(r.headers["x-elision-origin-tokens"])) + 1
     r = post(app, "/v1/chat/completions", json={"model": "echo", "messages": CHAT, "elision": {"off": True}})
@@ -223,6 +229,15 @@ def test_proxy_per_request_control(comps, upstream):
     assert r.status_code == 400 and "ratee" in r.json()["error"]["message"]
     r = post(app, "/v1/chat/completions", json={"model": "echo", "messages": "hi"})
     assert r.status_code == 400 and "messages" in r.json()["error"]["message"]
+    for control, headers, says in (({"policy": "fifo"}, {}, "elision.policy must be one of stable, age"),
+                                   ({}, {"x-elision-policy": "lru"}, "X-Elision-Policy must be stable or age"),
+                                   ({"hot_tokens": "x"}, {}, "elision.hot_tokens must be a whole number"),
+                                   ({"condition": "later"}, {}, "elision.condition must be one of"),
+                                   ({"target_tokens": 50}, {}, "policy='age'"),
+                                   ({"age_decay": 0.5}, {}, "belong to policy='age'")):
+        r = post(app, "/v1/chat/completions", json={"model": "echo", "messages": CHAT, "elision": control},
+                 headers=headers)
+        assert r.status_code == 400 and says in r.json()["error"]["message"], (control, r.text)
 
 
 def test_proxy_streams_sse(comps, upstream):

@@ -9,16 +9,30 @@ passed back as it comes.
 How a request maps onto compress_messages (elision.messages), so both proxies keep the same things:
 
     system (a string or text blocks)          -> a system message: kept verbatim
-    user / assistant content (string or text) -> a user / assistant message: compressed, older harder
-    tool_result blocks (string or text blocks) -> one tool message each: compressed like tool outputs
-    the latest user message with text          -> the question: kept, and what question-aware methods
-                                                  compress toward (a user turn that holds only tool
-                                                  results is not a question)
+    user content (string or text blocks)      -> a user message: kept (stable policy), the question
+                                                  the text after it is compressed toward
+    assistant content (string or text)        -> an assistant message: compressed once if long
+    tool_result blocks (string or text blocks) -> one tool message each: compressed once, toward the
+                                                  user text before it
     image / document / tool_use / thinking ... -> passed through untouched, as is every other key
 
+Prompt caching (issue 23): with the stable policy (the default) every block's text is a pure
+function of itself and what precedes it, so the bytes at and before a breakpoint the caller set
+are the same at every later turn, and Anthropic's cache entry written at turn N is read at turn
+N+1. cache_control markers (on tools, system, message and tool_result blocks, and the top-level
+automatic one) stay where the caller put them and are counted, never dropped: a request over
+Anthropic's 4-breakpoint limit goes up as sent and gets Anthropic's own 400. When the caller
+marked any breakpoint the stable policy compresses on arrival (hot_tokens 0): a closing block
+would rewrite text at or before a breakpoint already sent. With --anthropic-breakpoints auto, a
+request with no marker gets the top-level `cache_control: {"type": "ephemeral"}` (Anthropic
+places it on the last block; below the model's minimum length nothing is cached or charged).
+X-Elision-Breakpoints tells how many the request carries.
+
 Per request, the same controls as the OpenAI proxy: a body field "elision": {"rate", "method",
-"off", ...} (removed before forwarding) or X-Elision-Rate / X-Elision-Method / X-Elision-Off
-headers; the answer carries X-Elision-Origin-Tokens / X-Elision-Compressed-Tokens. Upstream
+"off", "policy", ...} (removed before forwarding) or X-Elision-Rate / X-Elision-Method /
+X-Elision-Off / X-Elision-Policy headers; the answer carries X-Elision-Origin-Tokens /
+X-Elision-Compressed-Tokens, and the usage priced with cache reads and writes
+(X-Elision-Billed-Input beside X-Elision-Billed-Input-Uncompressed; serve/usage.py). Upstream
 failures come back in Anthropic's error shape, {"type": "error", "error": {"type", "message"}}
 (which also carries the service's own {"error": {...}} shape), so Anthropic's SDKs raise their
 usual errors.
@@ -39,6 +53,7 @@ from .._errors import InvalidInput
 from .body import check_counts, proxy_control, read_json
 from .forward import forward, redact
 from .service import service_of
+from .usage import Accounting, tail_tokens
 
 log = logging.getLogger("elision.serve")
 
@@ -173,13 +188,52 @@ async def messages(request: Request):
         log.info("messages request: %s", json.dumps(body, ensure_ascii=False))
     control = proxy_control(body, request.headers)
     headers = {"X-Elision-Method": "off"}
+    marks = count_breakpoints(body)
+    added = False
+    if marks == 0 and settings.anthropic_breakpoints == "auto" and isinstance(body.get("messages"), list):
+        body["cache_control"] = {"type": "ephemeral"}  # Anthropic's automatic caching: the last block, moving on
+        marks, added = 1, True
+    saved = tail = 0
     if not control.get("off"):
         check_counts(settings, messages=body.get("messages"))
         chat, places = to_chat(body)
         if chat:  # else only images and tool calls: nothing to compress
-            compressed, headers = await service.compress_chat(chat, control)
+            compressed, headers, res = await service.compress_chat(chat, control, breakpoints=marks > 0)
             body = from_chat(body, places, compressed)
+            saved = res.origin_tokens - res.compressed_tokens
+            tail = tail_tokens(res, [m["role"] for m in chat])
+    headers = {**headers, "X-Elision-Breakpoints": f"{marks}" + (" (added)" if added else "")
+               + (f" (over Anthropic's limit of {MAX_BREAKPOINTS}: passed on as sent)" if marks > MAX_BREAKPOINTS else "")}
+    accounting = Accounting("anthropic", str(body.get("model", "")), service.prices, saved_tokens=saved,
+                            tail_tokens=tail, breakpoints=marks > 0, metrics=service.metrics)
     url = base.rstrip("/") + "/messages"
     return await forward(request, url, body, pass_up=PASS_UP, elision_headers=headers, fail=_error,
                          pass_down=lambda k: k in PASS_DOWN or k.startswith(("anthropic-ratelimit", "x-ratelimit")),
-                         broken_event=_broken_event, timeout_s=settings.upstream_timeout, where=redact(url))
+                         broken_event=_broken_event, timeout_s=settings.upstream_timeout, where=redact(url),
+                         accounting=accounting)
+
+
+MAX_BREAKPOINTS = 4  # Anthropic's limit of blocks with cache_control per request (the top-level one counts)
+
+
+def count_breakpoints(body: dict) -> int:
+    """cache_control markers the caller set: on tools, system blocks, message content blocks
+    (tool_result contents included), plus the top-level automatic one. Counted, never moved or
+    dropped: a request over the limit goes up as sent, and Anthropic's 400 comes back.
+
+    >>> count_breakpoints({"cache_control": {"type": "ephemeral"}, "system": [{"type": "text", "text": "S",
+    ...     "cache_control": {"type": "ephemeral"}}], "messages": [{"role": "user", "content": "hi"}]})
+    2
+    """
+    n = 1 if body.get("cache_control") else 0
+    stack = [body.get("tools"), body.get("system"), body.get("messages")]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, list):
+            stack += v
+        elif isinstance(v, dict):
+            n += 1 if isinstance(v.get("cache_control"), dict) else 0
+            c = v.get("content")
+            if isinstance(c, list):
+                stack.append(c)
+    return n

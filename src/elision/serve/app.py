@@ -87,7 +87,7 @@ def create_app(settings: Settings | None = None, preloaded: dict | None = None):
 
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["authorization", "content-type", "x-elision-key", "x-elision-rate",
-                                          "x-elision-method", "x-elision-off"])
+                                          "x-elision-method", "x-elision-off", "x-elision-policy"])
     return app
 
 

@@ -21,10 +21,11 @@ from ..parsing import parse_bool
 from .errors import ServiceError
 from .settings import Settings
 
-PROXY_CONTROL = ("rate", "target_tokens", "method", "off", "age_decay", "keep_recent")
+PROXY_CONTROL = ("rate", "target_tokens", "method", "off", "policy", "hot_tokens", "condition", "age_decay",
+                 "keep_recent")
 # compress() / compress_messages() arguments: given as top-level fields, never inside "options"
 CALL_ARGUMENTS = ("prompt", "context", "instruction", "question", "messages", "rate", "target_tokens", "protect",
-                  "progress", "format", "format_options")
+                  "progress", "format", "format_options", "policy")
 
 
 async def read_json(request, settings: Settings, model=None):
@@ -90,11 +91,18 @@ def proxy_control(body: dict, headers) -> dict:
     for k in ("rate", "age_decay"):
         if k in control:
             _number(control[k], f"elision.{k}")
-    for k in ("target_tokens", "keep_recent"):
+    for k in ("target_tokens", "keep_recent", "hot_tokens"):
         if control.get(k) is not None:
             _number(control[k], f"elision.{k}", integer=True)
     if control.get("method") is not None and not isinstance(control["method"], str):
         raise InvalidInput(f"elision.method must be a method name, got {control['method']!r}")
+    for k, allowed in (("policy", ("stable", "age")), ("condition", ("question", "none"))):
+        if k in control and control[k] not in allowed:
+            raise InvalidInput(f"elision.{k} must be one of {', '.join(allowed)}, got {control[k]!r}")
+    if "x-elision-policy" in headers:
+        if headers["x-elision-policy"] not in ("stable", "age"):
+            raise InvalidInput(f"X-Elision-Policy must be stable or age, got {headers['x-elision-policy']!r}")
+        control["policy"] = headers["x-elision-policy"]
     if "x-elision-rate" in headers:
         try:
             control["rate"] = float(headers["x-elision-rate"])

@@ -15,6 +15,16 @@ import click
 @click.option("--targets", help="further targets requests may name (tokenizer paths or HF ids, loaded at start-up; "
                                 "OpenAI models and encodings are always allowed), comma-separated [env ELISION_TARGETS]")
 @click.option("--rate", type=float, help="the proxy's rate when a request gives none [env ELISION_RATE; default 0.5]")
+@click.option("--policy", type=click.Choice(["stable", "age"]), help="how the proxies compress a conversation: "
+              "stable (each message once, the same at every later turn: the provider's prompt cache keeps hitting) "
+              "or age (the whole history refitted per request) [env ELISION_POLICY; default stable]")
+@click.option("--hot-tokens", type=int, help="stable policy: keep the newest messages whole until they add up to this "
+              "many tokens, then compress them as one block [env ELISION_HOT_TOKENS; default 0]")
+@click.option("--anthropic-breakpoints", type=click.Choice(["off", "auto"]), help="/v1/messages: auto puts a "
+              "cache_control breakpoint on the last block when the caller set none [env ELISION_ANTHROPIC_BREAKPOINTS; "
+              "default off]")
+@click.option("--cache-prices", help="billed-input multipliers per model for the usage accounting, e.g. "
+              "'gpt-4o*: cache_read=0.5' [env ELISION_CACHE_PRICES; default: the providers' published ones]")
 @click.option("--upstream", help="OpenAI-compatible base URL for /v1/chat/completions, "
                                  "e.g. https://api.openai.com/v1 [env ELISION_UPSTREAM]")
 @click.option("--anthropic-upstream", help="Anthropic-compatible base URL for /v1/messages, e.g. "

@@ -48,8 +48,11 @@ async def compress(request: Request) -> dict:
         if req.format not in (None, "text") or req.format_options:
             raise InvalidInput("format applies to a prompt / context, not to chat messages")
         res = await service.compress_in_pool(req.method, req.target, lambda c, check: c.compress_messages(
-            req.messages, **budget, protect=req.protect, progress=check, **req.options))
+            req.messages, policy=req.policy or "stable", **budget, protect=req.protect, progress=check,
+            **req.options))
         return res.to_dict()
+    if req.policy is not None:
+        raise InvalidInput("policy applies to chat messages (messages=[...]), not to a prompt / context")
     if req.context is not None and req.prompt is not None:
         raise InvalidInput("give the text as prompt or as context, not both")
     res = await service.compress_in_pool(req.method, req.target, lambda c, check: c.compress(

@@ -26,23 +26,32 @@ from urllib.parse import urlsplit, urlunsplit
 log = logging.getLogger("elision.serve")
 
 
-async def _relay(up, broken_event: Callable[[str], bytes]):
+async def _relay(up, broken_event: Callable[[str], bytes], accounting=None):
     import httpx
 
     try:
         async for chunk in up.aiter_bytes():
+            if accounting is not None:
+                accounting.feed(chunk)
             yield chunk
     except httpx.HTTPError as e:
         log.warning("upstream stream broke off: %s", type(e).__name__)
         yield broken_event(type(e).__name__)
+        return
+    if accounting is not None:
+        tail = accounting.end_of_stream()  # the usage, as an SSE comment clients skip
+        if tail:
+            yield tail
 
 
 async def forward(request, url: str, body: dict, *, pass_up: tuple[str, ...], pass_down: Callable[[str], bool],
                   elision_headers: dict, fail: Callable, broken_event: Callable[[str], bytes], timeout_s: float,
-                  where: str):
+                  where: str, accounting=None):
     """POST `body` to `url` with the caller's `pass_up` headers; the response to send back,
     with the upstream headers `pass_down(name)` accepts plus `elision_headers` (see the module
-    docstring). `fail(status, code, message, headers, **extra)` makes an error response."""
+    docstring). `fail(status, code, message, headers, **extra)` makes an error response.
+    `accounting` (serve/usage.Accounting) reads the usage of a 2xx answer: headers on a JSON
+    answer, a closing SSE comment on a stream."""
     import httpx
     from fastapi.responses import Response, StreamingResponse
     from starlette.background import BackgroundTask
@@ -64,7 +73,7 @@ async def forward(request, url: str, body: dict, *, pass_up: tuple[str, ...], pa
     down = {k: v for k, v in up.headers.items() if pass_down(k.lower())}
     down.update(headers)
     if up.status_code < 300 and "text/event-stream" in up.headers.get("content-type", ""):
-        return StreamingResponse(_relay(up, broken_event), status_code=up.status_code, headers=down,
+        return StreamingResponse(_relay(up, broken_event, accounting), status_code=up.status_code, headers=down,
                                  background=BackgroundTask(up.aclose))
     try:
         content = await up.aread()  # decoded (gzip, br, ...): the answer goes out without the encoding
@@ -84,6 +93,9 @@ async def forward(request, url: str, body: dict, *, pass_up: tuple[str, ...], pa
     except ValueError:
         return fail(502, "upstream_invalid_json", f"the upstream answered HTTP {up.status_code} with a body that "
                     "is not JSON", headers, upstream_status=up.status_code)
+    if accounting is not None:
+        accounting.read_body(content)
+        down.update(accounting.headers())
     return Response(content=content, status_code=up.status_code, headers=down, media_type="application/json")
 
 

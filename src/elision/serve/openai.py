@@ -6,10 +6,16 @@ relayed as they arrive (decoded).
     client = openai.OpenAI(base_url="http://127.0.0.1:8080/v1")      # key: OPENAI_API_KEY, relayed
     client.chat.completions.create(model=..., messages=[...], extra_body={"elision": {"rate": 0.4}})
 
-Per request: a body field "elision": {"rate", "target_tokens", "method", "off", "age_decay",
-"keep_recent"} (removed before forwarding) or headers X-Elision-Rate / X-Elision-Method /
-X-Elision-Off. Answer headers X-Elision-Origin-Tokens / X-Elision-Compressed-Tokens report the
-counts. Upstream failures (forward.py) come back in the service's one error shape: 5xx as 502
+The conversation is compressed with the stable policy by default (elision.messages: each
+message once, the same bytes at every later turn, so OpenAI's automatic prefix cache keeps
+hitting); system messages, tools and every field but the messages' texts go up untouched
+(prompt_cache_key, prompt_cache_retention, cache_control on content parts for OpenAI-compatible
+routers). Per request: a body field "elision": {"rate", "target_tokens", "method", "off",
+"policy", "hot_tokens", "condition", "age_decay", "keep_recent"} (removed before forwarding) or
+headers X-Elision-Rate / X-Elision-Method / X-Elision-Off / X-Elision-Policy. Answer headers
+X-Elision-Origin-Tokens / X-Elision-Compressed-Tokens report the counts, and the upstream's usage
+priced with its cache multipliers comes back as X-Elision-Billed-Input beside
+X-Elision-Billed-Input-Uncompressed (serve/usage.py). Upstream failures (forward.py) come back in the service's one error shape: 5xx as 502
 without its body, time-outs as 504, never the upstream's URL credentials.
 
 Not handled: other OpenAI endpoints (/v1/responses, /v1/embeddings, ...): call the upstream
@@ -27,6 +33,7 @@ from .body import check_counts, proxy_control, read_json
 from .errors import ServiceError, error_body, error_response
 from .forward import forward, redact
 from .service import service_of
+from .usage import Accounting, tail_tokens
 
 log = logging.getLogger("elision.serve")
 
@@ -52,13 +59,21 @@ async def chat_completions(request: Request):
         log.info("chat request: %s", json.dumps(body, ensure_ascii=False))
     control = proxy_control(body, request.headers)
     headers = {"X-Elision-Method": "off"}
+    saved = tail = 0
     if not control.get("off"):
         check_counts(settings, messages=body.get("messages"))
-        body["messages"], headers = await service.compress_chat(body.get("messages"), control)
+        original = body.get("messages")
+        body["messages"], headers, res = await service.compress_chat(original, control)
+        saved = res.origin_tokens - res.compressed_tokens
+        tail = tail_tokens(res, [m.get("role") for m in original])
+    # everything else (tools, prompt_cache_key, prompt_cache_retention, ...) goes up as it came
+    accounting = Accounting("openai", str(body.get("model", "")), service.prices, saved_tokens=saved,
+                            tail_tokens=tail, metrics=service.metrics)
     url = settings.upstream.rstrip("/") + "/chat/completions"
     return await forward(request, url, body, pass_up=PASS_UP, elision_headers=headers, fail=error_response,
                          pass_down=lambda k: k in PASS_DOWN or k.startswith("x-ratelimit"),
-                         broken_event=_broken_event, timeout_s=settings.upstream_timeout, where=redact(url))
+                         broken_event=_broken_event, timeout_s=settings.upstream_timeout, where=redact(url),
+                         accounting=accounting)
 
 
 def _broken_event(error: str) -> bytes:

@@ -6,7 +6,7 @@ and the two steps the routes call to compress.
     >>> async with service.running():                   # what the app's lifespan does
     ...     result = await service.compress_in_pool("truncate", None, lambda c, check: c.compress(
     ...         "some long text", rate=0.5, progress=check))
-    ...     messages, headers = await service.compress_chat(chat, {"rate": 0.3})   # both proxies
+    ...     messages, headers, result = await service.compress_chat(chat, {"rate": 0.3})   # both proxies
 
 A route finds it with `service_of(request)`. Compressions run in the bounded pool (pool.py): a
 full queue is refused at once (503 + Retry-After), and a compression past `settings.timeout`
@@ -40,6 +40,7 @@ class Service:
                            lambda: self.pool.depth if self.pool else 0)
         self.pool: Pool | None = None  # per serving run, from running()
         self.client = None  # httpx.AsyncClient to the upstream, per serving run
+        self.prices = settings.price_table  # billed-input multipliers (serve/usage.py)
 
     @contextlib.asynccontextmanager
     async def running(self):
@@ -86,19 +87,31 @@ class Service:
         metrics.inc("elision_tokens_saved_total", result.origin_tokens - result.compressed_tokens)
         return result
 
-    async def compress_chat(self, messages, control: dict) -> tuple[list, dict]:
+    async def compress_chat(self, messages, control: dict, *, breakpoints: bool = False):
         """compress_messages in the pool, under a proxied request's controls (method, rate or
-        target_tokens, age_decay, keep_recent; the service's defaults else): the compressed
-        messages and the X-Elision-* headers the answer carries. Both proxies use it."""
+        target_tokens, policy and its settings; the service's defaults else): the compressed
+        messages, the X-Elision-* headers the answer carries and the MessagesResult. Both
+        proxies use it. `breakpoints`: the caller marked cache breakpoints (Anthropic), so
+        nothing already sent may change: the stable policy then compresses on arrival
+        (hot_tokens 0: a closing block would rewrite text at or before a breakpoint)."""
         settings = self.settings
         method = control.get("method") or settings.method
-        budget = ({"target_tokens": control["target_tokens"]} if control.get("target_tokens") is not None
-                  else {"rate": control.get("rate", settings.rate)})
-        extra = {k: control[k] for k in ("age_decay", "keep_recent") if k in control}
+        policy = control.get("policy") or settings.policy
+        if control.get("target_tokens") is not None:
+            kwargs = {"target_tokens": control["target_tokens"]}
+        else:
+            kwargs = {"rate": control.get("rate", settings.rate)}
+        if policy == "stable":
+            kwargs["hot_tokens"] = 0 if breakpoints else control.get("hot_tokens", settings.hot_tokens)
+            kwargs.update({k: control[k] for k in ("condition", "age_decay", "keep_recent") if k in control})
+        else:
+            kwargs.update({k: control[k] for k in ("age_decay", "keep_recent", "hot_tokens", "condition")
+                           if k in control})
         res = await self.compress_in_pool(method, None, lambda c, check: c.compress_messages(
-            messages, **budget, progress=check, **extra))
-        return res.messages, {"X-Elision-Method": method, "X-Elision-Origin-Tokens": str(res.origin_tokens),
-                              "X-Elision-Compressed-Tokens": str(res.compressed_tokens)}
+            messages, policy=policy, progress=check, **kwargs))
+        return res.messages, {"X-Elision-Method": method, "X-Elision-Policy": policy,
+                              "X-Elision-Origin-Tokens": str(res.origin_tokens),
+                              "X-Elision-Compressed-Tokens": str(res.compressed_tokens)}, res
 
 
 def service_of(request) -> Service:

@@ -36,6 +36,16 @@ class Settings:
     # paths or HF ids, loaded at start-up; a request can never make the service open a path
     targets: tuple[str, ...] = ()
     rate: float = 0.5  # default rate of the proxy, when the request gives none
+    # how the proxies compress a conversation (elision.messages): "stable" (each message once, the
+    # same bytes at every later turn: the provider's prompt cache keeps hitting) or "age"
+    policy: str = "stable"
+    hot_tokens: int = 0  # stable policy: newest messages kept whole until they add up to this many tokens
+    # /v1/messages: put a cache_control breakpoint on the last block when the caller set none
+    # ("auto"), or never add one ("off"); breakpoints the caller set are always kept as they are
+    anthropic_breakpoints: str = "off"
+    # billed-input multipliers per model for the usage accounting, over the providers' defaults:
+    # JSON or "gpt-4o*: cache_read=0.5; claude-*: cache_write=1.25" (elision.billing.PriceTable)
+    cache_prices: str = ""
     upstream: str | None = None  # OpenAI-compatible base URL, e.g. https://api.openai.com/v1
     # Anthropic-compatible base URL for /v1/messages, e.g. https://api.anthropic.com/v1; None = upstream
     anthropic_upstream: str | None = None
@@ -59,6 +69,7 @@ class Settings:
     cors_origins: tuple[str, ...] = ()  # origins a browser page may call from; () = no CORS at all
 
     ENV = {f.upper(): f for f in ("host", "port", "method", "methods", "model", "target", "targets", "rate",
+                                  "policy", "hot_tokens", "anthropic_breakpoints", "cache_prices",
                                   "upstream", "anthropic_upstream", "api_key", "workers", "queue", "max_body_bytes", "max_prompt_tokens",
                                   "max_contexts", "max_protect", "max_messages", "max_json_depth", "compressors",
                                   "fixed_options", "timeout", "upstream_timeout", "log_prompts", "allowed_hosts",
@@ -75,6 +86,13 @@ class Settings:
                      "max_json_depth", "compressors"):
             if getattr(self, name) < 1:
                 raise InvalidInput(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.policy not in ("stable", "age"):
+            raise InvalidInput(f"policy must be stable or age, got {self.policy!r}")
+        if self.hot_tokens < 0:
+            raise InvalidInput(f"hot_tokens must be >= 0, got {self.hot_tokens}")
+        if self.anthropic_breakpoints not in ("off", "auto"):
+            raise InvalidInput(f"anthropic_breakpoints must be off or auto, got {self.anthropic_breakpoints!r}")
+        self.price_table  # a bad table stops the start, not a request
         if self.queue < 0:
             raise InvalidInput(f"queue must be >= 0, got {self.queue}")
         for name in ("timeout", "upstream_timeout"):
@@ -90,6 +108,14 @@ class Settings:
         for o in self.cors_origins:
             if o != "*" and not o.startswith(("http://", "https://")):
                 raise InvalidInput(f"cors_origins holds {o!r}; give origins such as https://app.example.com")
+
+    @property
+    def price_table(self):
+        """The billed-input multipliers (elision.billing.PriceTable): cache_prices over the defaults."""
+        from ..billing import PriceTable
+
+        return PriceTable.parse(self.cache_prices, "cache_prices (ELISION_CACHE_PRICES)") if self.cache_prices \
+            else PriceTable()
 
     @property
     def all_methods(self) -> tuple[str, ...]:
