@@ -6,7 +6,7 @@ import copy
 import pytest
 
 from elision import Compressor, InvalidInput
-from elision.messages import age_rates
+from elision.messages import RECALL_HEADER, age_rates
 
 from .conftest import is_subsequence
 
@@ -159,7 +159,7 @@ def test_stable_turns_share_the_earlier_prefix_byte_for_byte(fast, docs, hot):
     before = copy.deepcopy(history)
     prev, prev_frozen, breaks = None, set(), 0
     for n in range(2, len(history) + 1, 4):  # each turn re-sends the whole history plus its new messages
-        r = fast.compress_messages(history[:n + 1], rate=0.4, hot_tokens=hot)
+        r = fast.compress_messages(history[:n + 1], rate=0.4, hot_tokens=hot, recall_tokens=0)
         assert history == before
         now = _bytes(r.messages)
         if prev is not None:
@@ -176,7 +176,7 @@ def test_stable_turns_share_the_earlier_prefix_byte_for_byte(fast, docs, hot):
 
 def test_stable_what_it_keeps_and_compresses(fast, docs):
     history = _session(docs, 3)
-    r = fast.compress_messages(history, rate=0.4)
+    r = fast.compress_messages(history, rate=0.4, recall_tokens=0)
     tools = [i for i, m in enumerate(history) if m["role"] == "tool"]
     assert r.compressed == tuple(tools)  # short assistant texts and user turns stay whole
     for old, new in zip(history, r.messages):
@@ -188,9 +188,9 @@ def test_stable_what_it_keeps_and_compresses(fast, docs):
         else:
             assert new == old
     long_assistant = history + [{"role": "assistant", "content": docs["docs"][4]}]
-    assert fast.compress_messages(long_assistant, rate=0.4).compressed[-1] == len(history)
+    assert fast.compress_messages(long_assistant, rate=0.4, recall_tokens=0).compressed[-1] == len(history)
     with_users = fast.compress_messages(long_assistant + [{"role": "user", "content": docs["docs"][5]}], rate=0.4,
-                                        roles=("user", "tool"))
+                                        roles=("user", "tool"), recall_tokens=0)
     assert len(with_users.messages[-1]["content"]) < len(docs["docs"][5])
     assert with_users.messages[-2] == long_assistant[-1]
 
@@ -201,28 +201,28 @@ def test_stable_message_does_not_depend_on_later_or_neighbouring_messages(fast, 
     d = docs["docs"]
     q = {"role": "user", "content": "Which bridge collapsed in a storm?"}
     tool = {"role": "tool", "tool_call_id": "x", "content": d[0] + "\n\n" + d[3]}
-    alone = fast.compress_messages([q, tool], rate=0.3).messages[1]
+    alone = fast.compress_messages([q, tool], rate=0.3, condition="question", recall_tokens=0).messages[1]
     later = fast.compress_messages([q, tool, {"role": "user", "content": "And who won a physics prize?"}],
-                                   rate=0.3).messages[1]
+                                   rate=0.3, condition="question", recall_tokens=0).messages[1]
     crowded = fast.compress_messages([{"role": "user", "content": "Earlier."},
                                       {"role": "tool", "tool_call_id": "y", "content": d[1] + " " + d[2]}, q, tool,
-                                      {"role": "tool", "tool_call_id": "z", "content": d[4]}], rate=0.3).messages[3]
+                                      {"role": "tool", "tool_call_id": "z", "content": d[4]}], rate=0.3, condition="question", recall_tokens=0).messages[3]
     assert alone == later == crowded
     fast.pipeline.memo.clear()  # computed again, not looked up: still the same bytes
-    assert fast.compress_messages([q, tool], rate=0.3).messages[1] == alone
-    other_q = fast.compress_messages([{"role": "user", "content": "Who won a physics prize?"}, tool], rate=0.3)
+    assert fast.compress_messages([q, tool], rate=0.3, condition="question", recall_tokens=0).messages[1] == alone
+    other_q = fast.compress_messages([{"role": "user", "content": "Who won a physics prize?"}, tool], rate=0.3, condition="question", recall_tokens=0)
     assert other_q.messages[1] != alone  # the question before it matters (task-aware classifier)
-    agnostic = fast.compress_messages([q, tool], rate=0.3, condition="none").messages[1]
-    assert agnostic == fast.compress_messages([{"role": "user", "content": "Anything."}, tool], rate=0.3,
-                                              condition="none").messages[1]
+    agnostic = fast.compress_messages([q, tool], rate=0.3).messages[1]  # the default: no question
+    assert agnostic == fast.compress_messages([{"role": "user", "content": "Anything."}, tool],
+                                              rate=0.3).messages[1]
 
 
 def test_stable_memo_makes_earlier_messages_a_lookup(fast, docs):
     fast.pipeline.memo.clear()
     history = _session(docs, 5)
-    first = fast.compress_messages(history[:-4], rate=0.35)
+    first = fast.compress_messages(history[:-4], rate=0.35, recall_tokens=0)
     assert first.reused == 0
-    second = fast.compress_messages(history, rate=0.35)
+    second = fast.compress_messages(history, rate=0.35, recall_tokens=0)
     assert second.reused == len(first.compressed) and len(second.compressed) == len(first.compressed) + 1
 
 
@@ -231,7 +231,7 @@ import json, sys, torch
 torch.set_num_threads(int(sys.argv[1]))
 from elision import Compressor
 msgs = json.load(sys.stdin)
-r = Compressor("llmlingua2", target="cl100k_base").compress_messages(msgs, rate=0.4)
+r = Compressor("llmlingua2", target="cl100k_base").compress_messages(msgs, rate=0.4, condition="question")
 print(json.dumps(r.messages))
 """
 
@@ -257,6 +257,34 @@ def test_stable_bad_settings(fast, chat):
                           ({"rate": 0.5, "roles": "tool"}, "roles must be a list"),
                           ({"rate": 0.5, "condition": "latest"}, "condition must be one of"),
                           ({"rate": 1.5}, "rate"),
-                          ({"rate": 0.5, "policy": "age", "hot_tokens": 10}, "hot_tokens belongs to policy='stable'")):
+                          ({"rate": 0.5, "recall_tokens": -5}, "recall_tokens must be"),
+                          ({"rate": 0.5, "policy": "age", "hot_tokens": 10}, "hot_tokens belongs to policy='stable'"),
+                          ({"rate": 0.5, "policy": "age", "recall_tokens": 10}, "recall_tokens belongs")):
         with pytest.raises(InvalidInput, match=match):
             fast.compress_messages(chat, **kwargs)
+
+
+def test_stable_recall_brings_back_what_the_question_needs_after_the_prefix(fast, docs):
+    """The excerpts of compressed text the latest question needs come last, verbatim, within
+    their budget; the messages before them are the same bytes as without recall (the cached
+    prefix), and the next turn, without this turn's excerpts, still starts with them."""
+    d = docs["docs"]
+    history = [{"role": "system", "content": "You are a research agent."},
+               {"role": "user", "content": "Search the archive."},
+               {"role": "tool", "tool_call_id": "a", "content": "\n\n".join(d)},
+               {"role": "assistant", "content": "Done."},
+               {"role": "user", "content": "Who designed the Tay Bridge, and when did it collapse?"}]
+    plain = fast.compress_messages(history, rate=0.2, recall_tokens=0)
+    r = fast.compress_messages(history, rate=0.2, recall_tokens=120)
+    assert r.messages[:-1] == plain.messages and r.messages[-1]["role"] == "user"
+    excerpt = r.messages[-1]["content"]
+    assert r.recall == excerpt and excerpt.startswith(RECALL_HEADER) and "Tay" in excerpt
+    body = excerpt.split("\n", 1)[1]
+    for line in body.split("\n"):
+        assert line in history[2]["content"] and line not in plain.messages[2]["content"]  # lost text, verbatim
+    assert fast.pipeline.target.count(excerpt) <= 120
+    nxt = fast.compress_messages(history + [{"role": "assistant", "content": "Thomas Bouch; 1879."},
+                                            {"role": "user", "content": "Thanks."}], rate=0.2, recall_tokens=120)
+    assert nxt.messages[:len(plain.messages)] == plain.messages
+    # an assistant prefill last: no excerpts after it
+    assert not fast.compress_messages(history + [{"role": "assistant", "content": "The"}], rate=0.2).recall

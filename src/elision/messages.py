@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -75,6 +76,7 @@ class MessagesResult(TokenCounts):
     per_message: tuple[tuple[int, int], ...] = field(default=(), repr=False)  # (origin, compressed) tokens
     seconds: float = 0.0
     policy: str = "stable"
+    recall: str = ""  # stable policy with recall_tokens: the excerpts appended as a last user message
     reused: int = 0  # stable policy: messages whose compression came from the memo (earlier turns)
 
     def to_dict(self) -> dict:
@@ -83,7 +85,7 @@ class MessagesResult(TokenCounts):
                 "requested_rate": self.requested_rate, "rate": self.rate, "saved_tokens": self.saved_tokens,
                 "method": self.method, "model": self.model, "target": self.target,
                 "compressed_messages": list(self.compressed), "seconds": self.seconds, "policy": self.policy,
-                "reused_messages": self.reused}
+                "reused_messages": self.reused, "recall": self.recall}
 
 
 @dataclass
@@ -154,7 +156,7 @@ CONDITIONS = ("question", "none")
 def compress_messages(pipeline, messages: Sequence[Mapping], *, policy: str = "stable", rate: float | None = None,
                       target_tokens: int | None = None, age_decay=_UNSET, keep_recent=_UNSET,
                       hot_tokens: int = 0, min_tokens: int = 64, roles: Sequence[str] = STABLE_ROLES,
-                      condition: str = "question", protect: Iterable = (), progress=None,
+                      condition: str = "none", recall_tokens: int = 256, protect: Iterable = (), progress=None,
                       **options) -> MessagesResult:
     """Compressor.compress_messages: see the module docstring. `pipeline` is the compressor's
     elision.pipeline.Pipeline, so every keep guarantee holds. policy="stable" takes `rate`,
@@ -164,7 +166,8 @@ def compress_messages(pipeline, messages: Sequence[Mapping], *, policy: str = "s
         raise InvalidInput(f"policy must be one of {', '.join(POLICIES)}, got {policy!r}")
     if policy == "age":
         for name, value in (("hot_tokens", hot_tokens != 0), ("min_tokens", min_tokens != 64),
-                            ("roles", tuple(roles) != STABLE_ROLES), ("condition", condition != "question")):
+                            ("roles", tuple(roles) != STABLE_ROLES), ("condition", condition != "none"),
+                            ("recall_tokens", recall_tokens != 256)):
             if value:
                 raise InvalidInput(f"{name} belongs to policy='stable'; policy='age' takes age_decay and keep_recent")
         return _compress_age(pipeline, messages, rate=rate, target_tokens=target_tokens,
@@ -178,7 +181,8 @@ def compress_messages(pipeline, messages: Sequence[Mapping], *, policy: str = "s
         raise InvalidInput("policy='stable' compresses each message to `rate` of its own tokens, so that earlier "
                            "messages never change; a whole-conversation target_tokens needs policy='age'")
     return _compress_stable(pipeline, messages, rate=rate, hot_tokens=hot_tokens, min_tokens=min_tokens,
-                            roles=roles, condition=condition, protect=protect, progress=progress, **options)
+                            roles=roles, condition=condition, recall_tokens=recall_tokens, protect=protect,
+                            progress=progress, **options)
 
 
 def _compress_age(pipeline, messages: Sequence[Mapping], *, rate: float | None, target_tokens: int | None,
@@ -255,14 +259,15 @@ def _whole_number(value, name: str, low: int) -> int:
 
 
 def _compress_stable(pipeline, messages: Sequence[Mapping], *, rate: float | None, hot_tokens: int,
-                     min_tokens: int, roles: Sequence[str], condition: str, protect: Iterable, progress,
-                     **options) -> MessagesResult:
+                     min_tokens: int, roles: Sequence[str], condition: str, recall_tokens: int, protect: Iterable,
+                     progress, **options) -> MessagesResult:
     """policy='stable': see the module docstring. Worked example, rate 0.4, hot_tokens 0:
     [system S, user Q1, assistant A1 (30 tokens), tool T1 (600)] -> T1 compressed to ~240
     tokens toward Q1, A1 under min_tokens kept; appending [user Q2, tool T2] later gives the
     same bytes for S..T1 and T2 compressed toward Q2."""
     _whole_number(hot_tokens, "hot_tokens", 0)
     _whole_number(min_tokens, "min_tokens", 1)
+    _whole_number(recall_tokens, "recall_tokens", 0)
     if isinstance(roles, str) or not all(isinstance(r, str) for r in roles):
         raise InvalidInput(f"roles must be a list of role names such as {list(STABLE_ROLES)}, got {roles!r}")
     if condition not in CONDITIONS:
@@ -320,8 +325,16 @@ def _compress_stable(pipeline, messages: Sequence[Mapping], *, rate: float | Non
     for p, c, n in zip(pieces, count, new_count):
         a, b = per.get(p.message, (0, 0))
         per[p.message] = (a + c, b + n)
+    users = [p.text for p in pieces if messages[p.message]["role"] == "user" and p.text.strip()]
+    recall = ""
+    if recall_tokens and users and frozen and messages[-1]["role"] in ("user", "tool", "function"):
+        # never more than half of what compression removed: a request never grows
+        budget = min(recall_tokens, (sum(count) - sum(new_count)) // 2)
+        recall = recall_excerpts(users[-1], [(pieces[k].text, new_text[k]) for k in frozen], budget, target)
+        if recall:
+            out.append({"role": "user", "content": recall})
     return MessagesResult(
-        messages=out, origin_tokens=origin, compressed_tokens=sum(new_count),
+        messages=out, origin_tokens=origin, compressed_tokens=sum(new_count) + target.count(recall), recall=recall,
         budget_tokens=origin - sum(count[k] for k in frozen) + sum(max(1, round(rate * count[k])) for k in frozen),
         requested_rate=rate, method=pipeline.method.name, model=pipeline.method.model_name,
         target=pipeline.target_name, compressed=tuple(sorted({pieces[k].message for k in frozen})),
@@ -363,3 +376,72 @@ def _count(memo, target, text: str) -> int:
         return target.count(text)
     key = ("count", hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest())
     return memo.get(key, lambda: target.count(text))
+
+
+def _recall_units(text: str, most: int = 600) -> list[str]:
+    """A text as the pieces recall picks from: records (a YAML list item or a blank-line
+    separated block, so a date stays with the subject that names it) of up to `most`
+    characters, longer lines cut at sentence ends.
+    '- subject: A\n  date: 1 May\n- subject: B\n  date: 2 May' -> ['- subject: A\n  date: 1 May', '- subject: B\n  date: 2 May']"""
+    out, block = [], []
+
+    def flush():
+        if block:
+            out.append("\n".join(block).strip())
+            block.clear()
+
+    for line in text.splitlines():
+        if not line.strip() or line.startswith("- ") or sum(map(len, block)) + len(line) > most:
+            flush()
+        if len(line) > most:
+            out += [x.strip() for x in _SENTENCE_END.split(line) if x.strip()]
+        elif line.strip():
+            block.append(line)
+    flush()
+    return out
+
+
+RECALL_HEADER = ("[Excerpts of earlier messages in this conversation, in full; the messages above were "
+                 "shortened]")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def recall_excerpts(question: str, texts: Sequence[tuple[str, str]], budget: int, target) -> str:
+    """What the current question needs of the text compression removed, verbatim: the lines
+    (long ones cut at sentence ends) of the compressed messages' ORIGINAL texts that are not
+    already whole in their compressed text, ranked by BM25 against `question`, best first up to
+    `budget` target tokens, then put back in conversation order. It goes after everything else
+    (a last user message), so the next turn's request, which no longer holds it, still starts
+    with this one's cached prefix: it costs its own tokens once, at the uncached price.
+    'Where is the Annual Conference?' over [('... location: International Convention Center ...',
+    '... location: ...')] -> RECALL_HEADER + '\n' + 'location: International Convention Center'"""
+    from .rankers import BM25
+
+    units: list[str] = []
+    for original, compressed in texts:
+        for unit in _recall_units(original):
+            if len(unit) > 3 and unit not in compressed:
+                units.append(unit)
+    if not units or not question.strip():
+        return ""
+    try:
+        scores = BM25().scores(question, units)
+    except InvalidInput:  # a question without words
+        return ""
+    chosen, used = [], target.count(RECALL_HEADER)
+    for i in np.argsort(-scores, kind="stable"):
+        if scores[i] <= 0:
+            break
+        n = target.count(units[i]) + 1
+        if used + n > budget:
+            continue
+        chosen.append(int(i))
+        used += n
+    if not chosen:
+        return ""
+    seen, lines = set(), []
+    for i in sorted(chosen):
+        if units[i] not in seen:
+            seen.add(units[i])
+            lines.append(units[i])
+    return RECALL_HEADER + "\n" + "\n".join(lines)

@@ -53,7 +53,7 @@ from .._errors import InvalidInput
 from .body import check_counts, proxy_control, read_json
 from .forward import forward, redact
 from .service import service_of
-from .usage import Accounting, tail_tokens
+from .usage import Accounting
 
 log = logging.getLogger("elision.serve")
 
@@ -199,9 +199,18 @@ async def messages(request: Request):
         chat, places = to_chat(body)
         if chat:  # else only images and tool calls: nothing to compress
             compressed, headers, res = await service.compress_chat(chat, control, breakpoints=marks > 0)
+            roles = [m.get("role") if isinstance(m, dict) else None for m in body["messages"]]
+            newest = max((i for i, r in enumerate(roles) if r == "assistant"), default=0)
             body = from_chat(body, places, compressed)
             saved = res.origin_tokens - res.compressed_tokens
-            tail = tail_tokens(res, [m["role"] for m in chat])
+            # from the newest assistant turn on (one made of tool_use blocks only has no chat message)
+            tail = sum(n for (n, _), paths in zip(res.per_message, places)
+                       if paths and paths[0][0] == "messages" and paths[0][1] >= newest)
+            if res.recall and roles[-1] == "user":  # after every block the caller sent, markers included
+                last = body["messages"][-1]
+                if isinstance(last.get("content"), str):
+                    last["content"] = [{"type": "text", "text": last["content"]}]
+                last["content"].append({"type": "text", "text": res.recall})
     headers = {**headers, "X-Elision-Breakpoints": f"{marks}" + (" (added)" if added else "")
                + (f" (over Anthropic's limit of {MAX_BREAKPOINTS}: passed on as sent)" if marks > MAX_BREAKPOINTS else "")}
     accounting = Accounting("anthropic", str(body.get("model", "")), service.prices, saved_tokens=saved,

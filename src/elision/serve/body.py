@@ -21,8 +21,8 @@ from ..parsing import parse_bool
 from .errors import ServiceError
 from .settings import Settings
 
-PROXY_CONTROL = ("rate", "target_tokens", "method", "off", "policy", "hot_tokens", "condition", "age_decay",
-                 "keep_recent")
+PROXY_CONTROL = ("rate", "target_tokens", "method", "off", "policy", "hot_tokens", "condition", "recall_tokens",
+                 "age_decay", "keep_recent")
 # compress() / compress_messages() arguments: given as top-level fields, never inside "options"
 CALL_ARGUMENTS = ("prompt", "context", "instruction", "question", "messages", "rate", "target_tokens", "protect",
                   "progress", "format", "format_options", "policy")
@@ -91,7 +91,7 @@ def proxy_control(body: dict, headers) -> dict:
     for k in ("rate", "age_decay"):
         if k in control:
             _number(control[k], f"elision.{k}")
-    for k in ("target_tokens", "keep_recent", "hot_tokens"):
+    for k in ("target_tokens", "keep_recent", "hot_tokens", "recall_tokens"):
         if control.get(k) is not None:
             _number(control[k], f"elision.{k}", integer=True)
     if control.get("method") is not None and not isinstance(control["method"], str):

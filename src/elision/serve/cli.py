@@ -20,6 +20,8 @@ import click
               "or age (the whole history refitted per request) [env ELISION_POLICY; default stable]")
 @click.option("--hot-tokens", type=int, help="stable policy: keep the newest messages whole until they add up to this "
               "many tokens, then compress them as one block [env ELISION_HOT_TOKENS; default 0]")
+@click.option("--recall-tokens", type=int, help="stable policy: up to this many tokens of removed text the latest "
+              "question needs, verbatim, after the cached prefix; 0: none [env ELISION_RECALL_TOKENS; default 256]")
 @click.option("--anthropic-breakpoints", type=click.Choice(["off", "auto"]), help="/v1/messages: auto puts a "
               "cache_control breakpoint on the last block when the caller set none [env ELISION_ANTHROPIC_BREAKPOINTS; "
               "default off]")

@@ -84,7 +84,7 @@ class Service:
         metrics.observe("elision_compression_seconds", seconds, method=key[0])
         metrics.inc("elision_tokens_in_total", result.origin_tokens)
         metrics.inc("elision_tokens_out_total", result.compressed_tokens)
-        metrics.inc("elision_tokens_saved_total", result.origin_tokens - result.compressed_tokens)
+        metrics.inc("elision_tokens_saved_total", max(0, result.origin_tokens - result.compressed_tokens))
         return result
 
     async def compress_chat(self, messages, control: dict, *, breakpoints: bool = False):
@@ -103,10 +103,12 @@ class Service:
             kwargs = {"rate": control.get("rate", settings.rate)}
         if policy == "stable":
             kwargs["hot_tokens"] = 0 if breakpoints else control.get("hot_tokens", settings.hot_tokens)
-            kwargs.update({k: control[k] for k in ("condition", "age_decay", "keep_recent") if k in control})
-        else:
-            kwargs.update({k: control[k] for k in ("age_decay", "keep_recent", "hot_tokens", "condition")
+            kwargs["recall_tokens"] = settings.recall_tokens
+            kwargs.update({k: control[k] for k in ("condition", "recall_tokens", "age_decay", "keep_recent")
                            if k in control})
+        else:
+            kwargs.update({k: control[k] for k in ("age_decay", "keep_recent", "hot_tokens", "condition",
+                                                   "recall_tokens") if k in control})
         res = await self.compress_in_pool(method, None, lambda c, check: c.compress_messages(
             messages, policy=policy, progress=check, **kwargs))
         return res.messages, {"X-Elision-Method": method, "X-Elision-Policy": policy,

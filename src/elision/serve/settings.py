@@ -40,6 +40,9 @@ class Settings:
     # same bytes at every later turn: the provider's prompt cache keeps hitting) or "age"
     policy: str = "stable"
     hot_tokens: int = 0  # stable policy: newest messages kept whole until they add up to this many tokens
+    # stable policy: up to this many tokens of what compression removed that the latest question
+    # needs, verbatim, after everything else (outside the cached prefix); 0: none
+    recall_tokens: int = 256
     # /v1/messages: put a cache_control breakpoint on the last block when the caller set none
     # ("auto"), or never add one ("off"); breakpoints the caller set are always kept as they are
     anthropic_breakpoints: str = "off"
@@ -69,7 +72,7 @@ class Settings:
     cors_origins: tuple[str, ...] = ()  # origins a browser page may call from; () = no CORS at all
 
     ENV = {f.upper(): f for f in ("host", "port", "method", "methods", "model", "target", "targets", "rate",
-                                  "policy", "hot_tokens", "anthropic_breakpoints", "cache_prices",
+                                  "policy", "hot_tokens", "recall_tokens", "anthropic_breakpoints", "cache_prices",
                                   "upstream", "anthropic_upstream", "api_key", "workers", "queue", "max_body_bytes", "max_prompt_tokens",
                                   "max_contexts", "max_protect", "max_messages", "max_json_depth", "compressors",
                                   "fixed_options", "timeout", "upstream_timeout", "log_prompts", "allowed_hosts",
@@ -88,8 +91,9 @@ class Settings:
                 raise InvalidInput(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.policy not in ("stable", "age"):
             raise InvalidInput(f"policy must be stable or age, got {self.policy!r}")
-        if self.hot_tokens < 0:
-            raise InvalidInput(f"hot_tokens must be >= 0, got {self.hot_tokens}")
+        for name in ("hot_tokens", "recall_tokens"):
+            if getattr(self, name) < 0:
+                raise InvalidInput(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.anthropic_breakpoints not in ("off", "auto"):
             raise InvalidInput(f"anthropic_breakpoints must be off or auto, got {self.anthropic_breakpoints!r}")
         self.price_table  # a bad table stops the start, not a request
