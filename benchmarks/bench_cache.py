@@ -221,7 +221,8 @@ def main() -> None:
                    "facts kept": round(agg["probes_kept"] / max(agg["probes"], 1), 3),
                    "facts vs unc.": round((agg["probes_kept"] / max(agg["probes"], 1))
                                           / max(base["probes_kept"] / max(base["probes"], 1), 1e-9), 3),
-                   "current kept": round(agg["current_kept"] / max(agg["current"], 1), 3),
+                   # sessions whose turns name their own answers ("answers"): the current question's answer kept
+                   **({"current kept": round(agg["current_kept"] / agg["current"], 3)} if agg["current"] else {}),
                    "s/req early": round(mean(early, 1), 3), "s/req late": round(mean(late, 1), 3),
                    "new tok early": round(mean(early, 2)), "new tok late": round(mean(late, 2)),
                    "wall s": round(wall, 1)}
@@ -234,7 +235,7 @@ def main() -> None:
           f"{sum(len(s['turns']) for s in sessions) / len(sessions):.0f} turns each, "
           f"{n_tok:,.0f} input tokens per session uncompressed; {args.method}; {machine()}; {today()}\n")
     cols = ["policy", "rate", "OpenAI x unc.+cache", "OpenAI hit share", "Anthropic x unc.+cache",
-            "Anthropic hit share", "facts vs unc.", "current kept", "s/req early", "s/req late", "new tok late"]
+            "Anthropic hit share", "facts vs unc.", "s/req early", "s/req late", "new tok late"]
     print(table(rows, cols))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"machine": machine(), "date": today(), "method": args.method,
