@@ -44,12 +44,21 @@ from _common import RESULTS, machine, table, today  # noqa: E402
 POLICIES = {
     "uncompressed": None,
     "age": {"policy": "age"},  # elision before issue 23: the whole history refitted at every request
-    # the stable policy's choices (the library's and the proxy's default: condition none, recall 256)
-    "stable-q": {"policy": "stable", "condition": "question", "recall_tokens": 0},
-    "stable-noq": {"policy": "stable", "condition": "none", "recall_tokens": 0},
-    "stable-q-recall": {"policy": "stable", "condition": "question", "recall_tokens": 256},
-    "stable (default)": {"policy": "stable", "condition": "none", "recall_tokens": 256},
-    "stable-hot2k": {"policy": "stable", "condition": "none", "recall_tokens": 256, "hot_tokens": 2048},
+    # the stable policy's choices; "stable (default)" is what the library and the proxies do:
+    # no question, recall 256, whole values and digits kept
+    "stable-q": {"policy": "stable", "condition": "question", "recall_tokens": 0, "whole_values": False,
+                 "force_digits": False},
+    "stable-noq": {"policy": "stable", "condition": "none", "recall_tokens": 0, "whole_values": False,
+                   "force_digits": False},
+    "stable-q-recall": {"policy": "stable", "condition": "question", "recall_tokens": 256, "whole_values": False,
+                        "force_digits": False},
+    "stable-noq-recall": {"policy": "stable", "condition": "none", "recall_tokens": 256, "whole_values": False,
+                          "force_digits": False},
+    "stable-values": {"policy": "stable", "condition": "none", "recall_tokens": 256, "force_digits": False},
+    "stable-values-digits-norecall": {"policy": "stable", "condition": "none", "recall_tokens": 0},
+    "stable (default)": {"policy": "stable"},
+    "stable-recall128": {"policy": "stable", "recall_tokens": 128},
+    "stable-hot2k": {"policy": "stable", "hot_tokens": 2048},
 }
 
 

@@ -288,3 +288,18 @@ def test_stable_recall_brings_back_what_the_question_needs_after_the_prefix(fast
     assert nxt.messages[:len(plain.messages)] == plain.messages
     # an assistant prefill last: no excerpts after it
     assert not fast.compress_messages(history + [{"role": "assistant", "content": "The"}], rate=0.2).recall
+
+
+def test_stable_keeps_values_whole_and_numbers_by_default(fast):
+    """Tool outputs are records of values: the stable policy keeps every number and never glues
+    a value's pieces ('2024-05-28' -> '20240528'), unless the call says otherwise."""
+    records = "\n".join(f"- subject: Invoice {i} from the paper supplier\n  timestamp: 2024-05-{10 + i} 1{i}:30:00\n"
+                        f"  sender: billing.{i}@paper.example\n  amount: {i}99.50" for i in range(8))
+    chat = [{"role": "user", "content": "List my invoices."}, {"role": "tool", "tool_call_id": "t", "content": records}]
+    out = fast.compress_messages(chat, rate=0.4, recall_tokens=0).messages[1]["content"]
+    for i in range(8):
+        assert f"2024-05-{10 + i}" in out and f"1{i}:30:00" in out and f"{i}99.50" in out
+    assert len(out) < len(records)
+    glued = fast.compress_messages(chat, rate=0.4, recall_tokens=0, whole_values=False,
+                                   force_digits=False).messages[1]["content"]
+    assert glued != out  # a call's own keep policy wins over the stable policy's

@@ -187,3 +187,39 @@ def test_cli_importance_writes_json_lines(tmp_path):
     assert res.exit_code == 0, res.output
     rows = [json.loads(line) for line in res.output.splitlines()]
     assert rows[0]["text"] == "First" and rows[0]["important"] and not rows[-2]["important"]
+
+
+def test_whole_values_keeps_a_value_whole_or_drops_it_whole():
+    from elision.pipeline import whole_values
+
+    text = "Due 2024-05-28 at 19:00, mail ann.lee@x.com, pi 3.14 end."
+    starts = np.array([m.start() for m in re.finditer(r"\s*(\w+|[^\w\s])", text)])
+    ends = np.append(starts[1:], len(text))
+    words = [text[s:e] for s, e in zip(starts, ends)]
+    pri = np.linspace(1, 0, len(starts))  # a method that likes early words
+    out = whole_values(text, starts, ends, pri)
+    for value in ("2024-05-28", "19:00", "ann.lee@x.com", "3.14"):
+        a = next(i for i, w in enumerate(words) if w.strip() == value.split("-")[0].split(":")[0].split(".")[0])
+        b = a + 1
+        while b < len(words) and not words[b][0].isspace():
+            b += 1
+        run = "".join(words[a:b]).strip()  # the value, with punctuation that touches it ('19:00,')
+        assert run.rstrip(",.") == value and len(set(out[a:b])) == 1  # one priority per value
+        assert out[a] == pytest.approx(pri[a:b].mean())
+    alone = [i for i, w in enumerate(words) if w.strip() in ("Due", "at", "mail", "pi", "end")]
+    assert all(out[i] == pri[i] for i in alone) and out[-1] == pri[-1]  # words and 'end.' untouched
+    forced = pri.copy()
+    forced[words.index(" 3")] = np.inf  # force_digits forced one part: the whole value is kept
+    assert np.isposinf(whole_values(text, starts, ends, forced)[words.index(" 3"):words.index(" 3") + 3]).all()
+    # through a real compression: no glued digits whatever the rate
+    c = Compressor("llmlingua2", target="cl100k_base")
+    doc = " ".join(f"Invoice {i} was paid on 2024-0{i % 9 + 1}-1{i % 9} at 1{i % 9}:30 for {i}.5{i} dollars "
+                   f"by lee.{i}@shop.example." for i in range(1, 30))
+    for rate in (0.2, 0.4):
+        kept = c.compress(doc, rate=rate, whole_values=True).compressed_prompt
+        values = set(re.findall(r"\S*\w[^\w\s]+\w\S*", doc))
+        for token in kept.split():
+            core = token.strip(".,")
+            if any(ch in core for ch in "-:@") or re.fullmatch(r"\d+\.\d+", core):
+                assert any(core in v for v in values), token  # a kept value is one of the text's, whole
+        assert not re.search(r"\b20240\d1\d\b", kept)  # never '2024-05-18' glued into '20240518'

@@ -25,6 +25,7 @@ Not handled here: how a method scores (methods/), chat message bookkeeping (mess
 from __future__ import annotations
 
 import dataclasses
+import re
 import sys
 import threading
 import time
@@ -240,6 +241,8 @@ def enforce(segment: Segment, units: Units, options: Options) -> Units:
     drop_consecutive, repeats of one forced token ('....' -> '.') -inf unless protected."""
     forced = must_keep(segment, units.starts, units.ends, options)
     pri = np.where(forced, np.inf, units.priority.astype(np.float64))
+    if options.whole_values:
+        pri = whole_values(segment.text, units.starts, units.ends, pri)
     if options.drop_consecutive and options.force_tokens and segment.role not in options.kept_roles():
         protected = forced_mask(units.starts, units.ends, segment.text, segment.protected)
         words = [segment.text[s:e].strip() for s, e in zip(units.starts.tolist(), units.ends.tolist())]
@@ -247,6 +250,32 @@ def enforce(segment: Segment, units: Units, options: Options) -> Units:
             if words[k] in options.force_tokens and words[k] == words[k - 1] and not protected[k]:
                 pri[k] = -np.inf
     return Units(units.starts, units.ends, pri)
+
+
+_INNER = re.compile(r"\w[^\w\s]+\w")
+
+
+def whole_values(text: str, starts: np.ndarray, ends: np.ndarray, pri: np.ndarray) -> np.ndarray:
+    """Units that touch without white space and hold punctuation inside ('2024-05-28' as
+    ' 2024', '-', '05', '-', '28') share one priority: +inf if any part is forced, else the mean
+    of their finite parts. One threshold then keeps the value whole or drops it whole, never
+    '20240528'. Priorities [0.9, 0.1, 0.5, 0.1, 0.4] over ' 2024-05-28' -> all 0.4."""
+    out = pri.copy()
+    n = len(starts)
+    k = 0
+    while k < n:
+        j = k + 1  # the run: units k..j-1, each next one starting right after a non-space character
+        while j < n and starts[j] > 0 and not text[starts[j]].isspace() and not text[starts[j] - 1].isspace():
+            j += 1
+        if j - k > 1 and _INNER.search(text[starts[k]:ends[j - 1]]):
+            part = pri[k:j]
+            finite = part[np.isfinite(part)]
+            if np.isposinf(part).any():
+                out[k:j] = np.inf
+            elif finite.size:
+                out[k:j] = finite.mean()
+        k = j
+    return out
 
 
 def _rated(segment: Segment, units: Units, options: Options) -> Units:

@@ -60,6 +60,9 @@ class Options:
     force_tokens: tuple[str, ...] = ()  # these words are always kept, e.g. ".,?"
     keep_newlines: bool = False  # every line break is kept (layout of lists, code, tables)
     drop_consecutive: bool = False  # a run of one forced token ('....') keeps only its first
+    # a value written without white space and with punctuation inside ('2024-05-28', '19:00',
+    # 'ann.lee@x.com', '3.14', 'e-mail') is kept or dropped whole: never '20240528' or '314'
+    whole_values: bool = False
 
     # Documented range of every numeric option, inclusive: {name: (low, high)}. Checked here,
     # for the library, the CLI and the service alike; the upper bounds cap the memory and time
