@@ -440,6 +440,12 @@ def test_proxy_body_mistakes_are_400(comps, faulty):
     ({"workers": 2.5}, "workers"),
     ({"api_key": "clé-secrète"}, "ASCII"),
     ({"cors_origins": ("evil",)}, "cors_origins"),
+    ({"policy": "fifo"}, "policy must be stable or age"),
+    ({"hot_tokens": -1}, "hot_tokens must be >= 0"),
+    ({"recall_tokens": -1}, "recall_tokens must be >= 0"),
+    ({"anthropic_breakpoints": "always"}, "anthropic_breakpoints must be off or auto"),
+    ({"cache_prices": "gpt-4o*: cache_raed=0.5"}, "cache_raed.*cache_read"),  # names the valid keys
+    ({"cache_prices": "{not json"}, "cache_prices"),
 ])
 def test_settings_are_validated(kw, match):
     with pytest.raises(InvalidInput, match=match):

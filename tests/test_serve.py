@@ -339,6 +339,11 @@ def test_settings_from_env_and_flags():
         Settings.from_env({"ELISION_LOG_PROMPTS": "sometimes"})
     with pytest.raises(ValueError, match="upstream"):
         Settings(upstream="ftp://x")
+    s = Settings.from_env({"ELISION_POLICY": "age", "ELISION_HOT_TOKENS": "512", "ELISION_RECALL_TOKENS": "0",
+                           "ELISION_ANTHROPIC_BREAKPOINTS": "auto", "ELISION_CACHE_PRICES": "gpt-4o*: cache_read=0.5"})
+    assert (s.policy, s.hot_tokens, s.recall_tokens, s.anthropic_breakpoints) == ("age", 512, 0, "auto")
+    assert s.price_table.prices("gpt-4o-mini", "openai").cache_read == 0.5
+    assert Settings().price_table.prices("gpt-5", "openai").cache_read == 0.1
 
 
 # --- real servers on loopback -----------------------------------------------------------------
