@@ -12,7 +12,6 @@ output compressed in one test free in the next (the stable policy's keys are tex
 settings), so the conversation is compressed about once for the whole file.
 """
 
-import asyncio
 import copy
 import json
 from itertools import pairwise
@@ -20,7 +19,6 @@ from itertools import pairwise
 import pytest
 
 pytest.importorskip("fastapi")
-import httpx
 
 from elision import Compressor
 from elision.billing import openai_request_tokens
@@ -28,7 +26,7 @@ from elision.serve import Settings, create_app
 
 from .caching_upstream import make_caching_upstream
 from .conftest import DATA, is_subsequence
-from .upstream import LoopbackServer
+from .upstream import LoopbackServer, in_process
 
 DOCS = json.loads((DATA / "docs.json").read_text())["docs"]  # ten ~70-token notes (o200k_base)
 
@@ -146,12 +144,7 @@ def proxy(comp, upstream_server):
 
 def run(app, scenario):
     """`await scenario(client)` against the app in process, lifespan included."""
-    async def main():
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1", timeout=300) as c:
-                return await scenario(c)
-    return asyncio.run(main())
+    return in_process(app, scenario, timeout=300)
 
 
 async def send(c, path: str, body: dict, headers: dict):

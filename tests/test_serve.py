@@ -20,7 +20,7 @@ import httpx  # noqa: E402
 from elision import Compressor  # noqa: E402
 from elision.serve import Settings, create_app  # noqa: E402
 
-from .upstream import LoopbackServer, free_port, make_upstream  # noqa: E402
+from .upstream import LoopbackServer, free_port, in_process, make_upstream  # noqa: E402
 
 DOC = ("The Tay Bridge, opened in 1878, carried the North British Railway across the Firth of Tay near Dundee. "
        "Its designer, Thomas Bouch, was knighted after the opening, but less than two years later the central "
@@ -52,12 +52,7 @@ def make(comps, **kw):
 
 def call(app, fn):
     """Run `await fn(client)` against the app in process, lifespan included."""
-    async def main():
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1", timeout=60) as c:
-                return await fn(c)
-    return asyncio.run(main())
+    return in_process(app, fn)
 
 
 def post(app, path, **kw):

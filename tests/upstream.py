@@ -88,3 +88,15 @@ class LoopbackServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+
+def in_process(app, fn, timeout: float = 60):
+    """`await fn(client)` against `app` in this process (httpx.ASGITransport), its lifespan included."""
+    import httpx
+
+    async def main():
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1", timeout=timeout) as c:
+                return await fn(c)
+    return asyncio.run(main())

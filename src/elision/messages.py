@@ -209,7 +209,6 @@ def _compress_age(pipeline, messages: Sequence[Mapping], *, rate: float | None, 
     origin = sum(count)
     pipeline.check_length(origin, "messages hold")
     budget = make_budget(max(origin, 1), rate, target_tokens)
-    out = copy.deepcopy([dict(m) for m in messages])
     new_text = {id(p): p.text for p in pieces}
     if squeezable:
         sq_ids = {id(p) for p in squeezable}
@@ -233,24 +232,33 @@ def _compress_age(pipeline, messages: Sequence[Mapping], *, rate: float | None, 
         rates = age_rates(toks, [age[p.message] for p in squeezable], budget.tokens - fixed, age_decay)
         for p, i, r, c in zip(squeezable, ctx, rates, sq_count):
             new_text[id(p)] = pipeline.fit_segment(prompt.segments[i], units[i], int(r * c))
-    new_count = []
-    for p, c in zip(pieces, count):
-        text = new_text[id(p)]
-        new_count.append(c if text == p.text else target.count(text))
+    texts = [new_text[id(p)] for p in pieces]
+    new_count = [c if t == p.text else target.count(t) for p, c, t in zip(pieces, count, texts)]
+    return MessagesResult(
+        messages=_rebuild(messages, pieces, texts), origin_tokens=origin, compressed_tokens=sum(new_count),
+        budget_tokens=budget.tokens, requested_rate=budget.rate, method=pipeline.method.name,
+        model=pipeline.method.model_name, target=pipeline.target_name, compressed=sq_msgs,
+        per_message=_per_message(len(messages), pieces, count, new_count),
+        seconds=time.perf_counter() - t0, policy="age")
+
+
+def _rebuild(messages: Sequence[Mapping], pieces: list[_Piece], texts: Sequence[str]) -> list[dict]:
+    """A copy of the caller's messages with each piece's text replaced (every other key as it was)."""
+    out = copy.deepcopy([dict(m) for m in messages])
+    for p, text in zip(pieces, texts):
         if p.part is None:
             out[p.message]["content"] = text
         else:
             out[p.message]["content"][p.part]["text"] = text
-    per = {}
-    for p, c, n in zip(pieces, count, new_count):
-        a, b = per.get(p.message, (0, 0))
-        per[p.message] = (a + c, b + n)
-    return MessagesResult(
-        messages=out, origin_tokens=origin, compressed_tokens=sum(new_count), budget_tokens=budget.tokens,
-        requested_rate=budget.rate, method=pipeline.method.name, model=pipeline.method.model_name,
-        target=pipeline.target_name, compressed=sq_msgs,
-        per_message=tuple(per.get(i, (0, 0)) for i in range(len(messages))),
-        seconds=time.perf_counter() - t0, policy="age")
+    return out
+
+
+def _per_message(n: int, pieces: list[_Piece], before: Sequence[int], after: Sequence[int]) -> tuple:
+    """(origin, compressed) tokens of each of the n messages, summed over its pieces."""
+    per = [(0, 0)] * n
+    for p, a, b in zip(pieces, before, after):
+        per[p.message] = (per[p.message][0] + a, per[p.message][1] + b)
+    return tuple(per)
 
 
 def _whole_number(value, name: str, low: int) -> int:
@@ -318,16 +326,7 @@ def _compress_stable(pipeline, messages: Sequence[Mapping], *, rate: float | Non
         new_text[k], new_count[k] = memo.get(("stable", key), compute)
         if progress:
             progress(n + 1, len(frozen))  # the service's time limit can stop between two messages
-    out = copy.deepcopy([dict(m) for m in messages])
-    for p, text in zip(pieces, new_text):
-        if p.part is None:
-            out[p.message]["content"] = text
-        else:
-            out[p.message]["content"][p.part]["text"] = text
-    per = {}
-    for p, c, n in zip(pieces, count, new_count):
-        a, b = per.get(p.message, (0, 0))
-        per[p.message] = (a + c, b + n)
+    out = _rebuild(messages, pieces, new_text)
     users = [p.text for p in pieces if messages[p.message]["role"] == "user" and p.text.strip()]
     recall = ""
     if recall_tokens and users and frozen and messages[-1]["role"] in ("user", "tool", "function"):
@@ -341,7 +340,7 @@ def _compress_stable(pipeline, messages: Sequence[Mapping], *, rate: float | Non
         budget_tokens=origin - sum(count[k] for k in frozen) + sum(max(1, round(rate * count[k])) for k in frozen),
         requested_rate=rate, method=pipeline.method.name, model=pipeline.method.model_name,
         target=pipeline.target_name, compressed=tuple(sorted({pieces[k].message for k in frozen})),
-        per_message=tuple(per.get(i, (0, 0)) for i in range(len(messages))),
+        per_message=_per_message(len(messages), pieces, count, new_count),
         seconds=time.perf_counter() - t0, policy="stable", reused=reused)
 
 
@@ -350,9 +349,10 @@ def _compress_one(pipeline, text: str, question: str, protect: tuple, rate: floa
     `question`, fitted to round(rate x its tokens)."""
     prompt = Prompt.build([text], "", question, protect)
     (ctx,) = prompt.role_segments("context")
-    budget = pipeline.budget(prompt, None, pipeline.target.count(prompt.text) - tokens + max(1, round(rate * tokens)))
-    scored = pipeline.score(prompt, budget, opts)
-    return pipeline.fit_segment(prompt.segments[ctx], scored.units[ctx], max(1, round(rate * tokens)))
+    keep = max(1, round(rate * tokens))
+    origin = pipeline.target.count(prompt.text)  # the text and its question, counted once
+    scored = pipeline.score(prompt, pipeline.budget(prompt, None, origin - tokens + keep, origin), opts)
+    return pipeline.fit_segment(prompt.segments[ctx], scored.units[ctx], keep)
 
 
 def _preceding_questions(messages: Sequence[Mapping], pieces: list[_Piece]) -> dict[int, str]:

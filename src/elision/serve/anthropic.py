@@ -44,18 +44,15 @@ to the upstream directly).
 # no `from __future__ import annotations`: FastAPI reads the route signature at run time
 import copy
 import json
-import logging
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from .._errors import InvalidInput
-from .body import check_counts, proxy_control, read_json
+from .body import check_counts, read_proxy_request
 from .forward import forward, redact
 from .service import service_of
-from .usage import Accounting
-
-log = logging.getLogger("elision.serve")
+from .usage import Accounting, tail_tokens
 
 PATH = "/v1/messages"
 PASS_UP = ("x-api-key", "authorization", "anthropic-version", "anthropic-beta")
@@ -181,12 +178,7 @@ async def messages(request: Request):
     if not base:
         return _error(501, "no_upstream", "this service was started without --anthropic-upstream or --upstream, "
                       "so it cannot forward messages; use POST /v1/compress")
-    body = await read_json(request, settings)
-    if not isinstance(body, dict):
-        raise InvalidInput("the request body must be a JSON object")
-    if settings.log_prompts:
-        log.info("messages request: %s", json.dumps(body, ensure_ascii=False))
-    control = proxy_control(body, request.headers)
+    body, control = await read_proxy_request(request, settings, "messages")
     headers = {"X-Elision-Method": "off"}
     marks = count_breakpoints(body)
     added = False
@@ -200,12 +192,10 @@ async def messages(request: Request):
         if chat:  # else only images and tool calls: nothing to compress
             compressed, headers, res = await service.compress_chat(chat, control, breakpoints=marks > 0)
             roles = [m.get("role") if isinstance(m, dict) else None for m in body["messages"]]
-            newest = max((i for i, r in enumerate(roles) if r == "assistant"), default=0)
             body = from_chat(body, places, compressed)
             saved = res.origin_tokens - res.compressed_tokens
-            # from the newest assistant turn on (one made of tool_use blocks only has no chat message)
-            tail = sum(n for (n, _), paths in zip(res.per_message, places)
-                       if paths and paths[0][0] == "messages" and paths[0][1] >= newest)
+            tail = tail_tokens(res.per_message, [p[0][1] if p and p[0][0] == "messages" else -1 for p in places],
+                               roles)
             if res.recall and roles[-1] == "user":  # after every block the caller sent, markers included
                 last = body["messages"][-1]
                 if isinstance(last.get("content"), str):

@@ -15,11 +15,14 @@ bytes of the body are bounded earlier, by the gate (gate.py).
 from __future__ import annotations
 
 import json
+import logging
 
 from .._errors import InvalidInput
 from ..parsing import parse_bool
 from .errors import ServiceError
 from .settings import Settings
+
+log = logging.getLogger("elision.serve")
 
 PROXY_CONTROL = ("rate", "target_tokens", "method", "off", "policy", "hot_tokens", "condition", "recall_tokens",
                  "age_decay", "keep_recent")
@@ -75,6 +78,17 @@ def check_options(settings: Settings, options: dict) -> None:
         if k in settings.fixed_options:
             raise ServiceError(400, "option_not_allowed", f"options.{k} is fixed by this service's operator "
                                f"(ELISION_FIXED_OPTIONS: {', '.join(settings.fixed_options)})")
+
+
+async def read_proxy_request(request, settings, what: str) -> tuple[dict, dict]:
+    """A proxied request's body (a JSON object, logged only with log_prompts) and its
+    compression settings (proxy_control: the "elision" field removed from the body)."""
+    body = await read_json(request, settings)
+    if not isinstance(body, dict):
+        raise InvalidInput("the request body must be a JSON object")
+    if settings.log_prompts:
+        log.info("%s request: %s", what, json.dumps(body, ensure_ascii=False))
+    return body, proxy_control(body, request.headers)
 
 
 def proxy_control(body: dict, headers) -> dict:

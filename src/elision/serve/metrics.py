@@ -29,12 +29,13 @@ METRICS = {
     "elision_compression_seconds": ("histogram", "Time to compress one request (queue wait excluded).", ("method",)),
     "elision_upstream_seconds": ("histogram", "Time until the upstream's answer started.", ()),
     # the real bill (serve/usage.py): the upstream's own usage, priced with the cache multipliers
-    "elision_upstream_input_tokens_total": ("counter", "Input tokens the upstream reported, by provider and kind "
-                                            "(uncached, cache_read, cache_write).", ("provider", "kind")),
-    "elision_billed_input_tokens_total": ("counter", "Billed-equivalent input tokens of proxied requests (cache "
-                                          "reads and writes at their price multipliers).", ("provider",)),
-    "elision_billed_input_uncompressed_tokens_total": ("counter", "Estimate of the same requests' billed-equivalent "
-                                                       "input sent uncompressed with caching.", ("provider",)),
+    "elision_upstream_input_tokens_total": ("counter", ("Input tokens the upstream reported, by provider and kind "
+                                                        "(uncached, cache_read, cache_write)."), ("provider", "kind")),
+    "elision_billed_input_tokens_total": ("counter", ("Billed-equivalent input tokens of proxied requests (cache "
+                                                      "reads and writes at their price multipliers)."), ("provider",)),
+    "elision_billed_input_uncompressed_tokens_total": ("counter", ("Estimate of the same requests' billed-equivalent "
+                                                                   "input sent uncompressed with caching."),
+                                                       ("provider",)),
 }
 
 

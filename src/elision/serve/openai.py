@@ -24,18 +24,14 @@ directly for those.
 
 # no `from __future__ import annotations`: FastAPI reads the route signature at run time
 import json
-import logging
 
 from fastapi import APIRouter, Request
 
-from .._errors import InvalidInput
-from .body import check_counts, proxy_control, read_json
+from .body import check_counts, read_proxy_request
 from .errors import ServiceError, error_body, error_response
 from .forward import forward, redact
 from .service import service_of
 from .usage import Accounting, tail_tokens
-
-log = logging.getLogger("elision.serve")
 
 PATH = "/v1/chat/completions"
 PASS_UP = ("authorization", "openai-organization", "openai-project", "anthropic-version", "x-api-key")
@@ -52,12 +48,7 @@ async def chat_completions(request: Request):
     if not settings.upstream:
         raise ServiceError(501, "no_upstream", "this service was started without --upstream, so it cannot "
                            "forward chat completions; use POST /v1/compress")
-    body = await read_json(request, settings)
-    if not isinstance(body, dict):
-        raise InvalidInput("the request body must be a JSON object")
-    if settings.log_prompts:
-        log.info("chat request: %s", json.dumps(body, ensure_ascii=False))
-    control = proxy_control(body, request.headers)
+    body, control = await read_proxy_request(request, settings, "chat")
     headers = {"X-Elision-Method": "off"}
     saved = tail = 0
     if not control.get("off"):
@@ -65,7 +56,7 @@ async def chat_completions(request: Request):
         original = body.get("messages")
         body["messages"], headers, res = await service.compress_chat(original, control)
         saved = res.origin_tokens - res.compressed_tokens
-        tail = tail_tokens(res, [m.get("role") for m in original])
+        tail = tail_tokens(res.per_message, range(len(original)), [m.get("role") for m in original])
     # everything else (tools, prompt_cache_key, prompt_cache_retention, ...) goes up as it came
     accounting = Accounting("openai", str(body.get("model", "")), service.prices, saved_tokens=saved,
                             tail_tokens=tail, metrics=service.metrics)

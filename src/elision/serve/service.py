@@ -101,14 +101,12 @@ class Service:
             kwargs = {"target_tokens": control["target_tokens"]}
         else:
             kwargs = {"rate": control.get("rate", settings.rate)}
-        if policy == "stable":
-            kwargs["hot_tokens"] = 0 if breakpoints else control.get("hot_tokens", settings.hot_tokens)
-            kwargs["recall_tokens"] = settings.recall_tokens
-            kwargs.update({k: control[k] for k in ("condition", "recall_tokens", "age_decay", "keep_recent")
-                           if k in control})
-        else:
-            kwargs.update({k: control[k] for k in ("age_decay", "keep_recent", "hot_tokens", "condition",
-                                                   "recall_tokens") if k in control})
+        # the request's own settings (the library refuses one that belongs to the other policy)
+        kwargs.update({k: control[k] for k in ("hot_tokens", "condition", "recall_tokens", "age_decay", "keep_recent")
+                       if k in control})
+        if policy == "stable":  # the service's defaults; no block may close behind a breakpoint
+            kwargs["hot_tokens"] = 0 if breakpoints else kwargs.get("hot_tokens", settings.hot_tokens)
+            kwargs.setdefault("recall_tokens", settings.recall_tokens)
         res = await self.compress_in_pool(method, None, lambda c, check: c.compress_messages(
             messages, policy=policy, progress=check, **kwargs))
         return res.messages, {"X-Elision-Method": method, "X-Elision-Policy": policy,

@@ -96,7 +96,7 @@ class Settings:
                 raise InvalidInput(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.anthropic_breakpoints not in ("off", "auto"):
             raise InvalidInput(f"anthropic_breakpoints must be off or auto, got {self.anthropic_breakpoints!r}")
-        self.price_table  # a bad table stops the start, not a request
+        _ = self.price_table  # a bad table stops the start, not a request
         if self.queue < 0:
             raise InvalidInput(f"queue must be >= 0, got {self.queue}")
         for name in ("timeout", "upstream_timeout"):

@@ -30,7 +30,14 @@ from __future__ import annotations
 import json
 import logging
 
-from ..billing import PriceTable, StreamUsage, Usage, anthropic_min_tokens, usage_from_anthropic, usage_from_openai
+from ..billing import (
+    PriceTable,
+    StreamUsage,
+    Usage,
+    anthropic_min_tokens,
+    usage_from_anthropic,
+    usage_from_openai,
+)
 
 log = logging.getLogger("elision.serve")
 
@@ -113,12 +120,12 @@ class Accounting:
             log.warning("upstream usage not counted: negative counts")
 
 
-def tail_tokens(result, chat_roles: list[str]) -> int:
+def tail_tokens(per_message, message_of, roles) -> int:
     """Uncompressed tokens from the conversation's newest assistant message on (what a warm
-    cache would not hold of the uncompressed request); all of them when there is none."""
-    per = getattr(result, "per_message", ()) or ()
-    last = max((i for i, r in enumerate(chat_roles) if r == "assistant"), default=0)
-    return sum(a for a, _ in per[last:])
-
-
-
+    cache would not hold of the uncompressed request); all of them when there is none.
+    `per_message`: MessagesResult.per_message; `message_of[k]`: the request message that chat
+    entry k came from (-1: before the messages, e.g. Anthropic's system); `roles`: the request
+    messages' roles (an Anthropic turn of tool_use blocks only has no chat entry, but a role).
+    per_message [(50, 50), (400, 160), (30, 30)], message_of [0, 1, 2], roles [user, assistant, user] -> 430"""
+    newest = max((i for i, r in enumerate(roles) if r == "assistant"), default=0)
+    return sum(a for (a, _), m in zip(per_message, message_of) if m >= newest)
