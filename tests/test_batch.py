@@ -263,3 +263,73 @@ def test_one_bad_prompt_in_a_batch_is_pinned_on_its_line(tmp_path):
     s = run_batch(tmp_path / "in.jsonl", tmp_path / "out.jsonl", Fields(context="p"), LocalEngine(comp, rate=0.5))
     assert [line for line, _ in s.failures] == [2] and "over the limit of 40" in s.failures[0][1]
     assert [r["elision"]["line"] for r in read_jsonl(tmp_path / "out.jsonl")] == [1, 3]
+
+
+def test_rows_in_the_library_shape_need_no_flags(tmp_path, runner, comp):
+    # rows shaped like compress()'s arguments and /v1/compress bodies: context (or its shorthand
+    # prompt), question, instruction; read without a single --*-field flag
+    rows = [{"id": 0, "context": [DOCS[0], DOCS[1]], "question": QUESTION, "instruction": "Answer briefly."},
+            {"id": 1, "prompt": DOCS[2], "question": QUESTION},
+            {"id": 2, "context": DOCS[1]},
+            {"id": 3, "context": DOCS[0], "prompt": DOCS[1]},
+            {"id": 4, "messages": [{"role": "user", "content": DOCS[0]}]},
+            {"id": 5, "text": DOCS[0]}]
+    write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.jsonl"
+    res = runner.invoke(cli, ["batch", str(tmp_path / "in.jsonl"), str(out), "--rate", "0.4"])
+    assert res.exit_code == 1, res.output
+    got = read_jsonl(out)
+    assert [r["elision"]["line"] for r in got] == [1, 2, 3]
+    for r in got:
+        lib = comp.compress(context=r.get("context", r.get("prompt")), question=r.get("question", ""),
+                            instruction=r.get("instruction", ""), rate=0.4)
+        assert r["compressed_prompt"] == lib.compressed_prompt
+        assert r["elision"]["origin_tokens"] == lib.origin_tokens
+    assert got[0]["compressed_prompt"].startswith("Answer briefly.") and QUESTION in got[0]["compressed_prompt"]
+    err = res.stderr
+    assert "line 4 has both 'context' and 'prompt'" in err
+    assert "line 5 holds chat messages ('messages')" in err
+    assert "line 6 has no 'context' or 'prompt' field, nor a question (its fields: id, text)" in err
+
+
+def test_explicit_field_flags_win_over_the_library_names(tmp_path, runner, comp):
+    row = {"context": DOCS[0], "docs": DOCS[1], "question": QUESTION, "q": "What makes bread rise?"}
+    write_jsonl(tmp_path / "in.jsonl", [row])
+    out = tmp_path / "out.jsonl"
+    res = runner.invoke(cli, ["batch", str(tmp_path / "in.jsonl"), str(out), "--rate", "0.5",
+                              "--context-field", "docs", "--question-field", "q"])
+    assert res.exit_code == 0, res.output
+    lib = comp.compress(context=DOCS[1], question="What makes bread rise?", rate=0.5)
+    assert read_jsonl(out)[0]["compressed_prompt"] == lib.compressed_prompt
+    # a role not named keeps its library name: --field alone still reads 'question'
+    s = run_batch(tmp_path / "in.jsonl", tmp_path / "o2.jsonl", Fields(context="docs"), LocalEngine(comp, rate=0.5))
+    assert not s.failures
+    assert read_jsonl(tmp_path / "o2.jsonl")[0]["compressed_prompt"] == \
+        comp.compress(context=DOCS[1], question=QUESTION, rate=0.5).compressed_prompt
+    # the library-shaped Parquet column check: no context or prompt column is one clear error
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    pq.write_table(pa.Table.from_pylist([{"id": 1, "text": "x"}]), tmp_path / "t.parquet")
+    res = runner.invoke(cli, ["batch", str(tmp_path / "t.parquet"), str(tmp_path / "o3.jsonl"), "-m", "truncate"])
+    assert res.exit_code == 2 and "has no column 'context' or 'prompt'; its columns: id, text" in res.stderr
+
+
+def test_a_line_nested_2000_deep_fails_alone_with_its_number(tmp_path, runner):
+    # json.loads raises RecursionError (not ValueError) past ~1,000 levels: it used to end the
+    # whole run (exit 2, no line number, nothing written)
+    deep_context = '{"context": ' + "[" * 2000 + '"x"' + "]" * 2000 + "}"
+    deep_other = '{"context": "A plain line.", "meta": ' + "{\"a\": " * 2000 + "1" + "}" * 2000 + "}"
+    lines = [{"context": DOCS[0]}, deep_context, {"context": DOCS[1]}, deep_other, {"context": DOCS[2]}]
+    write_jsonl(tmp_path / "in.jsonl", lines)
+    out = tmp_path / "out.jsonl"
+    res = runner.invoke(cli, ["batch", str(tmp_path / "in.jsonl"), str(out), "-m", "truncate", "--rate", "0.5",
+                              "--batch-size", "2"])
+    assert res.exit_code == 1, res.output  # 1: some lines failed, the others are in OUT
+    assert "5 lines: 3 in" in res.stderr and "2 failed" in res.stderr and "Traceback" not in res.output
+    assert "failed: line 2 nests too deeply" in res.stderr and "failed: line 4 nests too deeply" in res.stderr
+    assert [r["elision"]["line"] for r in read_jsonl(out)] == [1, 3, 5]
+    # under --fail-fast it is the first failure: exit 2, the line named, the lines before it kept
+    res = runner.invoke(cli, ["batch", str(tmp_path / "in.jsonl"), str(tmp_path / "ff.jsonl"), "-m", "truncate",
+                              "--rate", "0.5", "--batch-size", "1", "--fail-fast", "--quiet"])
+    assert res.exit_code == 2 and "error: line 2 nests too deeply" in res.stderr
+    assert [r["elision"]["line"] for r in read_jsonl(tmp_path / "ff.jsonl")] == [1]

@@ -89,3 +89,33 @@ def test_ray_engine_rejects_bad_settings_before_starting(cluster):
         RayEngine("llmlingua2", options={"nope": 1})
     with pytest.raises(ValueError, match="unknown method"):
         RayEngine("no-such-method")
+
+
+def test_library_shaped_rows_need_no_flags_on_ray(cluster, comp, tmp_path):
+    # the shape of compress()'s arguments and /v1/compress bodies, with no field named anywhere
+    items = [{"id": i, "context": [DOCS[i % 3], DOCS[(i + 1) % 3]], "question": QUESTION,
+              "instruction": "Answer briefly."} for i in range(5)]
+    out = ray.data.from_items(items).map_batches(
+        CompressBatch, fn_constructor_kwargs={"method": "llmlingua2", "rate": 0.5},
+        compute=ray.data.ActorPoolStrategy(size=1), batch_size=3).take_all()
+    out.sort(key=lambda r: r["id"])
+    for r in out:
+        lib = comp.compress(context=list(r["context"]), question=QUESTION, instruction="Answer briefly.", rate=0.5)
+        assert r["elision_error"] is None and r["compressed_prompt"] == lib.compressed_prompt
+
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in items))
+    res = CliRunner().invoke(cli, ["batch", str(src), str(tmp_path / "ray.jsonl"), "--rate", "0.5",
+                                   "--engine", "ray", "--actors", "1", "--batch-size", "2"])
+    assert res.exit_code == 0, res.output
+    got = sorted((json.loads(x) for x in open(tmp_path / "ray.jsonl")), key=lambda r: r["id"])
+    assert [r["compressed_prompt"] for r in got] == [
+        comp.compress(context=r["context"], question=QUESTION, instruction="Answer briefly.",
+                      rate=0.5).compressed_prompt for r in items]
+    # an explicit flag still wins: the question read from another field
+    res = CliRunner().invoke(cli, ["batch", str(src), str(tmp_path / "q.jsonl"), "--rate", "0.5", "--engine", "ray",
+                                   "--actors", "1", "--question-field", "instruction"])
+    assert res.exit_code == 0, res.output
+    first = min((json.loads(x) for x in open(tmp_path / "q.jsonl")), key=lambda r: r["id"])
+    assert first["compressed_prompt"] == comp.compress(context=items[0]["context"], question="Answer briefly.",
+                                                       rate=0.5).compressed_prompt

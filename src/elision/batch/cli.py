@@ -1,12 +1,17 @@
 """`elision batch IN OUT`: compress a JSONL or Parquet corpus, resumably, locally or on Ray.
 
-    elision batch prompts.jsonl out.jsonl --field prompt --rate 0.33
-    elision batch qa.parquet out.parquet --context-field docs --question-field question -m longllmlingua
+    elision batch prompts.jsonl out.jsonl --rate 0.33      # rows like compress(): context, question, instruction
+    elision batch qa.parquet out.parquet --context-field docs --question-field q -m longllmlingua
     elision batch prompts.jsonl out.jsonl --engine ray --ray-address auto --actors 16
 
+Rows are read by the library's names (`context` or its shorthand `prompt`, `question`,
+`instruction`: the shape `elision compress` and `/v1/compress` take) unless a --*-field flag
+names another field for its role.
+
 Exit status: 0 when every line was compressed, 1 when some lines failed (each listed with its
-number in the summary), 2 for a user error (bad option, unreadable or corrupt input, a failed
-line under --fail-fast).
+number in the summary: bad JSON, JSON nested too deeply to parse, no prompt, over the token
+limit; the other lines are compressed and written), 2 for a user error (bad option, unreadable or
+corrupt input, a failed line under --fail-fast).
 """
 
 from __future__ import annotations
@@ -19,11 +24,13 @@ import click
 @click.command()
 @click.argument("src", metavar="IN")
 @click.argument("out", metavar="OUT")
-@click.option("--field", "--context-field", "field", default="prompt", show_default=True,
+@click.option("--field", "--context-field", "field",
               help="the field (JSONL) or column (Parquet) holding the text to compress: a string or a list of "
-                   "strings (documents)")
-@click.option("--question-field", help="field holding the question (kept; question-aware methods use it)")
-@click.option("--instruction-field", help="field holding the instruction (kept)")
+                   "strings (documents) [default: 'context', or 'prompt']")
+@click.option("--question-field", help="field holding the question (kept; question-aware methods use it) "
+                                       "[default: 'question' where a row has one]")
+@click.option("--instruction-field", help="field holding the instruction (kept) [default: 'instruction' where a "
+                                          "row has one]")
 @click.option("--output-field", default="compressed_prompt", show_default=True, help="field added to each row")
 @click.option("--method", "-m", default="llmlingua2", show_default=True)
 @click.option("--model", help="small model: a known name (see `elision models`), a path or a HF id")

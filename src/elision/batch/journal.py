@@ -64,10 +64,23 @@ class Journal:
             raise
         return cls(path, out if parquet else None, settings, done, handle)
 
-    def append(self, rows: list[dict]) -> None:
+    def append(self, rows: list[dict]) -> list[tuple[int, str]]:
+        """Write the rows; returns (line, why) for each row JSON cannot write (nested past the
+        recursion limit, a value that is not text or numbers): those lines are not written."""
+        lines, failed = [], []
         for row in rows:
-            self._f.write((json.dumps(row, ensure_ascii=False, default=jsonable) + "\n").encode("utf-8"))
-            self.done[row[META]["line"]] = row[META]
+            line = row[META]["line"]
+            try:
+                lines.append((line, (json.dumps(row, ensure_ascii=False, default=jsonable) + "\n").encode("utf-8"),
+                              row[META]))
+            except RecursionError:
+                failed.append((line, f"line {line} nests too deeply to write back as JSON; flatten it"))
+            except (TypeError, ValueError) as e:  # a circular or non-string key: not from JSON, but Parquet
+                failed.append((line, f"line {line} cannot be written as JSON: {e}"))
+        for line, data, meta in lines:
+            self._f.write(data)
+            self.done[line] = meta
+        return failed
 
     def sync(self) -> None:
         """After this returns, the rows appended so far survive a crash."""

@@ -5,8 +5,8 @@
 
     >>> import ray
     >>> ds = ray.data.read_parquet("s3://bucket/prompts/")
-    >>> out = ds.map_batches(CompressBatch, fn_constructor_kwargs={"method": "llmlingua2", "field": "prompt",
-    ...                      "rate": 0.33}, compute=ray.data.ActorPoolStrategy(size=8), batch_size=64, num_cpus=1)
+    >>> out = ds.map_batches(CompressBatch, fn_constructor_kwargs={"method": "llmlingua2", "rate": 0.33},
+    ...                      compute=ray.data.ActorPoolStrategy(size=8), batch_size=64, num_cpus=1)
     >>> out.write_parquet("s3://bucket/compressed/")
 
    Each batch comes back with the compressed prompt (`output_field`) and the columns
@@ -50,10 +50,12 @@ def _load(method, model, target, device, dtype, options):
 
 
 class CompressBatch:
-    """Ray Data `map_batches` callable: the model loads once per actor, in __init__."""
+    """Ray Data `map_batches` callable: the model loads once per actor, in __init__. Records are
+    read by the library's names (context or prompt, question, instruction) unless `field`,
+    `question_field` or `instruction_field` name others."""
 
     def __init__(self, method: str = "llmlingua2", *, model: str | None = None, target: str = "gpt-4o",
-                 field: str = "prompt", question_field: str | None = None, instruction_field: str | None = None,
+                 field: str | None = None, question_field: str | None = None, instruction_field: str | None = None,
                  rate: float | None = None, target_tokens: int | None = None, options: dict | None = None,
                  output_field: str = "compressed_prompt", id_field: str | None = None, device: str | None = None,
                  dtype: str | None = None):
@@ -71,7 +73,8 @@ class CompressBatch:
         n = len(next(iter(columns.values()))) if columns else 0
         items, errors = [], {}
         for i in range(n):
-            record = {k: v[i] for k, v in columns.items()}
+            # a list column comes as one numpy array per record (Ray Data's tensor/object columns)
+            record = {k: v[i].tolist() if hasattr(v[i], "tolist") else v[i] for k, v in columns.items()}
             try:
                 items.append((i + 1, self.fields.prompt(record, i + 1)))
             except ElisionError as e:

@@ -1,6 +1,12 @@
 """Input records of a batch: JSONL lines or Parquet rows, numbered from 1, and the fields that
 hold each record's prompt.
 
+By default a record is read by the library's own names, the shape `elision compress` reads and
+`/v1/compress` takes: `context` (or its shorthand `prompt`), `question`, `instruction`. A field
+named on the command line wins for its role; the other roles keep their library names.
+
+    >>> Fields().prompt({"context": ["The Tay Bridge fell in 1879."], "question": "When?"}, 1).text
+    'The Tay Bridge fell in 1879.\\n\\nWhen?'
     >>> fields = Fields(context="doc", question="q")
     >>> fields.prompt({"doc": "The Tay Bridge fell in 1879.", "q": "When?"}, 3).text
     'The Tay Bridge fell in 1879.\\n\\nWhen?'
@@ -11,11 +17,14 @@ hold each record's prompt.
 A JSONL line number is the line's number in the file (blank lines are skipped but counted, so
 the number is what an editor shows); a Parquet record's number is its row number from 1. A line
 that is not a JSON object is not an error of the whole file: it comes out as a `Bad` record and
-the batch reports it with its number. A Parquet file that cannot be read is an error of the
-whole file (InvalidInput), as is a Parquet file without a named column.
+the batch reports it with its number. So does a line nested too deeply for Python's parser
+(`[[[[...]]]]` a few thousand levels down raises RecursionError, not ValueError). A Parquet file
+that cannot be read is an error of the whole file (InvalidInput), as is a Parquet file without
+a named column.
 
 Not handled: compressed inputs (.jsonl.gz: decompress first), JSON arrays (one JSON document
-holding a list: use JSONL), chat messages as the prompt (a field holding messages is reported).
+holding a list: use JSONL), chat messages as the prompt (a record holding messages is reported),
+per-record settings (a record's `rate` or `method` is passed through as data, not obeyed).
 """
 
 from __future__ import annotations
@@ -40,17 +49,24 @@ class Bad:
     error: str
 
 
+CONTEXT_NAMES = ("context", "prompt")  # compress(context=...) and /v1/compress's shorthand for it
+LIBRARY_NAMES = {"context": CONTEXT_NAMES, "question": ("question",), "instruction": ("instruction",)}
+ROLES = ("context", "question", "instruction")
+
+
 @dataclass(frozen=True)
 class Fields:
-    """Which fields of a record hold the prompt: `context` (a string or a list of strings, the
-    documents) and optionally `question` and `instruction` (strings; null means none)."""
+    """Which fields of a record hold the prompt: the context (a string or a list of strings, the
+    documents) and optionally the question and instruction (strings; null means none). A role
+    left as None is found by the library's name for it (`LIBRARY_NAMES`), record by record;
+    a name given here wins."""
 
-    context: str = "prompt"
+    context: str | None = None
     question: str | None = None
     instruction: str | None = None
 
     def __post_init__(self):
-        names = [n for n in (self.context, self.question, self.instruction) if n is not None]
+        names = self.names
         if any(not isinstance(n, str) or not n for n in names):
             raise InvalidInput("field names must be non-empty strings")
         if len(set(names)) != len(names):
@@ -58,27 +74,69 @@ class Fields:
 
     @property
     def names(self) -> list[str]:
+        """The names given explicitly."""
         return [n for n in (self.context, self.question, self.instruction) if n is not None]
+
+    @property
+    def candidates(self) -> set[str]:
+        """Every field name this may read: the explicit ones and the library names of the others."""
+        out = set(self.names)
+        for role in ROLES:
+            if getattr(self, role) is None:
+                out.update(n for n in LIBRARY_NAMES[role] if n not in self.names)
+        return out
+
+    def resolve(self, have) -> dict[str, str | None]:
+        """role -> the field that holds it among the names in `have` (a record, or a Parquet
+        file's columns). An explicit name is returned even when absent (prompt() says so); a
+        library name only when present and not claimed by an explicit one.
+        {"context": ..., "question": ...} -> {"context": "context", "question": "question",
+        "instruction": None}."""
+        out = {}
+        for role in ROLES:
+            name = getattr(self, role)
+            if name is None:
+                name = next((n for n in LIBRARY_NAMES[role] if self._found(n, have)), None)
+            out[role] = name
+        return out
+
+    def _found(self, name: str, have) -> bool:
+        # a null value is no value: Parquet and Ray Data give every row every column
+        present = name in have and (not isinstance(have, dict) or have[name] is not None)
+        return present and name not in self.names
 
     def prompt(self, record: dict, line: int) -> Prompt:
         """The record's Prompt; InvalidInput naming the line for a missing or malformed field."""
-        for name in self.names:
-            if name not in record:
-                hint = "--field" if name == self.context else f"--{self._role(name)}-field"
+        names = self.resolve(record)
+        for role in ROLES:
+            name = getattr(self, role)
+            if name is not None and name not in record:
+                hint = "--field" if role == "context" else f"--{role}-field"
                 raise InvalidInput(f"line {line} has no {name!r} field (its fields: "
                                    f"{', '.join(map(str, record)) or 'none'}); name the prompt's field with {hint}")
-        context = record[self.context]
+        if self.context is None:
+            present = [n for n in CONTEXT_NAMES if self._found(n, record)]
+            if len(present) > 1:
+                raise InvalidInput(f"line {line} has both {present[0]!r} and {present[1]!r}; give the text as one "
+                                   "of them, or name the prompt's field with --field")
+            if not present and record.get("messages") is not None:
+                raise InvalidInput(f"line {line} holds chat messages ('messages'); batch compresses prompts (a "
+                                   "string or a list of strings) - use compress_messages or the service for chats")
+            if not present and names["question"] is None and names["instruction"] is None:
+                raise InvalidInput(f"line {line} has no 'context' or 'prompt' field, nor a question (its fields: "
+                                   f"{', '.join(map(str, record)) or 'none'}); name the prompt's field with --field")
+        context = record.get(names["context"]) if names["context"] else None
         if isinstance(context, list) and context and all(isinstance(m, dict) and "role" in m for m in context):
-            raise InvalidInput(f"line {line}: {self.context!r} holds chat messages; batch compresses prompts (a "
+            raise InvalidInput(f"line {line}: {names['context']!r} holds chat messages; batch compresses prompts (a "
                                "string or a list of strings) - use the service's /v1/chat/completions for chats")
-        if context is None:
-            raise InvalidInput(f"line {line}: {self.context!r} is null; nothing to compress")
-        if not isinstance(context, (str, list)):
-            raise InvalidInput(f"line {line}: {self.context!r} must be a string or a list of strings, "
+        if context is None and names["context"] is not None:
+            raise InvalidInput(f"line {line}: {names['context']!r} is null; nothing to compress")
+        if context is not None and not isinstance(context, (str, list)):
+            raise InvalidInput(f"line {line}: {names['context']!r} must be a string or a list of strings, "
                                f"got {type(context).__name__}")
         parts = {}
         for role in ("question", "instruction"):
-            name = getattr(self, role)
+            name = names[role]
             value = record.get(name) if name else None
             if value is not None and not isinstance(value, str):
                 raise InvalidInput(f"line {line}: {name!r} must be a string, got {type(value).__name__}")
@@ -87,9 +145,6 @@ class Fields:
             return Prompt.build(context, parts["instruction"], parts["question"])
         except InvalidInput as e:
             raise InvalidInput(f"line {line}: {e}") from None
-
-    def _role(self, name: str) -> str:
-        return "question" if name == self.question else "instruction"
 
 
 def detect_format(path: str | Path) -> str:
@@ -138,6 +193,10 @@ def _jsonl_records(path) -> Iterator[tuple[int, dict | Bad]]:
                 continue
             except ValueError as e:
                 yield number, Bad(f"line {number} is not valid JSON: {e}")
+                continue
+            except RecursionError:  # json's parser recurses once per level: ~1,000 levels is its limit
+                yield number, Bad(f"line {number} nests too deeply (JSON lists or objects inside each other, "
+                                  "past Python's recursion limit); flatten it")
                 continue
             if not isinstance(obj, dict):
                 yield number, Bad(f"line {number} is a JSON {type(obj).__name__}, not an object with the "
@@ -195,6 +254,9 @@ def check_columns(path, fmt: str, fields: Fields) -> None:
     missing = [n for n in fields.names if n not in have]
     if missing:
         raise InvalidInput(f"{path} has no column {', '.join(map(repr, missing))}; its columns: {', '.join(have)}")
+    if fields.context is None and not any(n in have for n in CONTEXT_NAMES if n not in fields.names):
+        raise InvalidInput(f"{path} has no column 'context' or 'prompt'; its columns: {', '.join(have)}; name the "
+                           "prompt's column with --field")
 
 
 def jsonable(value: Any) -> Any:

@@ -1,7 +1,7 @@
 """Compress every record of a JSONL or Parquet file into a resumable output.
 
     >>> from elision import Compressor
-    >>> s = run_batch("corpus.jsonl", "out.jsonl", Fields(context="prompt"),
+    >>> s = run_batch("corpus.jsonl", "out.jsonl", Fields(),          # context/question/instruction
     ...               LocalEngine(Compressor("llmlingua2"), rate=0.33))
     >>> s.compressed, s.tokens_in, s.tokens_out, s.failures     # failures: [(7, "line 7 has no ...")]
     >>> print(s.report())
@@ -9,8 +9,8 @@
 An output row is the input record with the compressed prompt added under `output_field` and an
 "elision" object: {"line", "origin_tokens", "compressed_tokens"} plus the settings that made it
 (method, model, target, rate, target_tokens, options). Only compressed lines are written; a line
-that fails (bad JSON, no prompt field, empty prompt, over the token limit) is reported with its
-number and the batch goes on, unless fail_fast. A rerun after a crash, or after fixing failed
+that fails (bad JSON, JSON nested past the parser's limit, no prompt field, empty prompt, over the
+token limit) is reported with its number and the batch goes on, unless fail_fast. A rerun after a crash, or after fixing failed
 lines, compresses exactly the lines not yet in the output (see journal.py).
 
 The work itself is an engine's: LocalEngine compresses in this process; the Ray engine
@@ -160,7 +160,7 @@ def run_batch(src, out, fields: Fields, engine, *, batch_size: int = 16, fail_fa
     try:
         fmt = detect_format(src)
         check_columns(src, fmt, fields)
-        if output_field in fields.names:
+        if output_field in fields.candidates:
             raise InvalidInput(f"the output field {output_field!r} is also an input field; name another")
         total = count_records(src, fmt)
         journal = Journal.open(out, engine.settings, overwrite=overwrite)
@@ -197,6 +197,9 @@ def run_batch(src, out, fields: Fields, engine, *, batch_size: int = 16, fail_fa
             except InvalidInput as e:
                 fail(line, str(e))
                 continue
+            except RecursionError:  # a field nested ~1,000 deep: that line's problem, not the run's
+                fail(line, f"line {line} nests too deeply (JSON lists or objects inside each other); flatten it")
+                continue
             pending[line] = record
             if len(items) == batch_size:
                 yield items
@@ -216,11 +219,11 @@ def run_batch(src, out, fields: Fields, engine, *, batch_size: int = 16, fail_fa
                 meta = {"line": o["line"], "origin_tokens": o["origin_tokens"],
                         "compressed_tokens": o["compressed_tokens"], **engine.settings}
                 rows.append({**record, output_field: o["compressed_prompt"], META: meta})
-            journal.append(rows)
+            unwritten = journal.append(rows)
             journal.sync()  # these lines now survive a crash
-            summary.compressed += len(rows)
-            for o in failed:  # after the batch's good rows are safe, so fail_fast loses none
-                fail(o["line"], o["error"])
+            summary.compressed += len(rows) - len(unwritten)
+            for line, why in sorted([(o["line"], o["error"]) for o in failed] + unwritten):
+                fail(line, why)  # after the batch's good rows are safe, so fail_fast loses none
             tick()
         summary.output = str(journal.finish())
     finally:
