@@ -164,7 +164,11 @@ def build_prompt(format: Format, data, *, instruction: str = "", question: str =
 # ---------------------------------------------------------------- tagged text
 
 _TAG = re.compile(r"<(/?)(elision|llmlingua)\b([^<>]*)>", re.IGNORECASE)
-_ATTR = re.compile(r"""\s*,?\s*([A-Za-z_]+)(?:\s*=\s*("[^"]*"|'[^']*'|[^\s,>]+))?\s*,?""")
+# one attribute: `rate=0.5`, `rate="0.5"`, `keep`, with llmlingua's commas. '\s*(?:,\s*)?', not
+# '\s*,?\s*', which splits a run of blanks every way (quadratic in the run); an unquoted value
+# holds no quote, so `rate="0.5` (unterminated) is refused rather than read as 0.5
+_ATTR = re.compile(r"""\s*(?:,\s*)?([A-Za-z_]+)(?:\s*=\s*("[^"]*"|'[^']*'|[^\s,>"']+))?\s*,?""")
+_OPEN_QUOTE = re.compile(r"""\s*(?:,\s*)?[A-Za-z_]+\s*=\s*(["'])""")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,7 +204,7 @@ def parse_tagged(text: str, where: str = "text") -> list[Piece]:
             if open_tag is not None:
                 raise InvalidInput(f"{where}: <{name}> at character {m.start()} opens inside <{open_tag[0]}> "
                                    f"opened at character {open_tag[3]}; tags do not nest")
-            rate, keep = _tag_attributes(name, attrs, m.start(), where)
+            rate, keep = _tag_attributes(name, attrs, m.start(), where, m.start(3))
             pieces.append(Piece(text[pos:m.start()], None, False, pos))
             open_tag = (name, rate, keep, m.start())
         pos = m.end()
@@ -211,12 +215,18 @@ def parse_tagged(text: str, where: str = "text") -> list[Piece]:
     return [p for p in pieces if p.text]
 
 
-def _tag_attributes(name: str, attrs: str, at: int, where: str) -> tuple[float | None, bool]:
+def _tag_attributes(name: str, attrs: str, at: int, where: str, attrs_at: int = 0) -> tuple[float | None, bool]:
+    """(rate, keep) of one opening tag; `at`: the tag's character position, `attrs_at`: its
+    attributes' (to name the position of an unterminated quote)."""
     valid = ("rate", "keep") if name == "elision" else ("rate", "compress")
     rate, keep, i = None, False, 0
     attrs = attrs.rstrip(" \t\n,")
     while i < len(attrs):
         m = _ATTR.match(attrs, i)
+        q = _OPEN_QUOTE.match(attrs, i) if not m or m.group(2) is None else None
+        if q:  # `rate="0.5>`: the value's quote is never closed
+            raise InvalidInput(f"{where}: unterminated quote ({q.group(1)}) at character {attrs_at + q.start(1)} "
+                               f"in <{name}> at character {at}; close it: {attrs.strip()!r}")
         if not m or m.end() == i:
             raise InvalidInput(f"{where}: cannot read the attributes of <{name}> at character {at}: {attrs.strip()!r}")
         i = m.end()
@@ -302,6 +312,11 @@ def _glue(pieces: list[Piece], patterns) -> list[Segment]:
 # ---------------------------------------------------------------- JSON
 
 _ESCAPE = re.compile(r"\\(?:u[0-9a-fA-F]{4}|.)")
+# What one JSON document may hold: nesting (json.loads and the writer recurse once per level;
+# past ~1,000 levels Python raises RecursionError) and the characters of one number (Python's
+# int() is quadratic in the digits and refuses 4,300+ by default). Real documents stay far below.
+JSON_MAX_DEPTH = 256
+JSON_MAX_NUMBER_CHARS = 1000
 
 
 def _policy_rate(value, what: str) -> float | None:
@@ -327,18 +342,41 @@ def json_prompt(data, format: JsonFormat = JsonFormat(), *, instruction: str = "
         data = data.decode("utf-8", errors="strict")
     if isinstance(data, str):
         try:
-            data = json.loads(data)
+            data = json.loads(data, parse_int=_json_int, parse_float=_json_float)
         except json.JSONDecodeError as e:
             raise InvalidInput(f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno} "
                                f"(character {e.pos})") from None
+        except RecursionError:  # deeper than the interpreter can parse: far past the limit
+            raise _too_deep() from None
     patterns = _protect_list(protect)
     w = _JsonWriter(format, patterns)
     try:
         w.value(data, "", None, _policy_rate(format.default, "json default policy"), 0)
-    except RecursionError:
-        raise InvalidInput("JSON document nested too deeply") from None
+    except RecursionError:  # a parsed value that holds itself, or a caller already deep in its stack
+        raise _too_deep() from None
     w.flush()  # a document with nothing to compress is fine: the result is the document itself
     return _framed(w.segs, instruction, question, patterns, "no JSON given")
+
+
+def _too_deep() -> InvalidInput:
+    return InvalidInput(f"JSON document nests deeper than {JSON_MAX_DEPTH} levels (the limit for format 'json')")
+
+
+def _number_check(s: str) -> None:
+    if len(s) > JSON_MAX_NUMBER_CHARS:
+        raise InvalidInput(f"a JSON number of {len(s)} characters ({s[:12]}...) is over the limit of "
+                           f"{JSON_MAX_NUMBER_CHARS} characters for format 'json'")
+
+
+def _json_int(s: str) -> int:
+    """json.loads' parse_int: the number's length checked before int() (quadratic in digits)."""
+    _number_check(s)
+    return int(s)
+
+
+def _json_float(s: str) -> float:
+    _number_check(s)
+    return float(s)
 
 
 class _JsonWriter:
@@ -369,6 +407,8 @@ class _JsonWriter:
         return inherited
 
     def value(self, v, path: str, key: str | None, rate, depth: int) -> None:
+        if depth >= JSON_MAX_DEPTH and isinstance(v, (dict, list, tuple)):
+            raise _too_deep()
         if isinstance(v, dict):
             if not v:
                 self.buf.append("{}")
@@ -410,6 +450,10 @@ class _JsonWriter:
         elif v is None or isinstance(v, (bool, int, float)):
             if isinstance(v, float) and not math.isfinite(v):
                 raise InvalidInput(f"JSON value at {path or '(root)'} is {v}, which JSON cannot hold")
+            if isinstance(v, int) and not isinstance(v, bool) and v.bit_length() > 3 * JSON_MAX_NUMBER_CHARS:
+                raise InvalidInput(f"JSON value at {path or '(root)'} is a number of about "
+                                   f"{int(v.bit_length() * 0.30103)} digits, over the limit of "
+                                   f"{JSON_MAX_NUMBER_CHARS} characters for format 'json'")
             self.buf.append(json.dumps(v))
         else:
             raise InvalidInput(f"value at {path or '(root)'} is a {type(v).__name__}, not a JSON type")
@@ -418,23 +462,40 @@ class _JsonWriter:
 # ---------------------------------------------------------------- Markdown
 
 _M = re.MULTILINE
-_FENCE = re.compile(r"^[ \t]{0,3}(`{3,}|~{3,})[^\n]*\n(?:.*?\n)??[ \t]{0,3}\1[`~]*[ \t]*(?:\n|\Z)|"
-                    r"^[ \t]{0,3}(`{3,}|~{3,})[^\n]*(?:\n.*)?\Z", _M | re.DOTALL)
+# Every pattern below is linear in the text (tests/test_fuzz_readers.py times them at 1x / 4x):
+# a failed attempt may only scan up to a character that also stops the next attempt, and runs
+# are taken whole (possessive `{3,}+`, `++`): giving back one backtick of a 100,000-backtick
+# run at a time, or scanning a line once per '[' on it, was quadratic (120,000 '[': 33 s).
+_FENCE = re.compile(r"^[ \t]{0,3}(`{3,}+|~{3,}+)[^\n]*\n(?:.*?\n)??[ \t]{0,3}\1[`~]*[ \t]*(?:\n|\Z)|"
+                    r"^[ \t]{0,3}(`{3,}+|~{3,}+)[^\n]*(?:\n.*)?\Z", _M | re.DOTALL)
 _MD_PATTERNS = [
     re.compile(r"^[ \t]{0,3}#{1,6}(?:[ \t][^\n]*)?$", _M),  # ATX heading: the whole line
     re.compile(r"^[ \t]{0,3}(?:=+|-+)[ \t]*$", _M),  # setext underline
     re.compile(r"^[ \t]{0,3}(?:[-*_][ \t]*){3,}$", _M),  # thematic break
     re.compile(r"^[ \t]*(?:>[ \t]?)+", _M),  # quote markers
     re.compile(r"^[ \t]*(?:>[ \t]?)*(?:[-*+]|\d{1,9}[.)])[ \t]+(?:\[[ xX]\][ \t]+)?", _M),  # list marker (+ task box)
-    re.compile(r"(`+)[^`\n]*?\1"),  # inline code
+    re.compile(r"(?<!`)(`++)[^`\n]*?(?<!`)\1(?!`)"),  # inline code: a whole backtick run each side
     # links and images whole (text and target): a half-kept '[](url)' is not what anyone wrote
-    re.compile(r"!?\[[^\]\n]*\](?:\([^)\n]*\)|\[[^\]\n]*\])?"),
+    # (one level of brackets inside the text and of parentheses inside the target: '[a [b]](u_(v))';
+    # neither '[' nor '(' at the second level, so a failed scan stops where the next one starts)
+    re.compile(r"!?\[(?:[^\[\]\n]|\[[^\[\]\n]*\])*\]"
+               r"(?:\((?:[^()\n]|\([^()\n]*\))*\)|\[[^\[\]\n]*\])?"),
     re.compile(r"<https?://[^>\s]+>|</?[A-Za-z][^<>\n]*>"),  # autolinks, inline HTML tags
     # emphasis whole: the author marked it as what matters, and an emptied '****' is broken
     re.compile(r"(\*{1,3}|_{1,3}|~~)(?=\S)[^\n]{0,200}?(?<=\S)\1(?!\w)"),
     re.compile(r"\n"),  # line breaks: lists, tables and paragraphs stay apart
 ]
-_TABLE_DELIM = re.compile(r"^[ \t]*\|?[ \t]*:?-+:?[ \t]*(?:\|[ \t]*:?-+:?[ \t]*)*\|?[ \t]*$")
+_DELIM_CELL = re.compile(r":?-+:?")
+
+
+def _table_delimiter(line: str) -> bool:
+    r"""A table's delimiter row: '| :-- | --: |' or '---|---'. Cells split on '|', not one regex
+    over the line: '[ \t]*\|?[ \t]*' before the first cell split a run of blanks every way
+    (20,000 blanks after a line with a pipe took seconds)."""
+    body = line.strip(" \t")
+    body = body[1:] if body.startswith("|") else body
+    body = body[:-1] if body.endswith("|") else body
+    return "-" in body and all(_DELIM_CELL.fullmatch(c.strip(" \t")) for c in body.split("|"))
 
 
 def markdown_spans(text: str) -> tuple[Span, ...]:
@@ -453,7 +514,7 @@ def markdown_spans(text: str) -> tuple[Span, ...]:
         pos += len(line) + 1
     i = 1
     while i < len(lines):
-        if "|" in lines[i - 1] and _TABLE_DELIM.match(lines[i]) and "-" in lines[i]:
+        if "|" in lines[i - 1] and _table_delimiter(lines[i]):
             spans.append((starts[i], starts[i] + len(lines[i])))
             j = i - 1
             while j < len(lines) and (j <= i or "|" in lines[j]):
