@@ -51,6 +51,32 @@ def test_forced_mask_digits_and_spans():
     assert forced_mask(s, e, text, ((7, 8),)).tolist() == [False, False, True]
 
 
+def test_name_spans_are_capitalized_words_inside_sentences():
+    from elision.selection import name_spans
+
+    text = ('Then we visited Kyoto, saw "The Infinity Courts" with Tony; I said I\'m at Engi-House. '
+            'Later it rained')
+    assert [text[a:b] for a, b in name_spans(text)] == ["Kyoto", "The Infinity Courts", "Tony", "Engi-House"]
+    s, e = word_spans(text)
+    words = [text[a:b].strip() for a, b in zip(s.tolist(), e.tolist())]
+    forced = forced_mask(s, e, text, (), names=True)
+    kept = " ".join(w for w, f in zip(words, forced) if f)
+    for name in ("Kyoto", "The", "Infinity", "Courts", "Tony", "Engi"):
+        assert name in kept
+    assert not {"Then", "I", "Later", "rained", "visited"} & set(kept.split())
+    assert not forced_mask(s, e, text, ()).any()  # off unless asked
+
+
+def test_name_spans_linear_in_the_text():
+    import time
+
+    from elision.selection import name_spans
+
+    t0 = time.perf_counter()
+    name_spans("a" + " " * 200_000 + "b" + ", x" * 100_000)  # long space runs, many near-misses
+    assert time.perf_counter() - t0 < 5  # quadratic would take minutes
+
+
 @settings(max_examples=60, deadline=None)
 @given(words=st.lists(st.sampled_from(["alpha", "beta,", "gamma.", "42", "delta\n", "épée", "x"]), min_size=3,
                       max_size=60),

@@ -99,12 +99,29 @@ def rank_priorities(scores: np.ndarray, weights: np.ndarray, ratio: float, force
     return pr
 
 
+# A name: a capitalized word inside a sentence (after a lowercase letter, a comma or a semicolon
+# and spaces, maybe an opening quote), with the capitalized words that follow it ('visited
+# Kyoto', 'is "The Infinity Courts"', 'at Engi-House'). A sentence's first word is not one, nor
+# 'I' or "I'm". Every repetition starts with a space, so matching is linear in the text.
+_NAME = re.compile(r"[a-z,;] +[\"\'\u201c\u2018(]?([A-Z][\w-][\w'-]*(?: [A-Z][\w'-]*)*)")
+
+
+def name_spans(text: str) -> tuple[Span, ...]:
+    """Character spans of the names in `text` (see _NAME).
+    'we visited Kyoto and Nara. Then home' -> ((11, 16), (21, 25))"""
+    return tuple(m.span(1) for m in _NAME.finditer(text))
+
+
 def forced_mask(starts: np.ndarray, ends: np.ndarray, text: str, spans: tuple[Span, ...],
-                digits: bool = False, newlines: bool = False, tokens: tuple[str, ...] = ()) -> np.ndarray:
-    """Units that overlap a protected span, or contain a digit / a newline / a forced token.
-    Linear in the text: one prefix sum over protected characters, one pass over the units.
+                digits: bool = False, newlines: bool = False, tokens: tuple[str, ...] = (),
+                names: bool = False) -> np.ndarray:
+    """Units that overlap a protected span (or, with names=True, a name), or contain a digit / a
+    newline / a forced token. Linear in the text: one prefix sum over protected characters, one
+    pass over the units.
     'a 12 b' with units 'a', ' 12', ' b' and digits=True -> [False, True, False]"""
     m = np.zeros(len(starts), bool)
+    if names:
+        spans = tuple(spans) + name_spans(text)
     if spans:
         mark = np.zeros(len(text) + 1, np.int64)
         for s, e in spans:
@@ -124,12 +141,12 @@ def forced_mask(starts: np.ndarray, ends: np.ndarray, text: str, spans: tuple[Sp
 
 def must_keep(segment, starts: np.ndarray, ends: np.ndarray, policy) -> np.ndarray:
     """The units of `segment` that the keep policy (a method's Options: protected spans, kept
-    roles, force_digits / force_tokens / keep_newlines) says must survive. The pipeline enforces
+    roles, force_digits / force_names / force_tokens / keep_newlines) says must survive. The pipeline enforces
     exactly this; a method may call it too, to spend its budget on the rest."""
     if segment.role in policy.kept_roles():
         return np.ones(len(starts), bool)
     return forced_mask(starts, ends, segment.text, segment.protected, policy.force_digits,
-                       policy.keep_newlines, policy.force_tokens)
+                       policy.keep_newlines, policy.force_tokens, policy.force_names)
 
 
 @dataclass(frozen=True)

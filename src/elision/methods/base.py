@@ -57,6 +57,9 @@ class Options:
     keep_question: bool = True  # the question is never compressed
     keep_instruction: bool = False  # the instruction is never compressed
     force_digits: bool = False  # every word holding a digit is kept
+    # every name is kept: a capitalized word inside a sentence and the capitalized words after it
+    # ('visited Kyoto', 'The Infinity Courts'); facts are mostly names and numbers
+    force_names: bool = False
     force_tokens: tuple[str, ...] = ()  # these words are always kept, e.g. ".,?"
     keep_newlines: bool = False  # every line break is kept (layout of lists, code, tables)
     drop_consecutive: bool = False  # a run of one forced token ('....') keeps only its first
