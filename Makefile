@@ -33,7 +33,7 @@ test: setup   ## set up, then run the test suite (real SmolLM2, loaded once)
 test-all: setup
 	$(BIN)/pytest -q -m ''
 
-data: setup   ## fetch evaluation data (bigbench sdist from PyPI) into the user cache
+data: setup   ## check the evaluation data: few-shot sets ship in the repo; others: see docs/data.md (--from PATH)
 	$(BIN)/python -m elision.eval.data
 
 anchor:       ## build the reference llmlingua 0.2.2 environment beside the project

@@ -257,3 +257,118 @@ def test_speed_comes_from_cold_rows_only():
     assert by_rate[0.33] == pytest.approx(1000) and by_rate[0.2] == pytest.approx(1000)
     old = [{k: v for k, v in r.items() if k != "cold"} for r in rows]  # rows of older runs: as they are
     assert {s["rate"]: round(s["tokens_per_s"]) for s in summarize(old)}[0.2] == 1_000_000
+
+
+# --- evaluation data: the repository copy, the cache, and clear errors (eval/data.py) ------------
+
+
+def test_data_step_works_on_a_clean_clone(tmp_path):
+    """`make data` on a fresh machine: the few-shot sets come from the repository copy, every
+    set that is not there is one line saying what to do, and nothing is downloaded."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ELISION_CACHE_DIR": str(tmp_path / "cache")}
+    r = subprocess.run([sys.executable, "-m", "elision.eval.data"], capture_output=True, text=True, env=env,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("ok       gsm8k-cot             8 prompts  repository copy")
+    assert lines[1].startswith("ok       bbh-cot              81 prompts  repository copy")
+    assert len(lines) == 7 and all(ln.startswith("missing ") and "--from PATH" in ln for ln in lines[2:])
+    assert "Traceback" not in r.stderr and not (tmp_path / "cache").exists()  # nothing fetched or written
+    r = subprocess.run([sys.executable, "-m", "elision.eval.data", "--require", "squad-mdqa"], capture_output=True,
+                       text=True, env=env, timeout=120)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, "-m", "elision.eval.data", "--from", str(tmp_path / "nope")],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 1 and r.stderr == f"error: --from {tmp_path / 'nope'}: no such file or folder\n"
+
+
+def test_fewshot_sets_load_from_the_repository_copy(tmp_path, monkeypatch):
+    from elision.eval import data
+
+    monkeypatch.setenv("ELISION_CACHE_DIR", str(tmp_path / "empty"))
+    gsm = load_cases("gsm8k-cot", n=60)
+    bbh = load_cases("bbh-cot", n=500)
+    assert len(gsm) == 8 and len(bbh) == 81
+    assert gsm == D.fewshot_cases(data.shipped_tasks("gsm8k-cot"))
+    assert gsm[0].answers == ["6"] and len(gsm[0].context) == 7 and gsm[0].question.startswith("Q: There are 15 trees")
+    assert bbh[0].id == "boolean_expressions-0" and bbh[0].answers == ["False"]
+    # the copy is made from lm-eval's YAMLs by build_shipped; its cases are the YAML's cases
+    lm = tmp_path / "lm"
+    (lm / "lm_eval/tasks/gsm8k").mkdir(parents=True)
+    (lm / "lm_eval/tasks/bbh/cot_fewshot").mkdir(parents=True)
+    (lm / "lm_eval/tasks/gsm8k/gsm8k-cot.yaml").write_text((DATA / "cot_mini.yaml").read_text())
+    (lm / "lm_eval/tasks/bbh/cot_fewshot/cot_mini.yaml").write_text((DATA / "cot_mini.yaml").read_text())
+    built = data.build_shipped(lm, root=tmp_path / "shipped")
+    import gzip
+    import hashlib
+
+    pin = hashlib.sha256(gzip.decompress(built.read_bytes())).hexdigest()
+    monkeypatch.setitem(data.SHIPPED_SHA256, built.name, pin)
+    assert D.fewshot_cases(data.shipped_tasks("bbh-cot", root=tmp_path / "shipped")) == \
+        D.fewshot_cot([DATA / "cot_mini.yaml"])
+
+
+def test_a_damaged_or_missing_repository_copy_is_a_clear_error(tmp_path):
+    import gzip
+
+    from elision.eval import data
+
+    name = "fewshot_cot.jsonl.gz"
+    good = (data.SHIPPED / name).read_bytes()
+    with pytest.raises(data.DataError, match=r"repository copy .* is missing; restore it") as e:
+        data.shipped_rows(name, root=tmp_path)
+    assert e.value.kind == "missing"
+    (tmp_path / name).write_bytes(good[: len(good) // 2])  # cut short
+    with pytest.raises(data.DataError, match="truncated or damaged"):
+        data.shipped_rows(name, root=tmp_path)
+    (tmp_path / name).write_bytes(b"not gzip at all")
+    with pytest.raises(data.DataError, match="not a readable gzip file"):
+        data.shipped_rows(name, root=tmp_path)
+    edited = gzip.decompress(good).replace(b"There are 15 trees", b"There are 16 trees")
+    (tmp_path / name).write_bytes(gzip.compress(edited))  # valid gzip, other content: the checksum catches it
+    with pytest.raises(data.DataError, match=r"sha256 [0-9a-f]{16}\.\.\., not the pinned"):
+        data.shipped_rows(name, root=tmp_path)
+    (tmp_path / name).write_bytes(gzip.compress(gzip.decompress(good), compresslevel=1))  # recompressed: fine
+    assert len(data.shipped_rows(name, root=tmp_path)) == 28
+
+
+def test_cached_sets_missing_mismatched_and_installed_from_a_local_source(tmp_path, monkeypatch):
+    import tarfile
+
+    from click.testing import CliRunner
+
+    from elision.cli import cli
+    from elision.eval import data
+
+    monkeypatch.setenv("ELISION_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(data.DataError, match=r"squaddev_v1.1.json is missing: no registry serves it") as e:
+        data.path("squad/squaddev_v1.1.json")
+    assert e.value.kind == "missing"
+    res = CliRunner().invoke(cli, ["eval", "-d", "squad-mdqa", "--methods", "random", "--rates", "0.5",
+                                   "--out", str(tmp_path / "o"), "--target-lm", "none"])
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error: ")]
+    assert res.exit_code == 2 and len(errors) == 1 and "--from PATH" in errors[0] and "Traceback" not in res.output
+
+    # a local source: the pinned bytes are found by checksum in a tar (the sdist), a folder or a file
+    squad = (DATA / "squad_mini.json").read_bytes()
+    monkeypatch.setitem(data.SHA256, "squad/squaddev_v1.1.json", data._sha256(squad))
+    (tmp_path / "checkout" / "deep").mkdir(parents=True)
+    (tmp_path / "checkout" / "deep" / "squaddev_v1.1.json").write_bytes(squad)
+    (tmp_path / "checkout" / "xsum.json").write_bytes(b"{}")  # a pinned name, not the pinned bytes: skipped
+    with tarfile.open(tmp_path / "bigbench-1.0.0.tar.gz", "w:gz") as tar:
+        tar.add(tmp_path / "checkout", arcname="bigbench-1.0.0/bigbench/benchmark_tasks")
+    for source in (tmp_path / "bigbench-1.0.0.tar.gz", tmp_path / "checkout",
+                   tmp_path / "checkout" / "deep" / "squaddev_v1.1.json"):
+        assert data.install_from(source) == ["squad/squaddev_v1.1.json"]
+        assert data.path("squad/squaddev_v1.1.json").read_bytes() == squad
+        (tmp_path / "cache" / "data" / "squad" / "squaddev_v1.1.json").unlink()
+    assert data.install_from(tmp_path / "checkout") == ["squad/squaddev_v1.1.json"]
+    assert len(load_cases("squad-mdqa", n=2)) == 2  # the harness reads the installed copy
+    # a cached file changed afterwards: the checksum on load says so
+    (tmp_path / "cache" / "data" / "squad" / "squaddev_v1.1.json").write_bytes(squad.replace(b"Tay", b"Tey"))
+    with pytest.raises(data.DataError, match=r"sha256 [0-9a-f]{16}\.\.\. is not the pinned"):
+        data.path("squad/squaddev_v1.1.json")

@@ -10,8 +10,9 @@ An output row is the input record with the compressed prompt added under `output
 "elision" object: {"line", "origin_tokens", "compressed_tokens"} plus the settings that made it
 (method, model, target, rate, target_tokens, options). Only compressed lines are written; a line
 that fails (bad JSON, JSON nested past the parser's limit, no prompt field, empty prompt, over the
-token limit) is reported with its number and the batch goes on, unless fail_fast. A rerun after a crash, or after fixing failed
-lines, compresses exactly the lines not yet in the output (see journal.py).
+token limit) is reported with its number and the batch goes on, unless fail_fast. A rerun after a
+crash, or after fixing failed lines, compresses exactly the lines not yet in the output (see
+journal.py).
 
 The work itself is an engine's: LocalEngine compresses in this process; the Ray engine
 (ray_engine.py) sends the same batches to actors that each load the model once. Both go

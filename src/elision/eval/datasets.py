@@ -88,25 +88,40 @@ def _yaml(file: Path) -> dict:
     return yaml.load(file.read_text(), Loader=Loader)
 
 
-def fewshot_cot(files: list[Path], question_key: str = "question") -> list[Case]:
-    """Few-shot chain-of-thought prompts from lm-eval YAMLs (GSM8K 8-shot, BBH 3-shot), leave
-    one out: each demonstration in turn is the question, the others are the demonstrations,
-    and its final answer ('The answer is X' / 'So the answer is (D)') is the gold answer."""
+def fewshot_tasks(files: list[Path]) -> list[dict]:
+    """lm-eval few-shot YAMLs -> one task each: {"task": file stem, "description", "samples":
+    [{"question" or "input", "target"}]}, the form the repository copy ships (eval/data.py)."""
     out = []
     for f in files:
         y = _yaml(Path(f))
         samples = (y.get("fewshot_config") or {}).get("samples") or []
+        out.append({"task": Path(f).stem, "description": y.get("description") or "", "samples": samples})
+    return out
+
+
+def fewshot_cases(tasks: list[dict]) -> list[Case]:
+    """Few-shot chain-of-thought prompts (GSM8K 8-shot, BBH 3-shot), leave one out: each
+    demonstration in turn is the question, the others are the demonstrations, and its final
+    answer ('The answer is X' / 'So the answer is (D)') is the gold answer."""
+    out = []
+    for t in tasks:
+        samples = t["samples"]
         if len(samples) < 2:
             continue
         key = "question" if "question" in samples[0] else "input"
-        desc = (y.get("description") or "").strip()
+        desc = (t.get("description") or "").strip()
         for i, s in enumerate(samples):
             demos = [f"Q: {d[key]}\nA: {d['target']}" for j, d in enumerate(samples) if j != i]
             m = re.search(r"answer is\s*\(?([^\s().]+(?:\s[^\s().]+)*?)\)?\s*\.?\s*$", s["target"].strip())
             answer = m.group(1) if m else s["target"].strip().split()[-1].strip(".")
-            out.append(Case(f"{Path(f).stem}-{i}", demos, desc or "Answer the question. Think step by step.",
-                            f"Q: {s[key]}\nA:", [answer], None, {"task": Path(f).stem, "reference": s["target"]}))
+            out.append(Case(f"{t['task']}-{i}", demos, desc or "Answer the question. Think step by step.",
+                            f"Q: {s[key]}\nA:", [answer], None, {"task": t["task"], "reference": s["target"]}))
     return out
+
+
+def fewshot_cot(files: list[Path]) -> list[Case]:
+    """fewshot_cases of lm-eval YAML files."""
+    return fewshot_cases(fewshot_tasks(files))
 
 
 def summarization(file: str | Path, n: int = 60, seed: int = 0) -> list[Case]:

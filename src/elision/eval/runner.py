@@ -19,16 +19,16 @@ from .._errors import InvalidInput
 from ..tokenizers import get_target
 from . import datasets as D
 from . import reference
-from .data import data_dir, path
+from .data import path, shipped_tasks
 from .report import write_report
 
+# sources: eval/data.py (the few-shot sets ship in the repository; the others are cached files)
 DATASETS = {
     "squad-mdqa": lambda n, seed: D.squad_mdqa(path("squad/squaddev_v1.1.json"), n=n, seed=seed),
     "squad-shifts-mdqa": lambda n, seed: D.squad_mdqa(path("squad/new_wiki_v1.0.json"), n=n, seed=seed),
     "coqa": lambda n, seed: D.coqa(path("coqa/coqa.test.json"), n=n, seed=seed),
-    "gsm8k-cot": lambda n, seed: D.fewshot_cot([path("lmeval/lm_eval/tasks/gsm8k/gsm8k-cot.yaml")])[:n],
-    "bbh-cot": lambda n, seed: D.fewshot_cot(
-        sorted((data_dir() / "lmeval/lm_eval/tasks/bbh/cot_fewshot").glob("[!_]*.yaml")))[:n],
+    "gsm8k-cot": lambda n, seed: D.fewshot_cases(shipped_tasks("gsm8k-cot"))[:n],
+    "bbh-cot": lambda n, seed: D.fewshot_cases(shipped_tasks("bbh-cot"))[:n],
     "cnn-dm": lambda n, seed: D.summarization(path("summary/cnn_dm.json"), n=n, seed=seed),
     "xsum": lambda n, seed: D.summarization(path("summary/xsum.json"), n=n, seed=seed),
 }
