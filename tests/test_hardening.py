@@ -219,3 +219,59 @@ def test_cli_deep_json_and_bad_target_exit_2(tmp_path):
     assert r.exit_code in (0, 2) and not isinstance(r.exception, RecursionError)
     r = CliRunner().invoke(cli, ["compress", "-", "-m", "truncate", "-t", "/etc", "--quiet"], input=DOC)
     assert r.exit_code == 2 and "unknown target '/etc'" in r.output
+
+
+# --- issue 24: caller mistakes on the newer surfaces are ElisionErrors naming the field ----------
+
+@pytest.mark.parametrize("options, name", [
+    ({"self": 1}, "'self'"),  # was TypeError: multiple values for argument 'self' (a 500 in the service)
+    ({"rate": 0.5}, "'rate'"),
+    ({"prompt": "x", "protect": ["a"]}, "'prompt', 'protect'"),
+])
+def test_options_named_like_arguments_are_refused_by_name(options, name):
+    c = Compressor("truncate")
+    with pytest.raises(InvalidInput, match=f"{name} in options (is an argument|are arguments) of compress"):
+        c.compress(DOC, options=options)
+    with pytest.raises(InvalidInput, match="of compress_messages"):
+        c.compress_messages([{"role": "user", "content": DOC}], options={"policy": "age"})
+    with pytest.raises(InvalidInput, match="of Compressor"):
+        Compressor("truncate", options={"self": 1})
+
+
+def test_options_mapping_is_checked_and_merged():
+    c = Compressor("truncate")
+    with pytest.raises(InvalidInput, match="unknown option.*nope.*valid:"):
+        c.compress(DOC, options={"nope": 1})
+    with pytest.raises(InvalidInput, match="must be text"):
+        c.compress(DOC, options={1: 2})
+    with pytest.raises(InvalidInput, match="object of option name"):
+        c.compress(DOC, options=["force_digits"])
+    with pytest.raises(InvalidInput, match="given twice"):
+        c.compress(DOC, options={"force_digits": True}, force_digits=False)
+    r = c.compress(DOC, rate=0.2, options={"force_digits": True})
+    assert "1878" in r.compressed_prompt and "1879" in r.compressed_prompt
+
+
+def test_progress_must_be_callable():
+    with pytest.raises(InvalidInput, match="progress must be a callable.*got str"):
+        Compressor("truncate").compress(DOC, progress="x")
+    with pytest.raises(InvalidInput, match="progress must be a callable"):
+        Compressor("truncate").compress_batch([DOC], progress=3)
+    with pytest.raises(InvalidInput, match="progress must be a callable"):
+        Compressor("truncate", progress="x")
+
+
+@pytest.mark.parametrize("method, rate", [("truncate", 0.5), ("random", 0.5), ("llmlingua2", 0.3)])
+def test_a_text_never_compresses_to_nothing(method, rate):
+    # one 900,000-character word is one unit over the budget: it was dropped, leaving ''
+    word = "a" * 900_000
+    r = Compressor(method).compress(word, rate=rate)
+    assert r.compressed_prompt == word and r.compressed_tokens > r.budget_tokens  # the overshoot shows
+    r = Compressor(method).compress(["x" * 5000, "y" * 5000], rate=rate)
+    assert r.compressed_prompt.strip()
+
+
+def test_an_emptied_prompt_stays_empty_when_asked():
+    r = Compressor("truncate").compress('{"a": "some text here"}', format="json",
+                                        format_options={"policy": {"a": "drop"}})
+    assert r.compressed_prompt == '{"a": ""}'

@@ -11,6 +11,7 @@ calls it in a loop loads the model once.
 from __future__ import annotations
 
 import functools
+import inspect
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -42,10 +43,15 @@ class Compressor:
         price_per_million: float | None = None,
         max_input_tokens: int = DEFAULT_MAX_INPUT_TOKENS,
         progress: Callable[[str], None] | None = None,
-        **options,
+        options: Mapping | None = None,
+        **kwargs,
     ):
+        if not isinstance(method, str):
+            raise InvalidInput(f"method must be a method's name, got {type(method).__name__}")
+        if progress is not None and not callable(progress):
+            raise InvalidInput(f"progress must be a callable progress(message) or None, got {type(progress).__name__}")
         cls = get_method(method)
-        opts = cls.Options.build(options)  # validate before loading anything
+        opts = cls.Options.build(method_options(options, kwargs, Compressor.__init__))  # before loading anything
         tokenizer = get_target(target)
         t0 = time.perf_counter()
         loaded = cls(model=model, device=device, dtype=dtype, progress=progress)
@@ -89,13 +95,17 @@ class Compressor:
         progress: Callable[[int, int], None] | None = None,
         format: str | Format | None = None,
         format_options: Mapping | None = None,
-        **options,
+        options: Mapping | None = None,
+        **kwargs,
     ) -> CompressionResult:
         """Compress; `prompt` is a shorthand for `context`, or an already built `Prompt` (then
         instruction, question and protect come from it). Options override the compressor's.
         `format` reads the text as "tagged" (`<elision rate=0.5>...</elision>`), "json" (a
         document or parsed value; `format_options={"policy": {"id": "keep"}}`) or "markdown"
-        (structure kept); see elision.structured."""
+        (structure kept); see elision.structured. Method options go as keywords
+        (`force_digits=True`) or as one mapping (`options={"force_digits": True}`: what a caller
+        passing options read from a request or a file should use, since a name such as 'self' or
+        'rate' there is then refused by name instead of clashing with this signature)."""
         t0 = time.perf_counter()
         fmt = as_format(format, format_options)
         if fmt is None:
@@ -106,13 +116,13 @@ class Compressor:
         else:
             p = build_prompt(fmt, context if context is not None else prompt, instruction=instruction,
                              question=question, protect=protect)
-        opts = self.pipeline.resolve_options(options)
+        opts = self.pipeline.resolve_options(method_options(options, kwargs, Compressor.compress))
         return self.pipeline.compress(p, rate=rate, target_tokens=target_tokens, options=opts, progress=progress,
                                       started=t0)
 
     def compress_batch(self, prompts: Sequence, *, rate: float | None = None, target_tokens: int | None = None,
                        batch_size: int = 32, progress: Callable[[int, int], None] | None = None,
-                       **options) -> list[CompressionResult]:
+                       options: Mapping | None = None, **kwargs) -> list[CompressionResult]:
         """Compress many prompts; results in order. Each item is a str, a list of contexts, a
         built Prompt, or a dict of compress()'s keywords (`context`, `instruction`,
         `question`, `protect`). llmlingua2 scores `batch_size` prompts per pass over the encoder
@@ -138,11 +148,14 @@ class Compressor:
             except InvalidInput as e:
                 raise InvalidInput(f"prompt {k}: {e}") from None
         return self.pipeline.compress_batch(built, rate=rate, target_tokens=target_tokens,
-                                            options=self.pipeline.resolve_options(options), batch_size=batch_size,
+                                            options=self.pipeline.resolve_options(
+                                                method_options(options, kwargs, Compressor.compress_batch)),
+                                            batch_size=batch_size,
                                             progress=progress)
 
     def importance(self, prompt: str | Sequence[str] | Prompt | None = None, *, context=None, instruction: str = "",
-                   question: str = "", protect: Iterable[str | re.Pattern] = (), **options) -> WordImportance:
+                   question: str = "", protect: Iterable[str | re.Pattern] = (), options: Mapping | None = None,
+                   **kwargs) -> WordImportance:
         """The score of every unit (word, for most methods) of the prompt: what compression ranks
         by, with the keep policy applied. Budget-aware methods score at the full budget.
 
@@ -150,7 +163,8 @@ class Compressor:
             >>> [r["text"] for r in imp.to_rows(top=0.3) if r["important"]]   # e.g. [' Bridge', ' 1879']
         """
         p = _as_prompt(prompt, context, instruction, question, protect)
-        return self.pipeline.importance(p, self.pipeline.resolve_options(options))
+        return self.pipeline.importance(p, self.pipeline.resolve_options(
+            method_options(options, kwargs, Compressor.importance)))
 
     def resolve_options(self, options: dict):
         """The compressor's options with a call's overrides (validated)."""
@@ -158,7 +172,7 @@ class Compressor:
 
     def compress_messages(self, messages, *, policy: str = "stable", rate: float | None = None,
                           target_tokens: int | None = None, progress: Callable[[int, int], None] | None = None,
-                          **kwargs):
+                          options: Mapping | None = None, **kwargs):
         """Compress a chat conversation (OpenAI-style messages) and return it in the same format.
         policy="stable" (default): each tool output / assistant message compressed once, the
         same way at every later turn, so the provider's prompt cache keeps hitting (`rate`,
@@ -166,9 +180,46 @@ class Compressor:
         history fitted to the budget, older turns harder (`age_decay`, `keep_recent`). See
         elision.messages."""
         from .messages import compress_messages
+        from .pipeline import check_progress
 
+        check_progress(progress)
+        if options is not None:  # method options only: checked here, passed on as keywords
+            opts = method_options(options, {}, Compressor.compress_messages)
+            self.pipeline.resolve_options(opts)
+            twice = sorted(set(opts) & set(kwargs))
+            if twice:
+                raise InvalidInput(f"option(s) {', '.join(twice)} given twice: in options and as keywords")
+            kwargs = {**opts, **kwargs}
         return compress_messages(self.pipeline, messages, policy=policy, rate=rate, target_tokens=target_tokens,
                                  progress=progress, **kwargs)
+
+
+def method_options(options: Mapping | None, kwargs: dict, call) -> dict:
+    """A call's method options: the `options` mapping and the keywords, merged. A key of the
+    mapping that is not text, that names one of `call`'s own arguments ('self', 'rate',
+    'protect') or that is also given as a keyword is InvalidInput naming it, so options read
+    from a request never reach a signature (in the service they were a 500: TypeError).
+
+        >>> method_options({"force_digits": True}, {}, Compressor.compress)
+        {'force_digits': True}
+    """
+    if options is None:
+        return kwargs
+    if not isinstance(options, Mapping):
+        raise InvalidInput(f"options must be an object of option name -> value, got {type(options).__name__}")
+    for k in options:
+        if not isinstance(k, str):
+            raise InvalidInput(f"option names must be text, got {k!r}")
+    params = sorted(set(options) & (set(inspect.signature(call).parameters) | {"self", "options"}))
+    if params:
+        name = "Compressor" if call.__name__ == "__init__" else call.__name__
+        raise InvalidInput(f"{', '.join(map(repr, params))} in options "
+                           f"{'is an argument' if len(params) == 1 else 'are arguments'} of {name}(), "
+                           f"not {'a method option' if len(params) == 1 else 'method options'}")
+    twice = sorted(set(options) & set(kwargs))
+    if twice:
+        raise InvalidInput(f"option(s) {', '.join(twice)} given twice: in options and as keywords")
+    return {**options, **kwargs}
 
 
 def _as_prompt(prompt, context, instruction: str, question: str, protect) -> Prompt:

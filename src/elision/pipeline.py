@@ -40,7 +40,7 @@ from .lru import BytesLRU
 from .methods.base import Method, Options, Scored
 from .prompt import SEPARATOR, Prompt, Segment, Span
 from .result import CompressionResult, WordImportance
-from .selection import Units, assemble, fit_to_budget, forced_mask, must_keep
+from .selection import Units, assemble, fit_to_budget, forced_mask, kept_spans, must_keep
 from .tokenizers import TargetTokenizer
 
 Progress = Callable[[int, int], None]
@@ -157,6 +157,32 @@ class Pipeline:
         order = list(scored.order) if scored.order is not None else None
         return spans, assemble(prompt, spans, order)
 
+    def never_empty(self, prompt: Prompt, scored: Scored, spans: list[tuple[Span, ...]],
+                    text: str) -> tuple[list[tuple[Span, ...]], str]:
+        """A text that holds words never compresses to nothing: when no unit fits the budget (one
+        900,000-character word at rate 0.5 is one unit of ~112,000 tokens), the highest-priority
+        units that the method allows are kept, the fewest that make the text non-blank, over the
+        budget as protected text may be (`compressed_tokens` > `budget_tokens` says so). A
+        prompt the method or the caller empties on purpose (every unit -inf: a JSON "drop",
+        a threshold) stays empty."""
+        pri = np.concatenate([u.priority for u in scored.units])
+        allowed = int((pri > -np.inf).sum())
+        if not allowed or not prompt.text.strip():
+            return spans, text
+        order = np.lexsort((np.arange(len(pri)), -pri))  # fit_to_budget's order
+        bounds = np.cumsum([0] + [len(u.priority) for u in scored.units])
+        seg_of = np.searchsorted(bounds, order[:allowed], side="right") - 1
+        n = 0  # the prefix of that order up to the first unit that holds more than white space
+        for n, (k, i) in enumerate(zip(order[:allowed].tolist(), seg_of.tolist()), 1):
+            u, off = scored.units[i], bounds[i]
+            if prompt.segments[i].text[u.starts[k - off]:u.ends[k - off]].strip():
+                break
+        keep = np.zeros(len(pri), bool)
+        keep[order[:n]] = True
+        spans = [kept_spans(seg.text, u, keep[bounds[i]:bounds[i + 1]])
+                 for i, (seg, u) in enumerate(zip(prompt.segments, scored.units))]
+        return spans, assemble(prompt, spans, list(scored.order) if scored.order is not None else None)
+
     def fit_segment(self, segment: Segment, units: Units, budget_tokens: int) -> str:
         """One segment's highest-priority units whose kept text fits `budget_tokens`."""
         one = Prompt((segment,), (0,))
@@ -166,6 +192,7 @@ class Pipeline:
                  options: Options | None = None, progress: Progress | None = None,
                  started: float | None = None, raw=None) -> CompressionResult:
         t0 = time.perf_counter() if started is None else started
+        check_progress(progress)
         options = options or self.options
         origin = self.target.count(prompt.text)
         budget = self.budget(prompt, rate, target_tokens, origin)
@@ -176,6 +203,8 @@ class Pipeline:
         scored = self.score(prompt, budget, options, progress, raw)
         t2 = time.perf_counter()
         spans, text = self.fit_groups(prompt, scored, groups) if groups else self.fit(prompt, scored, budget.tokens)
+        if not text.strip():
+            spans, text = self.never_empty(prompt, scored, spans, text)
         t3 = time.perf_counter()
         return CompressionResult(
             compressed_prompt=text, origin_tokens=origin, compressed_tokens=self.target.count(text),
@@ -192,6 +221,9 @@ class Pipeline:
         their chunks into the same encoder batches); budget-aware methods go one by one.
         Every prompt is checked (length) before any is scored, so a bad one fails fast."""
         options = options or self.options
+        check_progress(progress)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+            raise InvalidInput(f"batch_size must be a whole number, got {batch_size!r}")
         if batch_size < 1:
             raise InvalidInput(f"batch_size must be at least 1, got {batch_size}")
         origins = [self.target.count(p.text) for p in prompts]
@@ -234,6 +266,13 @@ class Pipeline:
         rank[blank] = 1.0  # white space is never "important"
         return WordImportance(prompt, tuple(spans), tuple(scores), tuple(rank.tolist()), self.method.name,
                               self.method.model_name)
+
+
+def check_progress(progress) -> None:
+    """A progress callback is called as progress(done, total) between batches; anything else
+    (a string from a config file, a number) is the caller's mistake, named before any work."""
+    if progress is not None and not callable(progress):
+        raise InvalidInput(f"progress must be a callable progress(done, total) or None, got {type(progress).__name__}")
 
 
 def enforce(segment: Segment, units: Units, options: Options) -> Units:
