@@ -45,20 +45,27 @@ POLICIES = {
     "uncompressed": None,
     "age": {"policy": "age"},  # elision before issue 23: the whole history refitted at every request
     # the stable policy's choices; "stable (default)" is what the library and the proxies do:
-    # no question, recall 256, whole values and digits kept
+    # no question, recall 256, whole values, digits and names kept
     "stable-q": {"policy": "stable", "condition": "question", "recall_tokens": 0, "whole_values": False,
-                 "force_digits": False},
+                 "force_digits": False, "force_names": False},
     "stable-noq": {"policy": "stable", "condition": "none", "recall_tokens": 0, "whole_values": False,
-                   "force_digits": False},
+                   "force_digits": False, "force_names": False},
     "stable-q-recall": {"policy": "stable", "condition": "question", "recall_tokens": 256, "whole_values": False,
-                        "force_digits": False},
+                        "force_digits": False, "force_names": False},
     "stable-noq-recall": {"policy": "stable", "condition": "none", "recall_tokens": 256, "whole_values": False,
-                          "force_digits": False},
-    "stable-values": {"policy": "stable", "condition": "none", "recall_tokens": 256, "force_digits": False},
-    "stable-values-digits-norecall": {"policy": "stable", "condition": "none", "recall_tokens": 0},
+                          "force_digits": False, "force_names": False},
+    "stable-values": {"policy": "stable", "condition": "none", "recall_tokens": 256, "force_digits": False,
+                      "force_names": False},
+    "stable-values-digits-norecall": {"policy": "stable", "condition": "none", "recall_tokens": 0,
+                                      "force_names": False},
+    "stable-values-digits-names-norecall": {"policy": "stable", "condition": "none", "recall_tokens": 0},
+    "stable-no-names": {"policy": "stable", "force_names": False},  # the default before force_names
     "stable (default)": {"policy": "stable"},
     "stable-recall128": {"policy": "stable", "recall_tokens": 128},
     "stable-hot2k": {"policy": "stable", "hot_tokens": 2048},
+    # not a policy, a bound: every tool output and assistant text removed (tool calls, user turns,
+    # system and tools kept, cache perfect): no policy that keeps those can bill less
+    "floor": "floor",
 }
 
 
@@ -148,6 +155,8 @@ def replay(session: dict, policy: dict | None, rate: float, comp, enc, prices: d
         recall = ""
         if policy is None:
             sent = messages
+        elif policy == "floor":
+            sent = [{**m, "content": ""} if m["role"] in ("tool", "function", "assistant") else m for m in messages]
         else:
             r = comp.compress_messages(messages, rate=rate, **policy)
             sent, recall = r.messages, r.recall
@@ -205,7 +214,7 @@ def main() -> None:
     rows, raw = [], []
     base: dict[str, dict] = {}
     for name in ["uncompressed"] + [n for n in names if n != "uncompressed"]:
-        for rate in ([1.0] if POLICIES[name] is None else rates):
+        for rate in ([1.0] if not isinstance(POLICIES[name], dict) else rates):
             comp.pipeline.memo.clear()  # no help from another policy's run
             t0 = time.perf_counter()
             per = [replay(s, POLICIES[name], rate, comp, enc, prices) for s in sessions]
@@ -221,7 +230,7 @@ def main() -> None:
             def mean(xs, i):
                 return sum(x[i] for x in xs) / len(xs) if xs else 0.0
 
-            row = {"policy": name, "rate": "-" if POLICIES[name] is None else rate,
+            row = {"policy": name, "rate": "-" if not isinstance(POLICIES[name], dict) else rate,
                    "OpenAI x unc.+cache": round(agg["oa_billed"] / base["oa_billed"], 3),
                    "OpenAI x no cache": round(agg["oa_billed"] / base["oa_nocache"], 3),
                    "OpenAI hit share": round(agg["oa_cached"] / max(agg["oa_nocache"], 1), 3),

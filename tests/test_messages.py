@@ -303,3 +303,19 @@ def test_stable_keeps_values_whole_and_numbers_by_default(fast):
     glued = fast.compress_messages(chat, rate=0.4, recall_tokens=0, whole_values=False,
                                    force_digits=False).messages[1]["content"]
     assert glued != out  # a call's own keep policy wins over the stable policy's
+
+
+def test_stable_keeps_names_by_default(fast):
+    """Later questions ask a narrative tool output for its names ('which city did we visit
+    first?'): the stable policy keeps every name even at rate 0.15, unless the call says otherwise."""
+    names = ["Kyoto", "Tony", "Engi-House", "Portland", "Carla", "Maine", "London", "Bayswater"]
+    story = " ".join(f"Last spring my roommate and I finally took the long trip we kept talking about to {n}, and "
+                     f"honestly the food, the people and the slow mornings there were the best part of the year "
+                     f"for both of us, even with the rain." for n in names)
+    chat = [{"role": "user", "content": "What do you remember about me?"},
+            {"role": "tool", "tool_call_id": "t", "content": story}]
+    out = fast.compress_messages(chat, rate=0.15, recall_tokens=0).messages[1]["content"]
+    assert all(n in out for n in names), out
+    assert len(out) < len(story) / 2
+    plain = fast.compress_messages(chat, rate=0.15, recall_tokens=0, force_names=False).messages[1]["content"]
+    assert not all(n in plain for n in names)  # without the rule, names go at this rate
