@@ -39,5 +39,8 @@ data: setup   ## check the evaluation data: few-shot sets ship in the repo; othe
 anchor:       ## build the reference llmlingua 0.2.2 environment beside the project
 	bash ../shared/anchor/setup.sh
 
-bench: data anchor
+# SQuAD v1.1 dev must be installed first (docs/data.md): without it this stops with one line, before the anchor
+bench: setup
+	$(BIN)/python -m elision.eval.data --require squad-mdqa
+	$(MAKE) anchor
 	$(BIN)/python benchmarks/bench_llmlingua.py

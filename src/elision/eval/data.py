@@ -304,6 +304,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # the repository copy is always required: a clean clone must evaluate on it
     failed = [name for state, name, _ in rows if state != "ok" and (name in want or name in SHIPPED_SETS)]
+    if failed:
+        print(f"error: required and not available: {', '.join(failed)} (each one's line above says what to do)",
+              file=sys.stderr)
     return 1 if failed else 0
 
 
