@@ -114,7 +114,7 @@ def test_operator_targets_and_one_cache_entry_per_spelling(comps):
     from elision.models.registry import prepare
 
     path = str(prepare("minilm-l6"))  # a local tokenizer directory
-    app = make(comps, targets=(path,))
+    app = make(comps, targets=(path,), isolation="thread")  # the cache of this process (a worker has its own)
     before = len(app.state.compressors)
     for spelling in (path, path + "/", path + "//", path.replace("/", "//")):
         r = post(app, "/v1/compress", json={"context": DOC, "target": spelling, "method": "truncate", "rate": 0.5})
@@ -123,7 +123,7 @@ def test_operator_targets_and_one_cache_entry_per_spelling(comps):
 
 
 def test_compressor_cache_is_bounded(comps):
-    app = make(comps, compressors=3)  # truncate and random at the default target stay
+    app = make(comps, compressors=3, isolation="thread")  # truncate and random at the default target stay
     for t in ("gpt-4", "gpt-4o-mini", "cl100k_base", "o200k_base", "o1", "gpt-3.5-turbo"):
         r = post(app, "/v1/compress", json={"context": DOC, "target": t, "method": "truncate"})
         assert r.status_code == 200
@@ -196,7 +196,7 @@ def test_timed_out_compression_stops_and_frees_the_worker(comps):
 # --- concurrency: workers share compressors ------------------------------------------------------
 
 def test_workers_share_one_compressor_concurrently(comps):
-    app = make(comps, methods=("test_meet",), workers=2)
+    app = make(comps, methods=("test_meet",), workers=2, isolation="thread")  # threads share one
 
     async def two(c):
         return await asyncio.gather(*[c.post("/v1/compress", json={"context": DOC, "method": "test_meet"})

@@ -127,7 +127,7 @@ def test_size_and_token_limits(comps):
 
 
 def test_overloaded_queue_answers_503(comps):
-    app = make(comps, workers=1, queue=0)
+    app = make(comps, workers=1, queue=0, isolation="thread")  # admission is the same for both pools
     release = threading.Event()
 
     async def scenario(c):

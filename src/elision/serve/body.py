@@ -14,6 +14,7 @@ bytes of the body are bounded earlier, by the gate (gate.py).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 
@@ -26,9 +27,11 @@ log = logging.getLogger("elision.serve")
 
 PROXY_CONTROL = ("rate", "target_tokens", "method", "off", "policy", "hot_tokens", "condition", "recall_tokens",
                  "age_decay", "keep_recent")
-# compress() / compress_messages() arguments: given as top-level fields, never inside "options"
-CALL_ARGUMENTS = ("prompt", "context", "instruction", "question", "messages", "rate", "target_tokens", "protect",
-                  "progress", "format", "format_options", "policy")
+# compress() / compress_messages() arguments (and `self`): given as top-level fields, never inside
+# "options" (where {"self": 1} would collide with the call itself); the signatures' own names
+# are added when check_options first runs, so a new argument is covered without a change here
+CALL_ARGUMENTS = ("self", "prompt", "context", "instruction", "question", "messages", "rate", "target_tokens",
+                  "protect", "progress", "format", "format_options", "policy")
 
 
 async def read_json(request, settings: Settings, model=None):
@@ -72,12 +75,26 @@ def check_counts(settings: Settings, contexts=None, protect=None, messages=None)
 def check_options(settings: Settings, options: dict) -> None:
     """A 400 for a call argument given inside "options" or an option the operator fixed."""
     for k in options:
-        if k in CALL_ARGUMENTS:
-            raise ServiceError(400, "invalid_option", f"options.{k}: give {k} as a top-level field, not "
-                               "inside options")
+        if k in CALL_ARGUMENTS or k in _signature_names():
+            raise ServiceError(400, "invalid_option", f"options.{k}: {k!r} is not a method option"
+                               + (" (give it as a top-level field)" if k != "self" else "")
+                               + "; `elision methods` lists the options", field=f"options.{k}")
         if k in settings.fixed_options:
             raise ServiceError(400, "option_not_allowed", f"options.{k} is fixed by this service's operator "
                                f"(ELISION_FIXED_OPTIONS: {', '.join(settings.fixed_options)})")
+
+
+@functools.cache
+def _signature_names() -> frozenset[str]:
+    """Named parameters of Compressor.compress / compress_messages (not their **kwargs)."""
+    import inspect
+
+    from ..compressor import Compressor
+
+    names = set()
+    for f in (Compressor.compress, Compressor.compress_messages):
+        names |= {n for n, p in inspect.signature(f).parameters.items() if p.kind != p.VAR_KEYWORD}
+    return frozenset(names)
 
 
 async def read_proxy_request(request, settings, what: str) -> tuple[dict, dict]:

@@ -32,7 +32,10 @@ import click
 @click.option("--anthropic-upstream", help="Anthropic-compatible base URL for /v1/messages, e.g. "
                                            "https://api.anthropic.com/v1 [env ELISION_ANTHROPIC_UPSTREAM; "
                                            "default --upstream]")
-@click.option("--workers", type=int, help="compression threads [env ELISION_WORKERS; default 1]")
+@click.option("--workers", type=int, help="compression workers [env ELISION_WORKERS; default 1]")
+@click.option("--isolation", type=click.Choice(["process", "thread"]), help="where compressions run: process "
+              "(worker processes sharing the loaded models, killed and replaced at --timeout) or thread (stopped "
+              "cooperatively between batches) [env ELISION_ISOLATION; default process]")
 @click.option("--queue", type=int, help="compressions that may wait; more get 503 [env ELISION_QUEUE; default 16]")
 @click.option("--max-body-bytes", type=int, help="[env ELISION_MAX_BODY_BYTES; default 8 MiB]")
 @click.option("--max-prompt-tokens", type=int, help="[env ELISION_MAX_PROMPT_TOKENS; default 200000]")
@@ -47,7 +50,8 @@ import click
                                       "default the loopback names when bound to loopback, else any]")
 @click.option("--cors-origins", help="origins browsers may call from, comma-separated [env ELISION_CORS_ORIGINS; "
                                      "default none: no CORS]")
-@click.option("--timeout", type=float, help="seconds per compression, waiting included [env ELISION_TIMEOUT; 60]")
+@click.option("--timeout", type=float, help="seconds per compression, waiting included; past it the caller gets "
+              "504 and the work is stopped [env ELISION_TIMEOUT; 60]")
 @click.option("--upstream-timeout", type=float, help="[env ELISION_UPSTREAM_TIMEOUT; default 300]")
 @click.option("--log-prompts/--no-log-prompts", default=None, help="log request texts [env ELISION_LOG_PROMPTS; off]")
 @click.option("--log-level", default="info", show_default=True,

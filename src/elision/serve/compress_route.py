@@ -47,18 +47,18 @@ async def compress(request: Request) -> dict:
             raise InvalidInput("give messages or a prompt / context, not both")
         if req.format not in (None, "text") or req.format_options:
             raise InvalidInput("format applies to a prompt / context, not to chat messages")
-        res = await service.compress_in_pool(req.method, req.target, lambda c, check: c.compress_messages(
-            req.messages, policy=req.policy or "stable", **budget, protect=req.protect, progress=check,
-            **req.options))
+        res = await service.compress_in_pool(req.method, req.target, "compress_messages", messages=req.messages,
+                                             policy=req.policy or "stable", **budget, protect=req.protect,
+                                             **req.options)
         return res.to_dict()
     if req.policy is not None:
         raise InvalidInput("policy applies to chat messages (messages=[...]), not to a prompt / context")
     if req.context is not None and req.prompt is not None:
         raise InvalidInput("give the text as prompt or as context, not both")
-    res = await service.compress_in_pool(req.method, req.target, lambda c, check: c.compress(
-        context=req.context if req.context is not None else req.prompt, instruction=req.instruction,
-        question=req.question, protect=req.protect, format=req.format, format_options=req.format_options,
-        progress=check, **budget, **req.options))
+    res = await service.compress_in_pool(
+        req.method, req.target, "compress", context=req.context if req.context is not None else req.prompt,
+        instruction=req.instruction, question=req.question, protect=req.protect, format=req.format,
+        format_options=req.format_options, **budget, **req.options)
     out = res.to_dict()
     out["original_prompt"] = res.original_prompt if req.return_original else None
     return out

@@ -25,7 +25,9 @@ METRICS = {
     "elision_tokens_out_total": ("counter", "Target tokens after compression.", ()),
     "elision_tokens_saved_total": ("counter", "Target tokens removed by compression.", ()),
     "elision_rejected_total": ("counter", "Requests refused with 503 because the queue was full.", ()),
-    "elision_cancelled_total": ("counter", "Compressions stopped at their time limit (between two batches).", ()),
+    "elision_cancelled_total": ("counter", "Compressions stopped at their time limit.", ()),
+    "elision_worker_restarts_total": ("counter", ("Compression worker processes killed at a time limit (or found "
+                                                  "dead) and forked anew."), ()),
     "elision_compression_seconds": ("histogram", "Time to compress one request (queue wait excluded).", ("method",)),
     "elision_upstream_seconds": ("histogram", "Time until the upstream's answer started.", ()),
     # the real bill (serve/usage.py): the upstream's own usage, priced with the cache multipliers

@@ -4,29 +4,49 @@ and the two steps the routes call to compress.
 
     >>> service = Service(Settings(method="truncate", methods=("truncate",)))
     >>> async with service.running():                   # what the app's lifespan does
-    ...     result = await service.compress_in_pool("truncate", None, lambda c, check: c.compress(
-    ...         "some long text", rate=0.5, progress=check))
+    ...     result = await service.compress_in_pool("truncate", None, "compress", prompt="some long text", rate=0.5)
     ...     messages, headers, result = await service.compress_chat(chat, {"rate": 0.3})   # both proxies
 
-A route finds it with `service_of(request)`. Compressions run in the bounded pool (pool.py): a
-full queue is refused at once (503 + Retry-After), and a compression past `settings.timeout`
-(its wait in the queue included) is told to stop between two batches (504). Each one is counted
-(elision_compression_seconds, elision_tokens_in/out/saved_total; elision_rejected_total and
-elision_cancelled_total for the refused and the stopped).
+A route finds it with `service_of(request)`. Compressions run in the bounded pool (pool.py) as
+plain data, a `Job` (method, target, which call, its keyword arguments): in a worker process
+by default, so a compression past `settings.timeout` (its wait in the queue included) is killed
+with its worker (504) whatever it is doing, and a fresh worker takes its place; with
+`isolation="thread"` in a thread, told to stop between two batches. A full queue is refused at
+once (503 + Retry-After). Each one is counted (elision_compression_seconds,
+elision_tokens_in/out/saved_total; elision_rejected_total, elision_cancelled_total and
+elision_worker_restarts_total for the refused, the stopped and the workers replaced).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import os
 import time
 
-from .._errors import Cancelled
+from .._errors import Cancelled, ElisionError, InvalidInput
 from .compressors import Compressors
 from .errors import ServiceError
 from .metrics import Metrics
-from .pool import Overloaded, Pool
+from .pool import Overloaded, ProcessPool, ThreadPool, WorkerLost
 from .settings import Settings
+
+CALLS = ("compress", "compress_messages")  # what a Job may call on a compressor
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One compression as data (it crosses to a worker process pickled): `call` on the
+    compressor for (method, target) with `kwargs`.
+
+    Job("truncate", "o200k_base", "compress", {"prompt": "some long text", "rate": 0.5})
+    """
+
+    method: str
+    target: str
+    call: str
+    kwargs: dict
 
 
 class Service:
@@ -38,7 +58,7 @@ class Service:
         self.metrics = Metrics()
         self.metrics.gauge("elision_queue_depth", "Compressions running or waiting for a worker.",
                            lambda: self.pool.depth if self.pool else 0)
-        self.pool: Pool | None = None  # per serving run, from running()
+        self.pool: ProcessPool | ThreadPool | None = None  # per serving run, from running()
         self.client = None  # httpx.AsyncClient to the upstream, per serving run
         self.prices = settings.price_table  # billed-input multipliers (serve/usage.py)
 
@@ -50,26 +70,43 @@ class Service:
         # follow_redirects stays off: a 3xx goes back to the caller, the service never follows one
         self.client = httpx.AsyncClient(timeout=httpx.Timeout(self.settings.upstream_timeout, connect=10.0),
                                         follow_redirects=False)
-        self.pool = Pool(self.settings.workers, self.settings.queue)
+        kind = ProcessPool if self.settings.isolation == "process" and hasattr(os, "fork") else ThreadPool
+        self.pool = kind(self.settings.workers, self.settings.queue, execute=self.execute)
+        self.pool.on_replace = lambda: self.metrics.inc("elision_worker_restarts_total")
         try:
+            await self.pool.start()
             yield self
         finally:
             await self.client.aclose()
-            self.pool.shutdown()
+            await self.pool.aclose()
 
-    async def compress_in_pool(self, method: str | None, target: str | None, call):
-        """`call(compressor, check)` in a worker, on the compressor for (method, target): its
-        result, counted. `check` is the progress callback that stops it at the time limit."""
+    def execute(self, job: Job, progress=None):
+        """Run one job (in a worker): its result and the seconds it took. A JSON document
+        too deep or with too long a number for Python's parser is the caller's mistake, named
+        (elision.structured refuses both itself once it checks them; this maps what gets past)."""
+        if job.call not in CALLS:
+            raise InvalidInput(f"unknown call {job.call!r}")
+        comp = self.compressors.get(job.method, job.target)
+        t0 = time.perf_counter()
+        try:
+            result = getattr(comp, job.call)(progress=progress, **job.kwargs)
+        except RecursionError:
+            if job.kwargs.get("format") != "json":
+                raise
+            raise InvalidInput("context (format json): the JSON document nests too deep to read") from None
+        except ValueError as e:  # Python's limit on integer digits (4,300) and its like
+            if job.kwargs.get("format") != "json" or isinstance(e, ElisionError):
+                raise
+            raise InvalidInput(f"context (format json): {e}") from None
+        return result, time.perf_counter() - t0
+
+    async def compress_in_pool(self, method: str | None, target: str | None, call: str, **kwargs):
+        """`compressor.call(**kwargs)` in a worker, on the compressor for (method, target): its
+        result, counted. Past the time limit it is stopped (504)."""
         settings, metrics = self.settings, self.metrics
         key = self.compressors.check(method, target)  # before queueing: a bad name costs no worker
-
-        def job(cancel):  # the compression alone, not its wait in the queue
-            comp = self.compressors.get(*key)
-            t0 = time.perf_counter()
-            return call(comp, cancel.check), time.perf_counter() - t0
-
         try:
-            result, seconds = await self.pool.run(job, settings.timeout)
+            result, seconds = await self.pool.run(Job(*key, call, kwargs), settings.timeout)
         except Overloaded:
             metrics.inc("elision_rejected_total")
             raise ServiceError(503, "overloaded", f"all {settings.workers} workers are busy and "
@@ -79,6 +116,8 @@ class Service:
             metrics.inc("elision_cancelled_total")
             raise ServiceError(504, "compression_timeout", f"compression took longer than {settings.timeout:g} s "
                                "(queue wait included); it was stopped") from None
+        except WorkerLost as e:
+            raise ServiceError(500, "worker_lost", f"{e}; a new worker took its place, retry") from None
         except Cancelled:  # pragma: no cover - the time-out above answers first
             raise ServiceError(504, "compression_timeout", "compression was stopped") from None
         metrics.observe("elision_compression_seconds", seconds, method=key[0])
@@ -107,8 +146,8 @@ class Service:
         if policy == "stable":  # the service's defaults; no block may close behind a breakpoint
             kwargs["hot_tokens"] = 0 if breakpoints else kwargs.get("hot_tokens", settings.hot_tokens)
             kwargs.setdefault("recall_tokens", settings.recall_tokens)
-        res = await self.compress_in_pool(method, None, lambda c, check: c.compress_messages(
-            messages, policy=policy, progress=check, **kwargs))
+        res = await self.compress_in_pool(method, None, "compress_messages", messages=messages, policy=policy,
+                                          **kwargs)
         return res.messages, {"X-Elision-Method": method, "X-Elision-Policy": policy,
                               "X-Elision-Origin-Tokens": str(res.origin_tokens),
                               "X-Elision-Compressed-Tokens": str(res.compressed_tokens)}, res

@@ -53,7 +53,11 @@ class Settings:
     # Anthropic-compatible base URL for /v1/messages, e.g. https://api.anthropic.com/v1; None = upstream
     anthropic_upstream: str | None = None
     api_key: str | None = None  # bearer token for this service; None = open
-    workers: int = 1  # compression threads (the CPU is shared: 1 is fastest per request)
+    workers: int = 1  # compression workers (the CPU is shared: 1 is fastest per request)
+    # where compressions run: "process" (worker processes forked after the models load, killed
+    # and replaced at the time limit: a hard limit, and /healthz never waits) or "thread"
+    # (threads of the service's process, stopped between two batches; no fork needed)
+    isolation: str = "process"
     queue: int = 16  # compressions that may wait for a worker; beyond this: 503 + Retry-After
     max_body_bytes: int = 8 * 1024 * 1024  # 413 beyond
     max_prompt_tokens: int = 200_000  # target tokens per request; 413 beyond
@@ -73,7 +77,7 @@ class Settings:
 
     ENV = {f.upper(): f for f in ("host", "port", "method", "methods", "model", "target", "targets", "rate",
                                   "policy", "hot_tokens", "recall_tokens", "anthropic_breakpoints", "cache_prices",
-                                  "upstream", "anthropic_upstream", "api_key", "workers", "queue", "max_body_bytes", "max_prompt_tokens",
+                                  "upstream", "anthropic_upstream", "api_key", "workers", "isolation", "queue", "max_body_bytes", "max_prompt_tokens",
                                   "max_contexts", "max_protect", "max_messages", "max_json_depth", "compressors",
                                   "fixed_options", "timeout", "upstream_timeout", "log_prompts", "allowed_hosts",
                                   "cors_origins")}
@@ -94,6 +98,8 @@ class Settings:
         for name in ("hot_tokens", "recall_tokens"):
             if getattr(self, name) < 0:
                 raise InvalidInput(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.isolation not in ("process", "thread"):
+            raise InvalidInput(f"isolation must be process or thread, got {self.isolation!r}")
         if self.anthropic_breakpoints not in ("off", "auto"):
             raise InvalidInput(f"anthropic_breakpoints must be off or auto, got {self.anthropic_breakpoints!r}")
         _ = self.price_table  # a bad table stops the start, not a request
