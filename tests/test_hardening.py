@@ -275,3 +275,93 @@ def test_an_emptied_prompt_stays_empty_when_asked():
     r = Compressor("truncate").compress('{"a": "some text here"}', format="json",
                                         format_options={"policy": {"a": "drop"}})
     assert r.compressed_prompt == '{"a": ""}'
+
+
+# --- issue 24: protect matching in linear time, user regexes on RE2 -------------------------------
+
+def _seconds(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def test_long_protect_literals_are_linear():
+    # one 30,001-character literal against 900,000 'a's: 30,000 steps per position in the trie
+    # regex (27 s); str.find and the literal's period now (milliseconds; the bound is loose)
+    text = "a" * 900_000
+    assert _seconds(lambda: Prompt.build(text, protect=["a" * 30_000 + "b"])) < 2.0
+    assert Prompt.build(text, protect=["a" * 30_000 + "b"]).segments[0].protected == ()
+    assert Protector(["a" * 30_000]).spans(text) == ((0, 900_000),)  # 870,001 overlapping occurrences
+    periodic = ("ab" * 40_000 + "c") * 5
+    assert Protector(["ab" * 40_000]).spans(periodic) == tuple((k * 80_001, k * 80_001 + 80_000) for k in range(5))
+
+
+def test_literal_spans_agree_with_every_occurrence():
+    import random
+
+    from elision.prompt import literal_spans
+
+    rng = random.Random(0)
+    for _ in range(3000):
+        text = "".join(rng.choice("ab") for _ in range(rng.randint(0, 80)))
+        w = "".join(rng.choice("ab") for _ in range(rng.randint(1, 9)))
+        every = [(i, i + len(w)) for i in range(len(text)) if text.startswith(w, i)]
+        assert _merge(literal_spans(text, w, {})) == _merge(every), (text, w)
+
+
+def test_user_regexes_run_in_linear_time_on_re2():
+    from elision.prompt import protect_regex
+
+    text = "a" * 200_000 + "!"
+    assert _seconds(lambda: Protector([protect_regex(r"(a+)+$")]).spans(text)) < 1.0  # never ends on re
+    assert Protector([protect_regex(r"(a+)+!$")]).spans(text) == ((0, 200_001),)
+
+
+@pytest.mark.parametrize("pattern, text, spans", [
+    (r"\d{4}-\d\d", "due 2024-05 or ١٢٣٤-٠١", ((4, 11), (15, 22))),  # \d is Unicode, as in Python
+    (r"\w+é", "un café noir", ((3, 7),)),
+    (r"[\w-]+@x\.org", "mail zoë-b@x.org now", ((5, 16),)),
+    (r"\s+\Z", "end \u3000 ", ((3, 6),)),
+    (r"\u00e9+", "déééjà", ((1, 4),)),
+    (r"(?i)NOTE", "a note", ((2, 6),)),
+])
+def test_user_regexes_keep_pythons_meaning(pattern, text, spans):
+    from elision.prompt import protect_regex
+
+    assert Protector([protect_regex(pattern)]).spans(text) == spans
+    assert Protector([re.compile(pattern)]).spans(text) == spans  # what Python's re finds
+
+
+def test_pythons_classes_are_rewritten_exactly_on_the_bmp():
+    from elision.prompt import protect_regex
+
+    chars = [chr(c) for c in range(0x10000) if not 0xD800 <= c < 0xE000]
+    for cls in (r"\w", r"\W", r"\d", r"\D", r"\s", r"\S", r"[\w]", r"[\d]", r"[\s]"):
+        ours, pythons = protect_regex(cls), re.compile(cls)
+        assert [c for c in chars if bool(ours.fullmatch(c)) != bool(pythons.fullmatch(c))] == [], cls
+
+
+@pytest.mark.parametrize("pattern, reason", [
+    (r"(a)\1", "invalid escape sequence"),
+    (r"a(?=b)", "invalid perl operator"),
+    (r"(?<=a)b", "invalid perl operator"),
+    (r"a++", "bad repetition operator"),
+    (r"(?x) a b", "invalid perl operator"),
+    ("(", "missing \\)"),
+])
+def test_user_regexes_re2_cannot_bound_are_refused_with_the_reason(pattern, reason):
+    from elision.prompt import protect_regex
+
+    with pytest.raises(InvalidInput, match=f"{reason}.*RE2"):
+        protect_regex(pattern)
+
+
+def test_cli_protect_regex_finishes_and_refuses_with_exit_2(tmp_path):
+    f = tmp_path / "a.txt"
+    f.write_text("a" * 30_000 + " word" * 200)
+    t0 = time.perf_counter()
+    r = CliRunner().invoke(cli, ["compress", str(f), "-m", "truncate", "--rate", "0.1", "--quiet",
+                                 "--protect-regex", "(a+)+$", "--protect-regex", r"wo\w+"])
+    assert r.exit_code == 0 and time.perf_counter() - t0 < 10  # no exit after 60 s before
+    r = CliRunner().invoke(cli, ["compress", str(f), "-m", "truncate", "--quiet", "--protect-regex", r"(a)\1"])
+    assert r.exit_code == 2 and "--protect-regex '(a)\\\\1': invalid escape sequence" in r.output

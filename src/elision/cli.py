@@ -128,7 +128,9 @@ def cli():
 @click.option("--question", "-q", help="question (kept at a high rate; appended after the contexts)")
 @click.option("--instruction", "-i", help="instruction (kept at a high rate; put before the contexts)")
 @click.option("--protect", multiple=True, help="text that must survive (repeatable)")
-@click.option("--protect-regex", multiple=True, help="regular expression whose matches must survive")
+@click.option("--protect-regex", multiple=True,
+              help="regular expression whose matches must survive (run on RE2: linear time; no lookaround "
+                   "or backreferences)")
 @click.option("-o", "--option", "options", type=(str, str), multiple=True, metavar="KEY VALUE",
               help="method option, e.g. -o segment_size 100 (repeatable)")
 @click.option("--device", help="cpu | cuda | cuda:N | auto")
@@ -156,12 +158,11 @@ def compress(source, rate, target_tokens, method, model, target, question, instr
     from .budget import make_budget
     from .compressor import Compressor
     from .prompt import Prompt
+    from .prompt import protect_regex as user_regex
     from .structured import as_format, build_prompt, format_options_from_flags
 
-    try:
-        pats = [re.compile(p) for p in protect_regex]
-    except re.error as e:
-        raise InvalidInput(f"bad --protect-regex: {e}") from None
+    # on RE2: linear in the text whatever the pattern ('(a+)+$' never finished on Python's re)
+    pats = [user_regex(p, "--protect-regex") for p in protect_regex]
     make_budget(1, rate, target_tokens)  # a bad rate or budget fails before any model loads
     structure = as_format(fmt, format_options_from_flags(fmt, policies, plain_markdown))
     raw = _read_input(source)

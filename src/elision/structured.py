@@ -54,7 +54,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 
 from ._errors import InvalidInput
-from .prompt import SEPARATOR, Prompt, Segment, Span, merge_spans
+from .prompt import SEPARATOR, Prompt, Segment, Span, is_regex, merge_spans
 
 FORMATS = ("text", "tagged", "json", "markdown")
 
@@ -271,7 +271,7 @@ def tagged_prompt(context: str | Sequence[str], *, instruction: str = "", questi
 
 def _protect_list(protect) -> tuple:
     # a generator is read once, here; every piece is then matched against the same entries
-    return (protect,) if isinstance(protect, (str, re.Pattern)) else tuple(protect)
+    return (protect,) if isinstance(protect, str) or is_regex(protect) else tuple(protect)
 
 
 def _protected(text: str, protect: tuple) -> tuple[Span, ...]:
