@@ -79,6 +79,8 @@ class CompressBatch:
                 items.append((i + 1, self.fields.prompt(record, i + 1)))
             except ElisionError as e:
                 errors[i + 1] = str(e)
+            except RecursionError:  # a value nested ~1,000 deep: this record's failure, not the batch's
+                errors[i + 1] = f"line {i + 1} nests too deeply (lists or objects inside each other); flatten it"
         outcomes = {o["line"]: o for o in compress_outcomes(self.compressor, items, rate=self.rate,
                                                              target_tokens=self.target_tokens)}
         out = {self.output_field: [], "elision_origin_tokens": [], "elision_compressed_tokens": [],
