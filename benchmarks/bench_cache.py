@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import sys
 import time
@@ -145,6 +146,9 @@ def text_of(messages: list[dict]) -> str:
 def replay(session: dict, policy: dict | None, rate: float, comp, enc, prices: dict) -> dict:
     from elision.billing import AnthropicCache, OpenAIPrefixCache, anthropic_request_blocks, openai_request_tokens
 
+    import hashlib
+
+    digest = hashlib.sha256()  # of every request's bytes: compare runs across machines and CPUs
     oa, an = OpenAIPrefixCache(), AnthropicCache(min_tokens=1024)
     tot = {"oa_billed": 0.0, "oa_nocache": 0, "oa_cached": 0, "an_billed": 0.0, "an_read": 0, "an_input": 0,
            "requests": 0, "probes": 0, "probes_kept": 0, "current": 0, "current_kept": 0}
@@ -163,6 +167,7 @@ def replay(session: dict, policy: dict | None, rate: float, comp, enc, prices: d
             times.append((t, r.seconds, max(0, r.origin_tokens - seen_tokens)))
             seen_tokens = r.origin_tokens
         body = {"model": "gpt-5", "tools": session.get("tools", []), "messages": sent}
+        digest.update(json.dumps([sent, recall], sort_keys=True).encode())
         u = oa.request(openai_request_tokens(body, enc))
         tot["oa_billed"] += u.billed_input(prices["openai"])
         tot["oa_nocache"] += u.prompt_tokens
@@ -183,6 +188,7 @@ def replay(session: dict, policy: dict | None, rate: float, comp, enc, prices: d
                 tot["current"] += 1
                 tot["current_kept"] += any(a.lower() in text for a in answers)
     tot["times"] = times
+    tot["digest"] = digest.hexdigest()
     return tot
 
 
@@ -219,7 +225,7 @@ def main() -> None:
             t0 = time.perf_counter()
             per = [replay(s, POLICIES[name], rate, comp, enc, prices) for s in sessions]
             wall = time.perf_counter() - t0
-            agg = {k: sum(p[k] for p in per) for k in per[0] if k != "times"}
+            agg = {k: sum(p[k] for p in per) for k in per[0] if k not in ("times", "digest")}
             times = [x for p in per for x in p["times"]]
             if name == "uncompressed":
                 base = agg
@@ -243,7 +249,9 @@ def main() -> None:
                    **({"current kept": round(agg["current_kept"] / agg["current"], 3)} if agg["current"] else {}),
                    "s/req early": round(mean(early, 1), 3), "s/req late": round(mean(late, 1), 3),
                    "new tok early": round(mean(early, 2)), "new tok late": round(mean(late, 2)),
-                   "wall s": round(wall, 1)}
+                   "wall s": round(wall, 1),
+                   # the sent bytes of all sessions: equal digests = byte-identical requests
+                   "bytes sha256": hashlib.sha256("".join(p["digest"] for p in per).encode()).hexdigest()[:16]}
             rows.append(row)
             raw.append({**row, "totals": agg, "per_session": [{k: v for k, v in p.items() if k != "times"}
                                                               for p in per]})
