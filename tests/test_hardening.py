@@ -365,3 +365,20 @@ def test_cli_protect_regex_finishes_and_refuses_with_exit_2(tmp_path):
     assert r.exit_code == 0 and time.perf_counter() - t0 < 10  # no exit after 60 s before
     r = CliRunner().invoke(cli, ["compress", str(f), "-m", "truncate", "--quiet", "--protect-regex", r"(a)\1"])
     assert r.exit_code == 2 and "--protect-regex '(a)\\\\1': invalid escape sequence" in r.output
+
+
+@pytest.mark.parametrize("value", [[None], [".", None], [""], [True], 5, {"a": 1}])
+def test_force_tokens_items_must_be_text(value):
+    # [None] was accepted silently, as the word 'None'
+    with pytest.raises(InvalidInput, match="option force_tokens"):
+        Compressor("truncate").compress(DOC, force_tokens=value)
+    assert Compressor("truncate").resolve_options({"force_tokens": [".", "?"]}).force_tokens == (".", "?")
+
+
+def test_an_empty_method_name_lists_the_methods():
+    from elision._errors import UnknownName
+
+    with pytest.raises(UnknownName, match="unknown method ''; known: .*llmlingua2.*truncate"):
+        Compressor("")
+    with pytest.raises(InvalidInput, match="method must be a method's name"):
+        Compressor(None)

@@ -120,7 +120,15 @@ def _coerce(name: str, tp, value):
         if typing.get_origin(tp) is tuple:
             if isinstance(value, str):
                 return tuple(v for v in value.split(",") if v)
+            if not isinstance(value, (list, tuple)):
+                raise TypeError
+            # each item as it is: [None] is no token (str(None) made it the word 'None', silently)
+            for v in value:
+                if not isinstance(v, (str, int)) or isinstance(v, bool) or v == "":
+                    raise InvalidInput(f"option {name}: items must be non-empty text, got {v!r} in {value!r}")
             return tuple(str(v) for v in value)
+    except InvalidInput:
+        raise
     except (TypeError, ValueError):
         raise InvalidInput(f"option {name}: cannot use {value!r} as {getattr(tp, '__name__', tp)}") from None
     return value
