@@ -48,6 +48,9 @@ MEMO_BYTES = 32 * 2**20
 
 
 def _memo_size(value) -> int:
+    """What a memo entry weighs: its own `nbytes` when it says, else its first item's size."""
+    if hasattr(value, "nbytes"):
+        return int(value.nbytes)
     return sys.getsizeof(value[0]) + 64 if isinstance(value, tuple) else 32
 
 
