@@ -245,3 +245,79 @@ def test_tool_only_user_turn_is_not_the_question():
     back = anthropic.from_chat(body, places, [{"content": [{"text": "A"}]}, {"content": [{"text": "B"}]}])
     assert back["messages"][0]["content"] == "A" and back["messages"][2]["content"][0]["content"] == "B"
     assert body["messages"][0]["content"] == "Find the failing request."  # the caller's dict is not changed
+
+
+# --- every error on /v1/messages in Anthropic's shape (issue 24) -----------------------------------
+
+def anthropic_error(r, kind: str, code: str) -> dict:
+    """The body Anthropic's SDKs read: {"type": "error", "error": {"type", "message"}} (+ our code)."""
+    body = r.json()
+    assert set(body) == {"type", "error"} and body["type"] == "error", r.text
+    e = body["error"]
+    assert e["type"] == kind and e["code"] == code and isinstance(e["message"], str) and e["message"], r.text
+    assert "Traceback" not in r.text
+    return e
+
+
+def test_every_error_status_has_anthropics_shape(upstream, comp):
+    """Caller mistakes, 401, 403, 405, 413 (body and message count), 415, 503, 504, 501 and the
+    upstream's failures: all in Anthropic's shape; the OpenAI routes keep theirs."""
+    from .test_freeze import Hog  # noqa: F401 - registers test_hog (holds a worker past its limit)
+
+    hog = Compressor("test_hog")
+    app = create_app(Settings(anthropic_upstream=upstream.url + "/v1", api_key="svc-token", max_body_bytes=20000,
+                              max_messages=3, timeout=1, workers=1, queue=0, methods=("test_hog",)),
+                     preloaded={"llmlingua2": comp, "test_hog": hog})
+    server = LoopbackServer(app).start()
+    url = server.url + "/v1/messages"
+    small = {"model": "m", "max_tokens": 8, "messages": [{"role": "user", "content": "Who designed it?"}]}
+    try:
+        cases = [
+            (httpx.post(url, json={"model": "m", "messages": "hi"}, headers=HEADERS), 400, "invalid_request_error",
+             "invalid_input"),
+            (httpx.post(url, content=b"{nope", headers={**HEADERS, "content-type": "application/json"}), 400,
+             "invalid_request_error", "invalid_json"),
+            (httpx.post(url, json={**small, "elision": {"rate": "x"}}, headers=HEADERS), 400,
+             "invalid_request_error", "invalid_input"),
+            (httpx.post(url, json=small, headers={"x-api-key": "good-key"}), 401, "authentication_error",
+             "unauthorized"),
+            (httpx.post(url, json=small, headers={**HEADERS, "Host": "evil.example"}), 403, "permission_error",
+             "host_not_allowed"),
+            (httpx.get(url, headers=HEADERS), 405, "invalid_request_error", "method_not_allowed"),
+            (httpx.post(url, json={**small, "system": "x" * 30000}, headers=HEADERS), 413, "request_too_large",
+             "body_too_large"),
+            (httpx.post(url, json={**small, "messages": small["messages"] * 4}, headers=HEADERS), 413,
+             "request_too_large", "too_many_messages"),
+            (httpx.post(url, content=json.dumps(small), headers={**HEADERS, "content-type": "text/plain"}), 415,
+             "invalid_request_error", "unsupported_media_type"),
+            (httpx.post(url, json={**small, "model": "fail-500"}, headers=HEADERS), 502, "api_error",
+             "upstream_error"),
+        ]
+        with httpx.Client(timeout=30) as c:  # the one worker held by a hog: 504, then 503 for the next
+            import threading
+
+            out = {}
+            t = threading.Thread(target=lambda: out.update(hog=c.post(url, json={  # its tool result is scored
+                **conversation(), "elision": {"method": "test_hog"}}, headers=HEADERS)))
+            t.start()
+            time.sleep(0.3)
+            busy = c.post(url, json=small, headers=HEADERS)
+            t.join()
+        cases += [(busy, 503, "overloaded_error", "overloaded"),
+                  (out["hog"], 504, "timeout_error", "compression_timeout")]
+        for r, status, kind, code in cases:
+            assert r.status_code == status, (status, r.text)
+            anthropic_error(r, kind, code)
+        # the OpenAI-shaped routes keep their shape on the same service
+        r = httpx.post(server.url + "/v1/compress", json={"context": 3}, headers=HEADERS)
+        assert r.status_code == 400 and set(r.json()) == {"error"}
+    finally:
+        server.stop()
+    app = create_app(Settings(), preloaded={"llmlingua2": comp})  # no upstream: 501
+    server = LoopbackServer(app).start()
+    try:
+        r = httpx.post(server.url + "/v1/messages", json=small, timeout=30)
+        assert r.status_code == 501
+        anthropic_error(r, "not_found_error", "no_upstream")
+    finally:
+        server.stop()

@@ -32,10 +32,11 @@ Per request, the same controls as the OpenAI proxy: a body field "elision": {"ra
 "off", "policy", ...} (removed before forwarding) or X-Elision-Rate / X-Elision-Method /
 X-Elision-Off / X-Elision-Policy headers; the answer carries X-Elision-Origin-Tokens /
 X-Elision-Compressed-Tokens, and the usage priced with cache reads and writes
-(X-Elision-Billed-Input beside X-Elision-Billed-Input-Uncompressed; serve/usage.py). Upstream
-failures come back in Anthropic's error shape, {"type": "error", "error": {"type", "message"}}
-(which also carries the service's own {"error": {...}} shape), so Anthropic's SDKs raise their
-usual errors.
+(X-Elision-Billed-Input beside X-Elision-Billed-Input-Uncompressed; serve/usage.py). Every error
+on this route (the gate's 401 / 403 / 413, a 415, a caller's mistake, 503 / 504, upstream
+failures) comes back in Anthropic's shape, {"type": "error", "error": {"type", "message",
+"code"}} (errors.anthropic_body: `code` is the service's stable code, as on the other routes),
+so Anthropic's SDKs raise their usual errors.
 
 Not handled: compressing text inside `document` blocks, and the count_tokens endpoint (forward it
 to the upstream directly).
@@ -46,10 +47,10 @@ import copy
 import json
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
 
 from .._errors import InvalidInput
 from .body import check_counts, read_proxy_request
+from .errors import anthropic_response
 from .forward import forward, redact
 from .service import service_of
 from .usage import Accounting, tail_tokens
@@ -151,17 +152,6 @@ def from_chat(body: dict, places: list[list[Path]], chat: list[dict]) -> dict:
     return out
 
 
-# the service's error codes -> Anthropic's error types (what its SDKs map to exception classes)
-KINDS = {"upstream_timeout": "timeout_error", "no_upstream": "not_found_error"}
-
-
-def _error(status: int, code: str, message: str, headers: dict | None = None, **extra):
-    """Anthropic's error shape, with the service's stable code beside its type."""
-    kind = KINDS.get(code, "api_error")
-    return JSONResponse({"type": "error", "error": {"type": kind, "code": code, "message": message, **extra}},
-                        status_code=status, headers=headers)
-
-
 def _broken_event(error: str) -> bytes:
     """Anthropic's error event, ending a stream whose upstream broke off."""
     event = {"type": "error", "error": {"type": "api_error", "code": "upstream_error",
@@ -176,8 +166,8 @@ async def messages(request: Request):
     settings = service.settings
     base = settings.anthropic_upstream or settings.upstream
     if not base:
-        return _error(501, "no_upstream", "this service was started without --anthropic-upstream or --upstream, "
-                      "so it cannot forward messages; use POST /v1/compress")
+        return anthropic_response(501, "no_upstream", "this service was started without --anthropic-upstream or "
+                                  "--upstream, so it cannot forward messages; use POST /v1/compress")
     body, control = await read_proxy_request(request, settings, "messages")
     headers = {"X-Elision-Method": "off"}
     marks = count_breakpoints(body)
@@ -206,7 +196,7 @@ async def messages(request: Request):
     accounting = Accounting("anthropic", str(body.get("model", "")), service.prices, saved_tokens=saved,
                             tail_tokens=tail, breakpoints=marks > 0, metrics=service.metrics)
     url = base.rstrip("/") + "/messages"
-    return await forward(request, url, body, pass_up=PASS_UP, elision_headers=headers, fail=_error,
+    return await forward(request, url, body, pass_up=PASS_UP, elision_headers=headers, fail=anthropic_response,
                          pass_down=lambda k: k in PASS_DOWN or k.startswith(("anthropic-ratelimit", "x-ratelimit")),
                          broken_event=_broken_event, timeout_s=settings.upstream_timeout, where=redact(url),
                          accounting=accounting)

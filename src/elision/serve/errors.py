@@ -9,8 +9,15 @@ errors, so OpenAI clients show the message):
 message)`; the library's own errors (TooLong, InvalidInput, ...) and FastAPI's (validation,
 404, 405) are turned into the same shape by the handlers `add_error_handlers` installs.
 
-Not here: the Anthropic proxy's errors, which take Anthropic's shape (anthropic.py), and an
-unexpected exception, which the gate answers as a 500 (gate.py).
+On /v1/messages every error, whichever step gives it (the gate's 401 / 403 / 413, a 415, a
+caller's mistake, a 503 / 504, an upstream failure, FastAPI's own 405), takes Anthropic's shape
+instead, which Anthropic's SDKs read, with the same stable code beside its type:
+
+    >>> anthropic_body(413, "body_too_large", "request body is over the limit of 8388608 bytes")
+    {'type': 'error', 'error': {'type': 'request_too_large', 'code': 'body_too_large', 'message': 'request body is over the limit of 8388608 bytes'}}
+
+`response_for(path)` picks the shape. Not here: an unexpected exception, which the gate
+answers as a 500 in the path's shape (gate.py).
 """
 
 from __future__ import annotations
@@ -50,6 +57,34 @@ def error_response(status: int, code: str, message: str, headers: dict | None = 
     return JSONResponse(error_body(status, code, message, **extra), status_code=status, headers=headers)
 
 
+ANTHROPIC_PATHS = ("/v1/messages",)
+# Anthropic's error types by status (docs.anthropic.com, "Errors"); its SDKs pick the exception by status
+ANTHROPIC_KINDS = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                   404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error", 500: "api_error",
+                   503: "overloaded_error", 504: "timeout_error", 529: "overloaded_error"}
+ANTHROPIC_CODES = {"no_upstream": "not_found_error", "upstream_timeout": "timeout_error"}
+
+
+def anthropic_body(status: int, code: str, message: str, **extra) -> dict:
+    """Anthropic's error shape, {"type": "error", "error": {"type", "message"}}, with the
+    service's stable code beside its type (so `body["error"]["code"]` reads the same on every route)."""
+    kind = ANTHROPIC_CODES.get(code) or ANTHROPIC_KINDS.get(status) or (
+        "invalid_request_error" if status < 500 else "api_error")
+    return {"type": "error", "error": {"type": kind, "code": code, "message": message, **extra}}
+
+
+def anthropic_response(status: int, code: str, message: str, headers: dict | None = None, **extra):
+    """`anthropic_body` as a JSON response (the `fail` that forward() calls for /v1/messages)."""
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse(anthropic_body(status, code, message, **extra), status_code=status, headers=headers)
+
+
+def response_for(path: str):
+    """The error response maker of the route at `path`: Anthropic's shape on /v1/messages."""
+    return anthropic_response if path in ANTHROPIC_PATHS else error_response
+
+
 def add_error_handlers(app, max_prompt_tokens: int) -> None:
     """Answer ServiceError, the library's errors and FastAPI's own in the one shape.
     `max_prompt_tokens`: the limit a 413 prompt_too_long names."""
@@ -59,24 +94,24 @@ def add_error_handlers(app, max_prompt_tokens: int) -> None:
 
     @app.exception_handler(ServiceError)
     async def _service_error(request, e: ServiceError):
-        return error_response(e.status, e.code, e.message, e.headers, **e.extra)
+        return response_for(request.url.path)(e.status, e.code, e.message, e.headers, **e.extra)
 
     @app.exception_handler(TooLong)
     async def _too_long(request, e):
-        return error_response(413, "prompt_too_long", str(e), limit_tokens=max_prompt_tokens)
+        return response_for(request.url.path)(413, "prompt_too_long", str(e), limit_tokens=max_prompt_tokens)
 
     @app.exception_handler(ElisionError)
     async def _bad_input(request, e):
         code = "unknown_name" if isinstance(e, UnknownName) else "invalid_input"
-        return error_response(400, code, str(e))
+        return response_for(request.url.path)(400, code, str(e))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request, e):
-        return error_response(400, "invalid_request", _problems(e.errors()))
+        return response_for(request.url.path)(400, "invalid_request", _problems(e.errors()))
 
     @app.exception_handler(ValidationError)
     async def _invalid_body(request, e):  # a body validated by read_json(request, settings, model)
-        return error_response(400, "invalid_request", _problems(e.errors()))
+        return response_for(request.url.path)(400, "invalid_request", _problems(e.errors()))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request, e):  # FastAPI's own 404 / 405 / ..., in the one shape
@@ -84,7 +119,7 @@ def add_error_handlers(app, max_prompt_tokens: int) -> None:
         detail = e.detail if isinstance(e.detail, str) else json.dumps(e.detail)
         if e.status_code == 404:
             detail = f"no endpoint {request.url.path}; endpoints: {', '.join(ENDPOINTS)}"
-        return error_response(e.status_code, code, detail, headers=getattr(e, "headers", None))
+        return response_for(request.url.path)(e.status_code, code, detail, headers=getattr(e, "headers", None))
 
 
 def _problems(errors) -> str:

@@ -19,7 +19,7 @@ import hmac
 import logging
 import time
 
-from .errors import ENDPOINTS, error_response
+from .errors import ENDPOINTS, response_for
 from .metrics import Metrics
 from .playground import PATHS as PLAYGROUND_PATHS
 from .settings import Settings
@@ -42,8 +42,9 @@ class Gate:
         self.app, self.settings, self.metrics, self.limit = app, settings, metrics, settings.max_body_bytes
         self.hosts = settings.host_check
 
-    async def _answer(self, send, status: int, code: str, message: str, headers: dict | None = None, **extra):
-        response = error_response(status, code, message, headers, **extra)
+    async def _answer(self, send, path: str, status: int, code: str, message: str, headers: dict | None = None,
+                      **extra):
+        response = response_for(path)(status, code, message, headers, **extra)  # the route's shape
         await response({"type": "http"}, _nothing, send)
 
     async def __call__(self, scope, receive, send):
@@ -64,7 +65,7 @@ class Gate:
             log.exception("unexpected error on %s", path)
             if status["code"] == 500:
                 try:
-                    await self._answer(counted_send, 500, "internal_error", "the service failed on this request")
+                    await self._answer(counted_send, path, 500, "internal_error", "the service failed on this request")
                 except Exception:  # noqa: BLE001 - the answer had started; the connection is closed
                     pass
         label = _label(path)
@@ -75,18 +76,19 @@ class Gate:
 
     async def _handle(self, scope, receive, send):
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())}
+        path = scope["path"]
         if self.hosts is not None and _host_name(headers.get("host", "")) not in self.hosts:
-            return await self._answer(send, 403, "host_not_allowed", "this service answers only requests addressed "
-                                      "to " + ", ".join(sorted(self.hosts)) + " (ELISION_ALLOWED_HOSTS)")
+            return await self._answer(send, path, 403, "host_not_allowed", "this service answers only requests "
+                                      "addressed to " + ", ".join(sorted(self.hosts)) + " (ELISION_ALLOWED_HOSTS)")
         key = self.settings.api_key
         if key and scope["path"] not in OPEN_PATHS and not _authorized(headers, key, scope["path"]):
-            return await self._answer(send, 401, "unauthorized", "missing or wrong service token: send "
+            return await self._answer(send, path, 401, "unauthorized", "missing or wrong service token: send "
                                       "X-Elision-Key: <token> (or Authorization: Bearer <token> outside the proxy)",
                                       headers={"WWW-Authenticate": "Bearer"})
         length = headers.get("content-length")
         if length is not None:
             if length.isdigit() and int(length) > self.limit:
-                return await self._too_large(send)
+                return await self._too_large(send, path)
             return await self.app(scope, receive, send)  # the server holds the body to its length
         chunks, size = [], 0
         while True:
@@ -95,7 +97,7 @@ class Gate:
                 return
             size += len(message.get("body", b""))
             if size > self.limit:
-                return await self._too_large(send)
+                return await self._too_large(send, path)
             chunks.append(message.get("body", b""))
             if not message.get("more_body"):
                 break
@@ -111,8 +113,8 @@ class Gate:
 
         await self.app(scope, replay, send)
 
-    async def _too_large(self, send):
-        await self._answer(send, 413, "body_too_large", f"request body is over the limit of {self.limit} bytes "
+    async def _too_large(self, send, path: str):
+        await self._answer(send, path, 413, "body_too_large", f"request body is over the limit of {self.limit} bytes "
                            "(ELISION_MAX_BODY_BYTES)", limit_bytes=self.limit)
 
 
