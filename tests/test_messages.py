@@ -226,6 +226,30 @@ def test_stable_memo_makes_earlier_messages_a_lookup(fast, docs):
     assert second.reused == len(first.compressed) and len(second.compressed) == len(first.compressed) + 1
 
 
+def test_stable_recall_reads_each_message_once(fast, docs):
+    """Recall's index of a message's removed pieces is memoized by content: a later request
+    indexes only its new messages (time follows the new text), and gives what an index built
+    from scratch gives."""
+    from elision.messages import recall_excerpts
+
+    fast.pipeline.memo.clear()
+    history = _session(docs, 5)
+    question = [{"role": "user", "content": "Who designed the Tay Bridge, and when did it collapse?"}]
+
+    def indexed():
+        return sum(1 for k in fast.pipeline.memo._d if k[0] == "recall")
+
+    first = fast.compress_messages(history[:-4] + question, rate=0.2, recall_tokens=200)
+    n = indexed()
+    assert n == len(first.compressed) and first.recall
+    second = fast.compress_messages(history + question, rate=0.2, recall_tokens=200)
+    assert indexed() == n + 1 == len(second.compressed)
+    texts = [(history[i]["content"], second.messages[i]["content"]) for i in second.compressed]
+    budget = min(200, (second.origin_tokens - sum(fast.pipeline.target.count(m["content"] or "")
+                                                   for m in second.messages[:-1])) // 2)
+    assert second.recall == recall_excerpts(question[0]["content"], texts, budget, fast.pipeline.target)
+
+
 STABLE_SCRIPT = """
 import json, sys, torch
 torch.set_num_threads(int(sys.argv[1]))

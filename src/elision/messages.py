@@ -335,7 +335,7 @@ def _compress_stable(pipeline, messages: Sequence[Mapping], *, rate: float | Non
     if recall_tokens and users and frozen and messages[-1]["role"] in ("user", "tool", "function"):
         # never more than half of what compression removed: a request never grows
         budget = min(recall_tokens, (sum(count) - sum(new_count)) // 2)
-        recall = recall_excerpts(users[-1], [(pieces[k].text, new_text[k]) for k in frozen], budget, target)
+        recall = recall_excerpts(users[-1], [(pieces[k].text, new_text[k]) for k in frozen], budget, target, memo)
         if recall:
             out.append({"role": "user", "content": recall})
     return MessagesResult(
@@ -412,7 +412,35 @@ RECALL_HEADER = ("[Excerpts of earlier messages in this conversation, in full; t
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
-def recall_excerpts(question: str, texts: Sequence[tuple[str, str]], budget: int, target) -> str:
+class _Removed:
+    """What recall needs of one compressed message, read once: its records' word postings and,
+    for the pieces compression removed, their text, record, word postings and target tokens.
+    Memoized by content (original + compressed), so a request re-reads only its new messages
+    and recall's time follows the new text, not the history."""
+
+    __slots__ = ("n_records", "rec_post", "rec_len", "pieces", "piece_rec", "piece_post", "piece_len", "sizes",
+                 "nbytes")
+
+    def __init__(self, original: str, compressed: str, target):
+        from .rankers import postings
+
+        records = _records(original)
+        pieces, owner = [], []
+        for r, rec in enumerate(records):
+            for x in rec:
+                if len(x.strip()) > 3 and x.strip() not in compressed:
+                    pieces.append(x)
+                    owner.append(r)
+        self.n_records = len(records)
+        self.rec_post, self.rec_len = postings(["\n".join(rec) for rec in records])
+        self.pieces = pieces
+        self.piece_rec = np.array(owner, np.int64)
+        self.piece_post, self.piece_len = postings(pieces)
+        self.sizes = np.array([target.count(x) + 1 for x in pieces], np.int64)
+        self.nbytes = 4 * len(original) + 64 * (len(self.rec_post) + len(self.piece_post)) + 256
+
+
+def recall_excerpts(question: str, texts: Sequence[tuple[str, str]], budget: int, target, memo=None) -> str:
     """What the current question needs of the text compression removed, verbatim: pieces (lines,
     long ones cut at sentence ends) of the compressed messages' ORIGINAL texts that are not
     already in their compressed text, ranked by BM25 against `question`, each piece's own score
@@ -420,28 +448,34 @@ def recall_excerpts(question: str, texts: Sequence[tuple[str, str]], budget: int
     it shares no word with the question), best first up to `budget` target tokens, then put
     back in conversation order. It goes after everything else (a last user message), so the
     next turn's request, which no longer holds it, still starts with this one's cached prefix:
-    it costs its own tokens once, at the uncached price.
+    it costs its own tokens once, at the uncached price. `memo` (a BytesLRU) keeps each
+    message's index between requests.
     'When was the email "Rent" sent?' over [('- subject: Rent\n  date: 4 May', '- subject: Rent')]
     -> RECALL_HEADER + '\n' + '  date: 4 May'"""
-    from .rankers import BM25
+    from .rankers import bm25_scores, terms_of
 
-    records: list[str] = []
-    pieces: list[tuple[int, str]] = []  # (record, piece) of the pieces compression removed
-    for original, compressed in texts:
-        for rec in _records(original):
-            records.append("\n".join(rec))
-            pieces += [(len(records) - 1, x) for x in rec if len(x.strip()) > 3 and x.strip() not in compressed]
-    if not pieces or not question.strip():
+    def index(original: str, compressed: str) -> _Removed:
+        if memo is None:
+            return _Removed(original, compressed, target)
+        key = ("recall", hashlib.sha256("\x00".join((original, compressed)).encode("utf-8", "surrogatepass")).digest())
+        return memo.get(key, lambda: _Removed(original, compressed, target))
+
+    parts = [index(o, c) for o, c in texts]
+    terms = terms_of(question)
+    if not terms or not any(len(p.pieces) for p in parts):
         return ""
-    try:
-        own = BM25().scores(question, [x for _, x in pieces])
-        whole = BM25().scores(question, records)
-    except InvalidInput:  # a question without words
-        return ""
+    rec_at = np.cumsum([0] + [p.n_records for p in parts])
+    piece_at = np.cumsum([0] + [len(p.pieces) for p in parts])
+    whole = bm25_scores(terms, [(int(o), p.rec_post) for o, p in zip(rec_at, parts)],
+                        np.concatenate([p.rec_len for p in parts]))
     if whole.max() <= 0:
         return ""
-    scores = own / max(own.max(), 1e-9) + whole[[r for r, _ in pieces]] / whole.max()
-    sizes = np.array([target.count(x) + 1 for _, x in pieces])
+    own = bm25_scores(terms, [(int(o), p.piece_post) for o, p in zip(piece_at, parts)],
+                      np.concatenate([p.piece_len for p in parts]))
+    owner = np.concatenate([p.piece_rec + o for o, p in zip(rec_at, parts)])
+    pieces = [x for p in parts for x in p.pieces]
+    sizes = np.concatenate([p.sizes for p in parts])
+    scores = own / max(own.max(), 1e-9) + whole[owner] / whole.max()
     # per square root of its tokens: a short value line of the right record (a date, an amount)
     # before a long body paragraph of the same record
     chosen, used = [], target.count(RECALL_HEADER)
@@ -457,7 +491,7 @@ def recall_excerpts(question: str, texts: Sequence[tuple[str, str]], budget: int
         return ""
     seen, lines = set(), []
     for i in sorted(chosen):
-        if pieces[i][1] not in seen:
-            seen.add(pieces[i][1])
-            lines.append(pieces[i][1])
+        if pieces[i] not in seen:
+            seen.add(pieces[i])
+            lines.append(pieces[i])
     return RECALL_HEADER + "\n" + "\n".join(lines)

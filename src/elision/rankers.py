@@ -80,19 +80,47 @@ class BM25:
 
     def scores(self, question, contexts):
         contexts = _check(question, contexts)
-        docs = [Counter(_WORD.findall(c.lower())) for c in contexts]
-        lengths = np.array([sum(d.values()) for d in docs], float)
-        avg = max(lengths.mean(), 1e-9)
-        n = len(docs)
-        out = np.zeros(n)
-        for term in set(_WORD.findall(question.lower())):
-            df = sum(1 for d in docs if term in d)
-            if not df:
-                continue
-            idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
-            tf = np.array([d.get(term, 0) for d in docs], float)
-            out += idf * tf * (self.k1 + 1) / (tf + self.k1 * (1 - self.b + self.b * lengths / avg))
-        return out
+        post, lengths = postings(contexts)
+        return bm25_scores(terms_of(question), [(0, post)], lengths, self.k1, self.b)
+
+
+def terms_of(text: str) -> list[str]:
+    """A query's distinct words, lower-cased, sorted (a fixed order: the same sums in every process)."""
+    return sorted(set(_WORD.findall(text.lower())))
+
+
+def postings(texts: Sequence[str]) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], np.ndarray]:
+    """An inverted index of `texts`: word -> (indices of the texts holding it, its count in each),
+    and each text's length in words. ['a b a', 'b'] -> ({'a': ([0], [2.]), 'b': ([0, 1], [1., 1.])}, [3., 1.])"""
+    idx: dict[str, list[int]] = {}
+    tf: dict[str, list[float]] = {}
+    lengths = np.zeros(len(texts))
+    for i, t in enumerate(texts):
+        words = Counter(_WORD.findall(t.lower()))
+        lengths[i] = sum(words.values())
+        for w, c in words.items():
+            idx.setdefault(w, []).append(i)
+            tf.setdefault(w, []).append(float(c))
+    return {w: (np.array(idx[w], np.int64), np.array(tf[w])) for w in idx}, lengths
+
+
+def bm25_scores(terms: Sequence[str], parts: Sequence[tuple[int, dict]], lengths: np.ndarray,
+                k1: float = 1.5, b: float = 0.75) -> np.ndarray:
+    """Okapi BM25 of `terms` over documents whose postings come in parts, each (offset of its
+    first document, postings as from postings()); `lengths` of all documents. Parts let a caller
+    keep one index per message and score a whole conversation without re-reading it."""
+    n = len(lengths)
+    avg = max(lengths.mean(), 1e-9) if n else 1.0
+    out = np.zeros(n)
+    for term in terms:
+        hits = [(off + p[term][0], p[term][1]) for off, p in parts if term in p]
+        if not hits:
+            continue
+        at = np.concatenate([h[0] for h in hits])
+        tf = np.concatenate([h[1] for h in hits])
+        idf = math.log(1 + (n - len(at) + 0.5) / (len(at) + 0.5))
+        out[at] += idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * lengths[at] / avg))
+    return out
 
 
 @register
