@@ -9,6 +9,7 @@ also names a size that took seconds before and a ceiling far above what it takes
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import pytest
@@ -112,3 +113,162 @@ def test_json_limits_hold_for_parsed_values_too():
         json_prompt({"n": 10**4000})
     deep = json.loads("[" * (JSON_MAX_DEPTH - 1) + '"a b"' + "]" * (JSON_MAX_DEPTH - 1))
     assert json_prompt(deep).text.count("[") == JSON_MAX_DEPTH - 1  # at the limit: fine
+
+
+# --- property tests: every reader on generated input ----------------------------------------------
+# Each example is a few hundred characters drawn mostly from the readers' own syntax, so the
+# odd corners (half tags, unclosed fences, stray quotes) come up often. Bounded for CI: a fixed
+# number of examples, a per-example deadline far above what one takes (milliseconds).
+
+from datetime import timedelta  # noqa: E402
+
+from elision import Compressor  # noqa: E402
+from elision.prompt import Prompt, Protector  # noqa: E402
+from elision.structured import markdown_prompt, tagged_prompt  # noqa: E402
+
+from .conftest import is_subsequence  # noqa: E402
+
+# ELISION_FUZZ_EXAMPLES=5000 runs a longer, random (not derandomized) search by hand
+_LONG = int(os.environ.get("ELISION_FUZZ_EXAMPLES", "0"))
+FUZZ = settings(max_examples=_LONG or 150, deadline=timedelta(seconds=5), derandomize=not _LONG,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+_MD_BITS = ["[", "]", "(", ")", "!", "`", "```", "~~~", "*", "**", "_", "~~", "<", ">", "<a href=x>", "#", "# ",
+            "- ", "1. ", "> ", "|", "|---|", ":-:", "---", "\n", "\n\n", " ", "\t", "word", "é", "东京", "\\",
+            "http://x.y", "[a](b)", "[x]: y"]
+_TAG_BITS = ["<elision", "<elision ", "<elision>", "</elision>", "<elision keep>", "<elision rate=0.5>",
+             '<elision rate="0.5">', "<llmlingua", "<llmlingua, rate=0.4, compress=False>", "</llmlingua>",
+             "rate", "=", '"', "'", ",", " ", "keep", "0.5", "7", "<", ">", "/", "text", "\n", "é"]
+
+
+def _mix(bits, max_size=60):
+    return st.lists(st.one_of(st.sampled_from(bits), st.text(max_size=4)), max_size=max_size).map("".join)
+
+
+def _untagged(text: str) -> str:
+    import re
+
+    return re.sub(r"<(/?)(elision|llmlingua)\b([^<>]*)>", "", text, flags=re.IGNORECASE)
+
+
+def _truncate():
+    if not _TRUNCATE:
+        _TRUNCATE.append(Compressor("truncate"))
+    return _TRUNCATE[0]
+
+
+_TRUNCATE: list = []
+
+
+def _spans_ok(spans, length):
+    return all(0 <= s < e <= length for s, e in spans) and all(a[1] < b[0] for a, b in zip(spans, spans[1:]))
+
+
+@FUZZ
+@given(text=_mix(_MD_BITS))
+def test_markdown_reader_on_generated_text(text):
+    spans = markdown_spans(text)
+    assert _spans_ok(spans, len(text))  # sorted, disjoint, inside the text
+    try:
+        p = markdown_prompt(text)
+    except ElisionError:
+        return  # blank or binary-looking text: named, not crashed
+    assert p.text == text
+    r = _truncate().compress(text, rate=0.3, format="markdown")
+    assert is_subsequence(r.compressed_prompt, text)
+    kept = "".join(text[s:e] for s, e in r.spans[0])  # protected structure survives whole
+    for s, e in spans:
+        if text[s:e].strip():
+            assert text[s:e].strip() in kept
+
+
+@FUZZ
+@given(text=_mix(_TAG_BITS))
+def test_tag_reader_on_generated_text(text):
+    try:
+        pieces = parse_tagged(text)
+    except ElisionError:
+        return
+    plain = _untagged(text)
+    assert "".join(p.text for p in pieces) == plain  # the text between tags, nothing else, in order
+    for p in pieces:
+        assert text[p.start:p.start + len(p.text)] == p.text
+        assert p.rate is None or 0 < p.rate <= 1
+    try:
+        r = _truncate().compress(text, rate=0.4, format="tagged")
+    except ElisionError as e:  # tags were read: only an empty or binary-looking text is refused here
+        assert any(w in str(e) for w in ("empty", "binary", "surrogate", "blank")), e
+        return
+    assert is_subsequence(r.compressed_prompt, plain)
+    for p in pieces:  # <elision keep> pieces are kept word for word
+        if p.keep and p.text.strip():
+            assert p.text.strip() in r.compressed_prompt
+
+
+_json_scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**30, 10**30),
+                          st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=30))
+_json_values = st.recursive(_json_scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=6), inner, max_size=4)), max_leaves=20)
+
+
+@FUZZ
+@given(doc=_json_values, rate=st.sampled_from([0.2, 0.6]), indent=st.sampled_from([None, 2]))
+def test_json_reader_on_generated_documents(doc, rate, indent):
+    text = json.dumps(doc, ensure_ascii=False)
+    try:
+        r = _truncate().compress(text, rate=rate, format="json", format_options={"indent": indent})
+    except ElisionError:
+        return
+    out = json.loads(r.compressed_prompt)  # always valid JSON ...
+
+    def shape(v):  # ... of the same structure: keys, numbers, booleans and null as they were
+        if isinstance(v, dict):
+            return {k: shape(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [shape(x) for x in v]
+        return "str" if isinstance(v, str) else v
+
+    assert shape(out) == shape(doc)
+
+
+@FUZZ
+@given(text=st.one_of(_mix(['{', '}', '[', ']', '"', ':', ",", "1", "-", "e", "0", ".", "\\", "u", "null", "true",
+                             " ", "\n"], 80), st.text(max_size=80)))
+def test_json_reader_on_generated_text(text):
+    try:
+        json_prompt(text)
+    except ElisionError:
+        pass  # anything that is not a JSON document is InvalidInput, never another error
+
+
+@FUZZ
+@given(text=st.text(max_size=300), question=st.one_of(st.just(""), st.text(max_size=20)))
+def test_plain_reader_on_generated_text(text, question):
+    try:
+        p = Prompt.build(text, question=question)
+    except ElisionError:
+        return
+    assert text in [s.text for s in p.segments] or not text.strip()  # the context as given
+    if text.strip():
+        r = _truncate().compress(text, question=question, rate=0.3)
+        assert r.compressed_prompt.strip()  # a text with something in it never comes back empty
+
+
+@FUZZ
+@given(text=st.text(alphabet="ab \n", max_size=200),
+       words=st.lists(st.text(alphabet="ab", min_size=1, max_size=80), min_size=1, max_size=4))
+def test_protect_on_generated_text(text, words):
+    spans = Protector(words).spans(text)
+    assert _spans_ok(spans, len(text)) or spans == ()
+    covered = set()
+    for s, e in spans:
+        covered.update(range(s, e))
+    for w in words:  # every occurrence, overlapping ones included, is inside a protected span
+        for i in range(len(text) - len(w) + 1):
+            if text.startswith(w, i):
+                assert set(range(i, i + len(w))) <= covered
+    if text.strip():
+        r = _truncate().compress(text, protect=words, rate=0.2)
+        for w in words:
+            if w in text:
+                assert w in r.compressed_prompt
