@@ -324,6 +324,15 @@ def _chat(*extra):
     ("deep message key", {"messages": [{"role": "user", "content": DOC, "x": json.loads("[" * 600 + "]" * 600)},
                                        {"role": "user", "content": "q"}]}, 400, "deeper than 32"),
     ("1.2M characters", {"context": "ab " * 400_000, "method": "truncate"}, 413, "characters"),
+    # issue 24: an option named like the call's own parameter; a JSON document (inside the
+    # context string, which the body's own depth check cannot see) too deep or with a number
+    # too long for Python's parser; an empty method name
+    ("option self", {"context": "abc def", "options": {"self": 1}}, 400, "options.self"),
+    ("option context", {"context": "abc def", "options": {"context": "x"}}, 400, "options.context"),
+    ("deep json document", {"context": '{"a":' * 5000 + "1" + "}" * 5000, "format": "json"}, 400, "JSON"),
+    ("5000-digit number", {"context": '{"a": 1' + "0" * 5000 + "}", "format": "json"}, 400, "JSON"),
+    ("empty method", {"context": DOC, "method": ""}, 400, "method ''"),
+    ("force_tokens null", {"context": DOC, "options": {"force_tokens": [None]}}, 400, "force_tokens"),
 ])
 def test_caller_mistakes_are_4xx_not_500(comps, name, body, status, field):
     app = make(comps, max_body_bytes=16 * 2**20, max_prompt_tokens=10**6)
@@ -337,6 +346,29 @@ def test_caller_mistakes_are_4xx_not_500(comps, name, body, status, field):
         r = post(app, "/v1/compress", json=body)
     assert r.status_code == status, r.text
     assert field in err(r)["message"]
+
+
+@register
+class Deep(Method):
+    """Raises what Python's own JSON reader raises on a hostile document (RecursionError, or
+    ValueError past 4,300 integer digits), as if the library had let it through."""
+
+    name = "test_deep"
+
+    def score(self, prompt, options, budget=None, progress=None):
+        if "digits" in prompt.segments[0].text:
+            raise ValueError("Exceeds the limit (4300 digits) for integer string conversion")
+        raise RecursionError("maximum recursion depth exceeded")
+
+
+@pytest.mark.parametrize("isolation", ["process", "thread"])
+def test_json_reader_failures_are_400_naming_the_field_whatever_the_library_lets_through(comps, isolation):
+    app = make({**comps, "test_deep": Compressor("test_deep")}, methods=("test_deep",), isolation=isolation)
+    for text in ('{"a": "deep"}', '{"a": "digits"}'):
+        r = post(app, "/v1/compress", json={"context": text, "format": "json", "method": "test_deep"})
+        assert r.status_code == 400 and "context (format json)" in err(r)["message"], r.text
+    r = post(app, "/v1/compress", json={"context": "deep", "method": "test_deep"})  # not a JSON document: a bug
+    assert r.status_code == 500 and err(r)["code"] == "internal_error" and "Traceback" not in r.text
 
 
 # --- the proxy --------------------------------------------------------------------------------------

@@ -59,7 +59,7 @@ class Compressors:
 
     def check(self, method: str | None, target: str | None) -> tuple[str, str]:
         """(method, target) as the cache knows them, or a 400 naming what is allowed."""
-        method = method or self.settings.method
+        method = self.settings.method if method is None else method  # "" is a name, not "the default"
         if method not in self.methods:
             raise ServiceError(400, "unknown_method", f"method {method!r} is not loaded by this service; "
                                f"loaded: {', '.join(self.methods)} (start it with --methods to add more)")

@@ -97,7 +97,7 @@ class Service:
         except ValueError as e:  # Python's limit on integer digits (4,300) and its like
             if job.kwargs.get("format") != "json" or isinstance(e, ElisionError):
                 raise
-            raise InvalidInput(f"context (format json): {e}") from None
+            raise InvalidInput(f"context (format json): a value in the JSON document cannot be read ({e})") from None
         return result, time.perf_counter() - t0
 
     async def compress_in_pool(self, method: str | None, target: str | None, call: str, **kwargs):
@@ -134,7 +134,7 @@ class Service:
         nothing already sent may change: the stable policy then compresses on arrival
         (hot_tokens 0: a closing block would rewrite text at or before a breakpoint)."""
         settings = self.settings
-        method = control.get("method") or settings.method
+        method = settings.method if control.get("method") is None else control["method"]  # "": refused by name
         policy = control.get("policy") or settings.policy
         if control.get("target_tokens") is not None:
             kwargs = {"target_tokens": control["target_tokens"]}
