@@ -268,28 +268,40 @@ def test_one_bad_prompt_in_a_batch_is_pinned_on_its_line(tmp_path):
 def test_rows_in_the_library_shape_need_no_flags(tmp_path, runner, comp):
     # rows shaped like compress()'s arguments and /v1/compress bodies: context (or its shorthand
     # prompt), question, instruction; read without a single --*-field flag
+    chat = [{"role": "system", "content": "You answer from the documents."},
+            {"role": "tool", "tool_call_id": "t1", "content": " ".join(DOCS)},
+            {"role": "user", "content": QUESTION}]
     rows = [{"id": 0, "context": [DOCS[0], DOCS[1]], "question": QUESTION, "instruction": "Answer briefly."},
             {"id": 1, "prompt": DOCS[2], "question": QUESTION},
             {"id": 2, "context": DOCS[1]},
             {"id": 3, "context": DOCS[0], "prompt": DOCS[1]},
-            {"id": 4, "messages": [{"role": "user", "content": DOCS[0]}]},
-            {"id": 5, "text": DOCS[0]}]
+            {"id": 4, "messages": chat},
+            {"id": 5, "text": DOCS[0]},
+            {"id": 6, "messages": chat, "question": QUESTION},
+            {"id": 7, "messages": "not a conversation"}]
     write_jsonl(tmp_path / "in.jsonl", rows)
     out = tmp_path / "out.jsonl"
     res = runner.invoke(cli, ["batch", str(tmp_path / "in.jsonl"), str(out), "--rate", "0.4"])
     assert res.exit_code == 1, res.output
     got = read_jsonl(out)
-    assert [r["elision"]["line"] for r in got] == [1, 2, 3]
-    for r in got:
+    assert [r["elision"]["line"] for r in got] == [1, 2, 3, 5]
+    for r in got[:3]:
         lib = comp.compress(context=r.get("context", r.get("prompt")), question=r.get("question", ""),
                             instruction=r.get("instruction", ""), rate=0.4)
         assert r["compressed_prompt"] == lib.compressed_prompt
         assert r["elision"]["origin_tokens"] == lib.origin_tokens
     assert got[0]["compressed_prompt"].startswith("Answer briefly.") and QUESTION in got[0]["compressed_prompt"]
+    # a /v1/compress body with messages: compressed as compress_messages does, written back as messages
+    lib = comp.compress_messages(chat, rate=0.4)
+    assert got[3]["messages"] == chat and "compressed_prompt" not in got[3]
+    assert got[3]["compressed_messages"] == lib.messages and got[3]["compressed_messages"] != chat
+    assert (got[3]["elision"]["origin_tokens"], got[3]["elision"]["compressed_tokens"]) == \
+        (lib.origin_tokens, lib.compressed_tokens)
     err = res.stderr
     assert "line 4 has both 'context' and 'prompt'" in err
-    assert "line 5 holds chat messages ('messages')" in err
     assert "line 6 has no 'context' or 'prompt' field, nor a question (its fields: id, text)" in err
+    assert "line 7 has chat messages ('messages') and 'question'; give messages or a prompt" in err
+    assert "line 8: 'messages' must be a non-empty list of chat messages" in err
 
 
 def test_explicit_field_flags_win_over_the_library_names(tmp_path, runner, comp):
@@ -333,3 +345,19 @@ def test_a_line_nested_2000_deep_fails_alone_with_its_number(tmp_path, runner):
                               "--rate", "0.5", "--batch-size", "1", "--fail-fast", "--quiet"])
     assert res.exit_code == 2 and "error: line 2 nests too deeply" in res.stderr
     assert [r["elision"]["line"] for r in read_jsonl(tmp_path / "ff.jsonl")] == [1]
+
+
+def test_chat_rows_in_parquet(tmp_path, runner, comp):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    chat = [{"role": "tool", "tool_call_id": "t1", "content": " ".join(DOCS)}, {"role": "user", "content": QUESTION}]
+    pq.write_table(pa.Table.from_pylist([{"id": 0, "context": DOCS[0], "messages": None},
+                                         {"id": 1, "context": None, "messages": chat}]), tmp_path / "in.parquet")
+    out = tmp_path / "out.parquet"
+    res = runner.invoke(cli, ["batch", str(tmp_path / "in.parquet"), str(out), "--rate", "0.5"])
+    assert res.exit_code == 0, res.output
+    a, b = pq.read_table(out).to_pylist()
+    assert a["compressed_prompt"] == comp.compress(context=DOCS[0], rate=0.5).compressed_prompt
+    lib = comp.compress_messages(chat, rate=0.5).messages  # Arrow's null tool_call_id on the user turn is dropped
+    assert [{k: v for k, v in m.items() if v is not None} for m in b["compressed_messages"]] == lib
+    assert b["compressed_prompt"] is None and a["compressed_messages"] is None

@@ -102,20 +102,28 @@ def test_library_shaped_rows_need_no_flags_on_ray(cluster, comp, tmp_path):
     for r in out:
         lib = comp.compress(context=list(r["context"]), question=QUESTION, instruction="Answer briefly.", rate=0.5)
         assert r["elision_error"] is None and r["compressed_prompt"] == lib.compressed_prompt
+    # a chat record (a /v1/compress body's messages): its compressed messages come back as JSON text
+    chat = [{"role": "tool", "tool_call_id": "t", "content": " ".join(DOCS)}, {"role": "user", "content": QUESTION}]
+    (row,) = ray.data.from_items([{"id": 9, "messages": chat}]).map_batches(
+        CompressBatch, fn_constructor_kwargs={"method": "llmlingua2", "rate": 0.5},
+        compute=ray.data.ActorPoolStrategy(size=1), batch_size=3).take_all()
+    assert row["elision_error"] is None
+    assert json.loads(row["compressed_prompt"]) == comp.compress_messages(chat, rate=0.5).messages
 
     src = tmp_path / "in.jsonl"
-    src.write_text("".join(json.dumps(r) + "\n" for r in items))
+    src.write_text("".join(json.dumps(r) + "\n" for r in [*items, {"id": 5, "messages": chat}]))
     res = CliRunner().invoke(cli, ["batch", str(src), str(tmp_path / "ray.jsonl"), "--rate", "0.5",
                                    "--engine", "ray", "--actors", "1", "--batch-size", "2"])
     assert res.exit_code == 0, res.output
     got = sorted((json.loads(x) for x in open(tmp_path / "ray.jsonl")), key=lambda r: r["id"])
-    assert [r["compressed_prompt"] for r in got] == [
+    assert [r["compressed_prompt"] for r in got[:5]] == [
         comp.compress(context=r["context"], question=QUESTION, instruction="Answer briefly.",
                       rate=0.5).compressed_prompt for r in items]
+    assert got[5]["compressed_messages"] == comp.compress_messages(chat, rate=0.5).messages
     # an explicit flag still wins: the question read from another field
     res = CliRunner().invoke(cli, ["batch", str(src), str(tmp_path / "q.jsonl"), "--rate", "0.5", "--engine", "ray",
                                    "--actors", "1", "--question-field", "instruction"])
     assert res.exit_code == 0, res.output
-    first = min((json.loads(x) for x in open(tmp_path / "q.jsonl")), key=lambda r: r["id"])
+    first = min((json.loads(x) for x in open(tmp_path / "q.jsonl") if '"messages"' not in x), key=lambda r: r["id"])
     assert first["compressed_prompt"] == comp.compress(context=items[0]["context"], question="Answer briefly.",
                                                        rate=0.5).compressed_prompt

@@ -100,7 +100,15 @@ class Journal:
         rows = [json.loads(line) for line in self._f if line.strip()]
         rows.sort(key=lambda r: r[META]["line"])
         tmp = self.final.with_name(self.final.name + ".tmp")
-        pq.write_table(pa.Table.from_pylist(rows), tmp)
+        # from_pylist takes its columns from the first row: every field of any row becomes a column
+        keys = list(dict.fromkeys(k for r in rows for k in r))
+        rows = [{k: r.get(k) for k in keys} for r in rows]
+        try:
+            table = pa.Table.from_pylist(rows)
+        except (pa.ArrowException, TypeError, ValueError) as e:  # a field holding different types in two rows
+            raise InvalidInput(f"cannot write {self.final} as Parquet ({e}); every row is in {self.path} (JSONL), "
+                               "or write OUT as .jsonl") from None
+        pq.write_table(table, tmp)
         os.replace(tmp, self.final)  # OUT appears whole or not at all
         self._f.close()
         self.path.unlink()

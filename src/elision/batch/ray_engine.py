@@ -9,7 +9,8 @@
     ...                      compute=ray.data.ActorPoolStrategy(size=8), batch_size=64, num_cpus=1)
     >>> out.write_parquet("s3://bucket/compressed/")
 
-   Each batch comes back with the compressed prompt (`output_field`) and the columns
+   Each batch comes back with the compressed prompt (`output_field`; for a record holding chat
+   `messages`, the compressed messages as JSON text) and the columns
    elision_origin_tokens, elision_compressed_tokens and elision_error (null unless that record
    failed: the batch goes on; the error names the record by `id_field` when one is given).
 
@@ -24,6 +25,7 @@ ends the run; what was written is kept and a rerun resumes it).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 from .._errors import ElisionError, InvalidInput, MissingDependency
@@ -76,7 +78,7 @@ class CompressBatch:
             # a list column comes as one numpy array per record (Ray Data's tensor/object columns)
             record = {k: v[i].tolist() if hasattr(v[i], "tolist") else v[i] for k, v in columns.items()}
             try:
-                items.append((i + 1, self.fields.prompt(record, i + 1)))
+                items.append((i + 1, self.fields.item(record, i + 1)))
             except ElisionError as e:
                 errors[i + 1] = str(e)
             except RecursionError:  # a value nested ~1,000 deep: this record's failure, not the batch's
@@ -93,7 +95,10 @@ class CompressBatch:
                 name = (f"record {columns[self.id_field][i - 1]!r}" if self.id_field in columns
                         else f"record {i} of its batch")
                 error = name + error[len(f"line {i}"):]
-            out[self.output_field].append(o["compressed_prompt"])
+            # a chat record's compressed messages as JSON text: one column type for every batch
+            chat = o.get("compressed_messages")
+            out[self.output_field].append(json.dumps(chat, ensure_ascii=False) if chat is not None
+                                          else o["compressed_prompt"])
             out["elision_origin_tokens"].append(o["origin_tokens"])
             out["elision_compressed_tokens"].append(o["compressed_tokens"])
             out["elision_error"].append(error)

@@ -22,9 +22,12 @@ the batch reports it with its number. So does a line nested too deeply for Pytho
 that cannot be read is an error of the whole file (InvalidInput), as is a Parquet file without
 a named column.
 
+A record holding chat messages (`messages`, as `/v1/compress` takes them, or a named field whose
+value is a list of `{"role": ...}` objects) is a `Chat`, compressed with `compress_messages`.
+
 Not handled: compressed inputs (.jsonl.gz: decompress first), JSON arrays (one JSON document
-holding a list: use JSONL), chat messages as the prompt (a record holding messages is reported),
-per-record settings (a record's `rate` or `method` is passed through as data, not obeyed).
+holding a list: use JSONL), per-record settings (a record's `rate`, `method` or `policy` is
+passed through as data, not obeyed).
 """
 
 from __future__ import annotations
@@ -47,6 +50,17 @@ class Bad:
     """A record that could not be read (bad JSON, not an object): reported, never compressed."""
 
     error: str
+
+
+@dataclass(frozen=True)
+class Chat:
+    """A record's chat conversation (OpenAI-style messages), compressed with compress_messages."""
+
+    messages: list
+
+
+def is_chat(value) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(m, dict) and "role" in m for m in value)
 
 
 CONTEXT_NAMES = ("context", "prompt")  # compress(context=...) and /v1/compress's shorthand for it
@@ -104,6 +118,29 @@ class Fields:
         # a null value is no value: Parquet and Ray Data give every row every column
         present = name in have and (not isinstance(have, dict) or have[name] is not None)
         return present and name not in self.names
+
+    def item(self, record: dict, line: int) -> Prompt | Chat:
+        """The record's Prompt, or its Chat when it holds chat messages (the `messages` field of
+        a /v1/compress body, or a named context field holding messages)."""
+        names = self.resolve(record)
+        if self.context is not None:
+            messages, where = record.get(self.context), self.context
+        elif any(self._found(n, record) for n in CONTEXT_NAMES) or record.get("messages") is None:
+            return self.prompt(record, line)
+        else:
+            messages, where = record["messages"], "messages"
+        if not is_chat(messages):
+            if where == "messages":
+                raise InvalidInput(f"line {line}: 'messages' must be a non-empty list of chat messages "
+                                   '({"role": ..., "content": ...})')
+            return self.prompt(record, line)
+        extra = [names[r] for r in ("question", "instruction") if names[r] and record.get(names[r]) is not None]
+        if extra:
+            raise InvalidInput(f"line {line} has chat messages ({where!r}) and {', '.join(map(repr, extra))}; give "
+                               "messages or a prompt (context, question, instruction), not both")
+        # Parquet and Ray Data (Arrow) give each message every key any message has, null where it
+        # had none: a null key is no key
+        return Chat([{k: v for k, v in m.items() if v is not None} for m in messages])
 
     def prompt(self, record: dict, line: int) -> Prompt:
         """The record's Prompt; InvalidInput naming the line for a missing or malformed field."""

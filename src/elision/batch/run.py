@@ -31,6 +31,7 @@ from ..prompt import Prompt
 from .journal import META, Journal
 from .records import (
     Bad,
+    Chat,
     Fields,
     check_columns,
     count_records,
@@ -38,42 +39,56 @@ from .records import (
     read_records,
 )
 
-Item = tuple[int, Prompt]  # (line number, prompt)
+Item = tuple[int, Prompt | Chat]  # (line number, prompt or chat)
 SHOWN_FAILURES = 20  # failures listed in the report; all are in BatchSummary.failures
+CHAT_FIELD = "compressed_messages"  # where a chat row's compressed messages go (a list, as it came)
 
 
-def compress_all(compressor, prompts: list[Prompt], *, rate=None, target_tokens=None, options=None) -> list:
+def compress_all(compressor, prompts: list[Prompt | Chat], *, rate=None, target_tokens=None, options=None) -> list:
     """A result or the exception, per prompt: the one place that calls the compressor.
     compress_batch (llmlingua2 packs several prompts into one encoder pass); if it fails, one
-    prompt failed it, so the batch goes again one by one to pin the failure on its line."""
-    if len(prompts) > 1:
+    prompt failed it, so the batch goes again one by one to pin the failure on its line. A Chat
+    goes through compress_messages on its own (the default policy, as `/v1/compress` does)."""
+    out: list = [None] * len(prompts)
+    plain = [i for i, p in enumerate(prompts) if isinstance(p, Prompt)]
+    if len(plain) > 1:
         try:
-            return compressor.compress_batch(prompts, rate=rate, target_tokens=target_tokens,
-                                             batch_size=len(prompts), **(options or {}))
+            done = compressor.compress_batch([prompts[i] for i in plain], rate=rate, target_tokens=target_tokens,
+                                             batch_size=len(plain), **(options or {}))
+            for i, r in zip(plain, done):
+                out[i] = r
         except Exception:  # noqa: BLE001 - which prompt, and why, is found below
             pass
-    out = []
-    for p in prompts:
+    for i, p in enumerate(prompts):
+        if out[i] is not None:
+            continue
         try:
-            out.append(compressor.compress(p, rate=rate, target_tokens=target_tokens, **(options or {})))
+            if isinstance(p, Chat):
+                out[i] = compressor.compress_messages(p.messages, rate=rate, target_tokens=target_tokens,
+                                                      options=dict(options) if options else None)
+            else:
+                out[i] = compressor.compress(p, rate=rate, target_tokens=target_tokens, **(options or {}))
         except Exception as e:  # noqa: BLE001 - one prompt's failure is that line's, reported with its number
-            out.append(e)
+            out[i] = e
     return out
 
 
 def compress_outcomes(compressor, items: list[Item], *, rate=None, target_tokens=None, options=None) -> list[dict]:
-    """[(line, Prompt)] -> [{"line", "compressed_prompt", "origin_tokens", "compressed_tokens",
-    "error"}]: plain data, so it travels from a Ray actor as cheaply as it returns here."""
+    """[(line, Prompt | Chat)] -> [{"line", "compressed_prompt", "compressed_messages",
+    "origin_tokens", "compressed_tokens", "error"}]: plain data, so it travels from a Ray actor
+    as cheaply as it returns here."""
     results = compress_all(compressor, [p for _, p in items], rate=rate, target_tokens=target_tokens,
                            options=options)
     out = []
     for (line, _), r in zip(items, results):
         if isinstance(r, Exception):
             why = str(r) if isinstance(r, ElisionError) else f"{type(r).__name__}: {r}"
-            out.append({"line": line, "compressed_prompt": None, "origin_tokens": None, "compressed_tokens": None,
-                        "error": f"line {line}: {why}"})
+            out.append({"line": line, "compressed_prompt": None, "compressed_messages": None, "origin_tokens": None,
+                        "compressed_tokens": None, "error": f"line {line}: {why}"})
         else:
-            out.append({"line": line, "compressed_prompt": r.compressed_prompt, "origin_tokens": r.origin_tokens,
+            chat = getattr(r, "messages", None)
+            out.append({"line": line, "compressed_prompt": None if chat is not None else r.compressed_prompt,
+                        "compressed_messages": chat, "origin_tokens": r.origin_tokens,
                         "compressed_tokens": r.compressed_tokens, "error": None})
     return out
 
@@ -161,6 +176,8 @@ def run_batch(src, out, fields: Fields, engine, *, batch_size: int = 16, fail_fa
     try:
         fmt = detect_format(src)
         check_columns(src, fmt, fields)
+        if output_field == CHAT_FIELD:
+            raise InvalidInput(f"the output field {CHAT_FIELD!r} is where chat rows' messages go; name another")
         if output_field in fields.candidates:
             raise InvalidInput(f"the output field {output_field!r} is also an input field; name another")
         total = count_records(src, fmt)
@@ -191,10 +208,14 @@ def run_batch(src, out, fields: Fields, engine, *, batch_size: int = 16, fail_fa
                 fail(line, record.error)
                 continue
             try:
-                if output_field in record:  # never overwrite the user's own field
-                    raise InvalidInput(f"line {line} already has a field {output_field!r}; name the output field "
-                                       "with --output-field")
-                items.append((line, fields.prompt(record, line)))
+                item = fields.item(record, line)
+                field_out = CHAT_FIELD if isinstance(item, Chat) else output_field
+                if field_out in record:  # never overwrite the user's own field
+                    raise InvalidInput(f"line {line} already has a field {field_out!r}; name the output field "
+                                       "with --output-field" if field_out == output_field else
+                                       f"line {line} already has a field {field_out!r}, where its compressed chat "
+                                       "messages would go; rename it")
+                items.append((line, item))
             except InvalidInput as e:
                 fail(line, str(e))
                 continue
@@ -219,7 +240,9 @@ def run_batch(src, out, fields: Fields, engine, *, batch_size: int = 16, fail_fa
                     continue
                 meta = {"line": o["line"], "origin_tokens": o["origin_tokens"],
                         "compressed_tokens": o["compressed_tokens"], **engine.settings}
-                rows.append({**record, output_field: o["compressed_prompt"], META: meta})
+                out_field, value = ((CHAT_FIELD, o["compressed_messages"]) if o.get("compressed_messages") is not None
+                                    else (output_field, o["compressed_prompt"]))
+                rows.append({**record, out_field: value, META: meta})
             unwritten = journal.append(rows)
             journal.sync()  # these lines now survive a crash
             summary.compressed += len(rows) - len(unwritten)
