@@ -6,7 +6,8 @@
 
 Rows are read by the library's names (`context` or its shorthand `prompt`, `question`,
 `instruction`: the shape `elision compress` and `/v1/compress` take) unless a --*-field flag
-names another field for its role.
+names another field for its role; a row with chat `messages` is compressed as a conversation
+(written back under `compressed_messages`).
 
 Exit status: 0 when every line was compressed, 1 when some lines failed (each listed with its
 number in the summary: bad JSON, JSON nested too deeply to parse, no prompt, over the token
