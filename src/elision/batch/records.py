@@ -157,15 +157,15 @@ class Fields:
                 raise InvalidInput(f"line {line} has both {present[0]!r} and {present[1]!r}; give the text as one "
                                    "of them, or name the prompt's field with --field")
             if not present and record.get("messages") is not None:
-                raise InvalidInput(f"line {line} holds chat messages ('messages'); batch compresses prompts (a "
-                                   "string or a list of strings) - use compress_messages or the service for chats")
+                raise InvalidInput(f"line {line} holds chat messages ('messages'), not a prompt (item() reads it "
+                                   "as a Chat)")
             if not present and names["question"] is None and names["instruction"] is None:
                 raise InvalidInput(f"line {line} has no 'context' or 'prompt' field, nor a question (its fields: "
                                    f"{', '.join(map(str, record)) or 'none'}); name the prompt's field with --field")
         context = record.get(names["context"]) if names["context"] else None
-        if isinstance(context, list) and context and all(isinstance(m, dict) and "role" in m for m in context):
-            raise InvalidInput(f"line {line}: {names['context']!r} holds chat messages; batch compresses prompts (a "
-                               "string or a list of strings) - use the service's /v1/chat/completions for chats")
+        if is_chat(context):
+            raise InvalidInput(f"line {line}: {names['context']!r} holds chat messages, not a prompt (item() reads "
+                               "it as a Chat)")
         if context is None and names["context"] is not None:
             raise InvalidInput(f"line {line}: {names['context']!r} is null; nothing to compress")
         if context is not None and not isinstance(context, (str, list)):
