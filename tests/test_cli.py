@@ -85,10 +85,10 @@ def test_long_input_shows_progress(runner, docs):
 
 
 def test_options_pass_through_and_are_checked(runner, docs):
-    ok = runner.invoke(cli, ["compress", "-", "--rate", "0.5", "-o", "segment_size", "50", "-o", "unit", "token",
-                             "--quiet"], input=docs["docs"][1])
+    ok = runner.invoke(cli, ["compress", "-", "-m", "llmlingua", "--rate", "0.5", "-o", "segment_size", "50", "-o",
+                             "unit", "token", "--quiet"], input=docs["docs"][1])
     assert ok.exit_code == 0, ok.output
-    bad = runner.invoke(cli, ["compress", "-", "-o", "segment_sise", "50"], input=docs["docs"][1])
+    bad = runner.invoke(cli, ["compress", "-", "-m", "llmlingua", "-o", "segment_sise", "50"], input=docs["docs"][1])
     assert bad.exit_code == 2 and "unknown option(s) segment_sise" in bad.stderr and "segment_size" in bad.stderr
 
 

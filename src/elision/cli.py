@@ -19,6 +19,7 @@ import sys
 import click
 
 from ._errors import ElisionError, InvalidInput
+from .compressor import DEFAULT_METHOD
 from .models.hf import quiet_transformers
 from .process import steady_malloc
 
@@ -122,7 +123,7 @@ def cli():
 @click.argument("source", metavar="FILE|-")
 @click.option("--rate", type=float, help="share of target tokens to keep, in (0, 1] (default 0.5)")
 @click.option("--target-tokens", type=int, help="keep at most this many target tokens instead of a rate")
-@click.option("--method", "-m", default="llmlingua", show_default=True)
+@click.option("--method", "-m", default=DEFAULT_METHOD, show_default=True)
 @click.option("--model", help="small model: a known name (see `elision models`), a path or a HF id")
 @click.option("--target", "-t", default="gpt-4o", show_default=True, help="target model or encoding (counts, price)")
 @click.option("--question", "-q", help="question (kept at a high rate; appended after the contexts)")
