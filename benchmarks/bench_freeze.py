@@ -19,7 +19,12 @@ one more client sends nothing but the 16k-token longllmlingua body, back to back
 worker for the whole time limit): p50 / p99 of the others, their errors, the service's memory
 (RSS and PSS summed over its processes, at start and at the end).
 
-Writes benchmarks/results/freeze.json and prints two tables. Client and server share the
+Last, work that holds the interpreter lock in one C call and never yields (the freeze itself,
+whatever a future reader or method might do): a server in its own process with one extra method,
+`bench_hog`, whose score() runs a catastrophic regular expression ((a+)+$ on 28 'a's and a 'b':
+~2^28 steps) on the request's text; the same three readings for each isolation.
+
+Writes benchmarks/results/freeze.json and prints two tables (the hog among the bodies). Client and server share the
 machine's cores; prompts are this repository's docs (no data download).
 """
 
@@ -213,6 +218,53 @@ def load_with_adversary(url: str, tree: Tree, n: int, clients: int, adversarial:
             "memory_start": start_mem, "memory_end": tree.memory()}
 
 
+HOG_SERVER = """
+import re, sys
+import uvicorn
+from elision import Compressor
+from elision.methods import Method, register
+from elision.selection import Units, word_spans
+from elision.serve import Settings, create_app
+
+
+@register
+class Hog(Method):
+    name = "bench_hog"
+
+    def score(self, prompt, options, budget=None, progress=None):
+        re.match(r"(a+)+$", prompt.segments[0].text.strip() + "b")  # one C call, the lock held throughout
+        out = []
+        for s in prompt.segments:
+            st, en = word_spans(s.text)
+            out.append(Units(st, en, -st.astype(float)))
+        return out
+
+
+port, isolation, timeout = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+app = create_app(Settings(method="truncate", methods=("bench_hog",), timeout=timeout, isolation=isolation,
+                          port=port), preloaded={"truncate": Compressor("truncate"), "bench_hog": Compressor("bench_hog")})
+uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+"""
+
+
+def start_hog_server(port: int, isolation: str, timeout: float):
+    import subprocess
+
+    import httpx
+
+    proc = subprocess.Popen([sys.executable, "-c", HOG_SERVER, str(port), isolation, str(timeout)],
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    proc.kill()
+    raise SystemExit("the hog server did not start")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--timeout", type=float, default=5.0)
@@ -259,6 +311,17 @@ def main():
             proc.terminate()
             proc.wait(timeout=30)
         out["runs"][isolation] = run
+        proc = start_hog_server(port, isolation, args.timeout)
+        try:
+            run["cases"]["GIL hog: (a+)+$ on 28 'a' (bench_hog)"] = r = run_case(
+                url, Tree(proc.pid), {"context": "a" * 28, "method": "bench_hog"})
+            print(f"[{isolation}] hog: {r}", flush=True)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=120)  # a thread server finishes the match first
+            except Exception:  # noqa: BLE001
+                proc.kill()
 
     cols = ["isolation", "body", "answer", "s to answer", "busy until s", "/healthz max / p50 ms", "other client"]
     rows = [dict(zip(cols, [isolation, name, f"{r['status']} {r['code'] or ''}".strip(), f"{r['seconds']:.1f}",
