@@ -54,7 +54,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 
 from ._errors import InvalidInput
-from .prompt import SEPARATOR, Prompt, Segment, Span, is_regex, merge_spans
+from .prompt import SEPARATOR, Prompt, Protector, Segment, Span, merge_spans
 
 FORMATS = ("text", "tagged", "json", "markdown")
 
@@ -269,17 +269,17 @@ def tagged_prompt(context: str | Sequence[str], *, instruction: str = "", questi
     return _framed(body, instruction, question, patterns, "the tagged text holds no text")
 
 
-def _protect_list(protect) -> tuple:
-    # a generator is read once, here; every piece is then matched against the same entries
-    return (protect,) if isinstance(protect, str) or is_regex(protect) else tuple(protect)
+def _protect_list(protect) -> Protector:
+    # read once, here (a generator too), into the one matcher every piece is matched with
+    return Protector(protect)
 
 
-def _protected(text: str, protect: tuple) -> tuple[Span, ...]:
+def _protected(text: str, protect: Protector) -> tuple[Span, ...]:
     """The protected spans of one piece, exactly as Prompt.build finds them."""
-    return Prompt.build(text, protect=protect).segments[0].protected if protect and text.strip() else ()
+    return protect.spans(text) if text.strip() else ()
 
 
-def _framed(body: list[Segment], instruction: str, question: str, protect: tuple, empty: str) -> Prompt:
+def _framed(body: list[Segment], instruction: str, question: str, protect: Protector, empty: str) -> Prompt:
     """instruction + body + question. Prompt.build checks every text (types, binary data, blank
     question) and builds the instruction and question segments."""
     if not body and not (instruction or "").strip() and not (question or "").strip():
