@@ -101,7 +101,7 @@ def test_options_pass_through_and_are_checked(runner, docs):
     (["compress", "-", "-m", "nope"], "some text", "unknown method 'nope'; known: llmlingua, llmlingua2, longllmlingua"),
     (["compress", "-", "--model", "nope"], "some text", "unknown model 'nope'"),
     (["compress", "-", "--target", "nope"], "some text", "unknown target 'nope'"),
-    (["compress", "-", "--protect-regex", "("], "some text", "bad --protect-regex"),
+    (["compress", "-", "--protect-regex", "("], "some text", "--protect-regex '(': missing )"),
 ])
 def test_user_errors_exit_2_without_traceback(runner, args, stdin, msg):
     res = runner.invoke(cli, args, input=stdin)

@@ -34,25 +34,52 @@ class Budget:
     # target tokens of each segment of the prompt (the pipeline counts them once, for methods
     # that plan per segment: a method never counts target tokens itself)
     segment_tokens: tuple[int, ...] = ()
+    # rate="auto": the pipeline sets `tokens` from the method's scores (see Pipeline.auto_tokens);
+    # until then `tokens` is the ceiling (target_tokens, or the whole prompt)
+    auto: bool = False
+
+
+AUTO = "auto"  # rate="auto": the smallest prompt that keeps what the scores say matters
 
 
 def check_rate(rate) -> float:
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not math.isfinite(rate):
-        raise InvalidInput(f"rate must be a number in (0, 1], got {rate!r}")
+        raise InvalidInput(f"rate must be a number in (0, 1] or \"auto\", got {rate!r}")
     if not 0 < rate <= 1:
         raise InvalidInput(f"rate must be in (0, 1] (the share of tokens to keep), got {rate}")
     return float(rate)
 
 
-def make_budget(origin_tokens: int, rate: float | None, target_tokens: int | None) -> Budget:
-    if rate is not None and target_tokens is not None:
-        raise InvalidInput("give either rate or target_tokens, not both")
+def make_budget(origin_tokens: int, rate: float | str | None, target_tokens: int | None) -> Budget:
+    """rate="auto" may come with target_tokens, as a ceiling; a number may not.
+    make_budget(1000, "auto", 300) -> Budget(1000, 300, None, 300, auto=True)"""
+    auto = isinstance(rate, str) and rate.strip().lower() == AUTO
+    if isinstance(rate, str) and not auto:
+        raise InvalidInput(f"rate must be a number in (0, 1] or \"auto\", got {rate!r}")
+    if rate is not None and not auto and target_tokens is not None:
+        raise InvalidInput("give either rate or target_tokens, not both (or rate=\"auto\" with target_tokens "
+                           "as its ceiling)")
     if target_tokens is not None:
         if isinstance(target_tokens, bool) or not isinstance(target_tokens, int) or target_tokens <= 0:
             raise InvalidInput(f"target_tokens must be a positive integer, got {target_tokens!r}")
-        return Budget(origin_tokens, min(target_tokens, origin_tokens), None, target_tokens)
+        return Budget(origin_tokens, min(target_tokens, origin_tokens), None, target_tokens, auto=auto)
+    if auto:
+        return Budget(origin_tokens, max(1, origin_tokens), None, None, auto=True)
     rate = check_rate(0.5 if rate is None else rate)
     return Budget(origin_tokens, max(1, round(rate * origin_tokens)), rate, None)
+
+
+def parse_rate(text: str) -> float | str:
+    """A rate as a user types it (CLI flag, HTTP header): a number, or "auto".
+    '0.3' -> 0.3, 'AUTO' -> 'auto'; anything else raises ValueError (range checks come later)."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return float(text)
+    if str(text).strip().lower() == AUTO:
+        return AUTO
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        raise ValueError(f"a rate is a number in (0, 1] or \"auto\", got {text!r}") from None
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import sys
 import click
 
 from ._errors import ElisionError, InvalidInput
+from .budget import parse_rate
 from .compressor import DEFAULT_METHOD
 from .models.hf import quiet_transformers
 from .process import steady_malloc
@@ -121,8 +122,10 @@ def cli():
 
 @cli.command()
 @click.argument("source", metavar="FILE|-")
-@click.option("--rate", type=float, help="share of target tokens to keep, in (0, 1] (default 0.5)")
-@click.option("--target-tokens", type=int, help="keep at most this many target tokens instead of a rate")
+@click.option("--rate", type=parse_rate, help="share of target tokens to keep, in (0, 1], or auto: the method "
+                                            "chooses from its scores (llmlingua2; -o auto_threshold) (default 0.5)")
+@click.option("--target-tokens", type=int, help="keep at most this many target tokens instead of a rate (with "
+                                                "--rate auto: its ceiling)")
 @click.option("--method", "-m", default=DEFAULT_METHOD, show_default=True)
 @click.option("--model", help="small model: a known name (see `elision models`), a path or a HF id")
 @click.option("--target", "-t", default="gpt-4o", show_default=True, help="target model or encoding (counts, price)")
@@ -221,7 +224,8 @@ def compress(source, rate, target_tokens, method, model, target, question, instr
         click.echo(r.compressed_prompt)
     if not quiet and not as_json:
         money = f", saving ${r.saving_usd:.4f} on {r.target}" if r.saving_usd is not None else ""
-        click.echo(f"{r.origin_tokens:,} -> {r.compressed_tokens:,} {r.target} tokens (rate {r.rate:.3f}, "
+        auto = ", chosen by --rate auto" if r.auto_rate is not None else ""
+        click.echo(f"{r.origin_tokens:,} -> {r.compressed_tokens:,} {r.target} tokens (rate {r.rate:.3f}{auto}, "
                    f"{r.ratio:.1f}x){money}; {r.method} on {r.model or '-'} in {r.seconds:.2f} s", err=True)
 
 

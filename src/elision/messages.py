@@ -55,7 +55,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._errors import InvalidInput
-from .budget import make_budget
+from .budget import AUTO, make_budget
+from .methods.base import Scored
 from .prompt import SEPARATOR, Prompt
 from .result import TokenCounts
 
@@ -78,6 +79,7 @@ class MessagesResult(TokenCounts):
     policy: str = "stable"
     recall: str = ""  # stable policy with recall_tokens: the excerpts appended as a last user message
     reused: int = 0  # stable policy: messages whose compression came from the memo (earlier turns)
+    auto: bool = False  # rate="auto": each compressed message kept what its own scores keep
 
     def to_dict(self) -> dict:
         return {"messages": self.messages, "origin_tokens": self.origin_tokens,
@@ -85,7 +87,7 @@ class MessagesResult(TokenCounts):
                 "requested_rate": self.requested_rate, "rate": self.rate, "saved_tokens": self.saved_tokens,
                 "method": self.method, "model": self.model, "target": self.target,
                 "compressed_messages": list(self.compressed), "seconds": self.seconds, "policy": self.policy,
-                "reused_messages": self.reused, "recall": self.recall}
+                "reused_messages": self.reused, "recall": self.recall, "auto": self.auto}
 
 
 @dataclass
@@ -212,6 +214,9 @@ def _compress_age(pipeline, messages: Sequence[Mapping], *, rate: float | None, 
     origin = sum(count)
     pipeline.check_length(origin, "messages hold")
     budget = make_budget(max(origin, 1), rate, target_tokens)
+    if budget.auto:
+        raise InvalidInput('rate="auto" works with policy="stable" (each message keeps what its own scores '
+                           'keep); policy="age" fits the whole history to a number: give a rate or target_tokens')
     new_text = {id(p): p.text for p in pieces}
     if squeezable:
         sq_ids = {id(p) for p in squeezable}
@@ -284,7 +289,12 @@ def _compress_stable(pipeline, messages: Sequence[Mapping], *, rate: float | Non
         raise InvalidInput(f"roles must be a list of role names such as {list(STABLE_ROLES)}, got {roles!r}")
     if condition not in CONDITIONS:
         raise InvalidInput(f"condition must be one of {', '.join(CONDITIONS)}, got {condition!r}")
-    rate = make_budget(100, rate, None).rate  # the rate's own checks, (0, 1]; 0.5 when not given
+    # the rate's own checks, (0, 1] or "auto"; 0.5 when not given. "auto": each message keeps what
+    # its own scores say matters (a pure function of the message: cache-stable as a number is)
+    auto = make_budget(100, rate, None).auto
+    if auto:
+        pipeline.check_auto(make_budget(100, rate, None))
+    rate = AUTO if auto else make_budget(100, rate, None).rate
     t0 = time.perf_counter()
     # tool outputs are records of values: numbers, dates and names kept, and never glued
     # ('2024-05-28' -> '20240528'); see STABLE_OPTIONS
@@ -340,21 +350,28 @@ def _compress_stable(pipeline, messages: Sequence[Mapping], *, rate: float | Non
             out.append({"role": "user", "content": recall})
     return MessagesResult(
         messages=out, origin_tokens=origin, compressed_tokens=sum(new_count) + target.count(recall), recall=recall,
-        budget_tokens=origin - sum(count[k] for k in frozen) + sum(max(1, round(rate * count[k])) for k in frozen),
-        requested_rate=rate, method=pipeline.method.name, model=pipeline.method.model_name,
+        budget_tokens=origin - sum(count[k] for k in frozen) + sum(
+            new_count[k] if auto else max(1, round(rate * count[k])) for k in frozen),
+        requested_rate=None if auto else rate, auto=auto, method=pipeline.method.name,
+        model=pipeline.method.model_name,
         target=pipeline.target_name, compressed=tuple(sorted({pieces[k].message for k in frozen})),
         per_message=_per_message(len(messages), pieces, count, new_count),
         seconds=time.perf_counter() - t0, policy="stable", reused=reused)
 
 
-def _compress_one(pipeline, text: str, question: str, protect: tuple, rate: float, tokens: int, opts) -> str:
+def _compress_one(pipeline, text: str, question: str, protect: tuple, rate: float | str, tokens: int, opts) -> str:
     """One message alone (its scores never depend on what else is in the request), toward
-    `question`, fitted to round(rate x its tokens)."""
+    `question`, fitted to round(rate x its tokens), or with rate="auto" to what its scores keep."""
     prompt = Prompt.build([text], "", question, protect)
     (ctx,) = prompt.role_segments("context")
-    keep = max(1, round(rate * tokens))
     origin = pipeline.target.count(prompt.text)  # the text and its question, counted once
-    scored = pipeline.score(prompt, pipeline.budget(prompt, None, origin - tokens + keep, origin), opts)
+    if rate == AUTO:
+        scored = pipeline.score(prompt, pipeline.budget(prompt, AUTO, None, origin), opts)
+        one = Prompt((prompt.segments[ctx],), (0,))
+        keep = min(tokens, pipeline.auto_tokens(one, Scored((scored.units[ctx],)), opts.auto_threshold))
+    else:
+        keep = max(1, round(rate * tokens))
+        scored = pipeline.score(prompt, pipeline.budget(prompt, None, origin - tokens + keep, origin), opts)
     return pipeline.fit_segment(prompt.segments[ctx], scored.units[ctx], keep)
 
 

@@ -37,7 +37,7 @@ import numpy as np
 from ._errors import InvalidInput, MethodError, TooLong
 from .budget import Budget, make_budget
 from .lru import BytesLRU
-from .methods.base import Method, Options, Scored
+from .methods.base import METHODS, Method, Options, Scored
 from .prompt import SEPARATOR, Prompt, Segment, Span
 from .result import CompressionResult, WordImportance
 from .selection import Units, assemble, fit_to_budget, forced_mask, kept_spans, must_keep
@@ -191,7 +191,26 @@ class Pipeline:
         one = Prompt((segment,), (0,))
         return self.fit(one, Scored((units,)), budget_tokens)[1]
 
-    def compress(self, prompt: Prompt, *, rate: float | None = None, target_tokens: int | None = None,
+    def check_auto(self, budget: Budget) -> None:
+        if budget.auto and not self.method.auto_rate:
+            able = ", ".join(sorted(n for n, m in METHODS.items() if getattr(m, "auto_rate", False)))
+            raise InvalidInput(f"rate=\"auto\" needs scores that say how much of the prompt matters (keep "
+                               f"probabilities): {able}; method {self.method.name!r} has none, so give it a "
+                               f"rate or target_tokens")
+
+    def auto_tokens(self, prompt: Prompt, scored: Scored, threshold: float) -> int:
+        """rate="auto": the target tokens of every unit whose priority is at least `threshold` x
+        the prompt's highest (must-keep units included): the smallest prompt that holds what the
+        scores say matters. Relative, so scores that are unsure everywhere (a vague question:
+        every sentence at ~0.25) keep the prompt rather than drop it all.
+        Priorities [0.9, 0.2, 0.7] over ' A', ' b', ' C' with threshold 0.5 -> the tokens of 'A C'."""
+        finite = [u.priority[np.isfinite(u.priority)] for u in scored.units]
+        top = max((float(f.max()) for f in finite if f.size), default=0.0)
+        cut = threshold * top if top > 0 else -np.inf
+        spans = [kept_spans(seg.text, u, u.priority >= cut) for seg, u in zip(prompt.segments, scored.units)]
+        return max(1, self.target.count(assemble(prompt, spans)))
+
+    def compress(self, prompt: Prompt, *, rate: float | str | None = None, target_tokens: int | None = None,
                  options: Options | None = None, progress: Progress | None = None,
                  started: float | None = None, raw=None) -> CompressionResult:
         t0 = time.perf_counter() if started is None else started
@@ -199,11 +218,18 @@ class Pipeline:
         options = options or self.options
         origin = self.target.count(prompt.text)
         budget = self.budget(prompt, rate, target_tokens, origin)
+        scored = None
+        if budget.auto:  # the method scores first (its scores do not depend on the budget), then the budget
+            self.check_auto(budget)
+            scored = self.score(prompt, budget, options, progress, raw)
+            budget = dataclasses.replace(budget, tokens=min(budget.tokens, self.auto_tokens(
+                prompt, scored, options.auto_threshold)))
         groups = self.rate_groups(prompt, budget) if prompt.has_rates else None
         if groups:  # budget-aware methods plan with the sum of the segments' own budgets
             budget = dataclasses.replace(budget, tokens=sum(b for _, b in groups))
         t1 = time.perf_counter()
-        scored = self.score(prompt, budget, options, progress, raw)
+        if scored is None:
+            scored = self.score(prompt, budget, options, progress, raw)
         t2 = time.perf_counter()
         spans, text = self.fit_groups(prompt, scored, groups) if groups else self.fit(prompt, scored, budget.tokens)
         if not text.strip():
@@ -211,7 +237,9 @@ class Pipeline:
         t3 = time.perf_counter()
         return CompressionResult(
             compressed_prompt=text, origin_tokens=origin, compressed_tokens=self.target.count(text),
-            budget_tokens=budget.tokens, requested_rate=budget.rate, method=self.method.name,
+            budget_tokens=budget.tokens,
+            requested_rate=round(budget.tokens / max(origin, 1), 4) if budget.auto else budget.rate,
+            auto_rate=round(budget.tokens / max(origin, 1), 4) if budget.auto else None, method=self.method.name,
             model=self.method.model_name, target=self.target_name, prompt=prompt, spans=tuple(spans),
             seconds=t3 - t0, price_per_million=self.price,
             timings={"prepare": t1 - t0, "score": t2 - t1, "fit": t3 - t2})
@@ -232,7 +260,7 @@ class Pipeline:
         origins = [self.target.count(p.text) for p in prompts]
         for k, (p, n) in enumerate(zip(prompts, origins)):
             self.check_length(n, f"prompt {k} has")
-            make_budget(n, rate, target_tokens)  # rate / target checked before any model runs
+            self.check_auto(make_budget(n, rate, target_tokens))  # rate / target checked before any model runs
         out: list[CompressionResult] = []
         for at in range(0, len(prompts), batch_size):
             group = prompts[at:at + batch_size]

@@ -50,6 +50,7 @@ class CompressionResult(TokenCounts):
     seconds: float = 0.0
     price_per_million: float | None = None
     timings: Mapping[str, float] = field(default_factory=dict)
+    auto_rate: float | None = None  # rate="auto": the rate it chose (budget / original tokens)
 
     @property
     def original_prompt(self) -> str:
@@ -85,6 +86,7 @@ class CompressionResult(TokenCounts):
             "compressed_tokens": self.compressed_tokens,
             "budget_tokens": self.budget_tokens,
             "requested_rate": self.requested_rate,
+            "auto_rate": self.auto_rate,
             "rate": self.rate,
             "ratio": self.ratio if self.compressed_tokens else None,
             "saved_tokens": self.saved_tokens,

@@ -21,6 +21,8 @@ import sys
 
 import click
 
+from ..budget import parse_rate
+
 
 @click.command()
 @click.argument("src", metavar="IN")
@@ -36,7 +38,8 @@ import click
 @click.option("--method", "-m", default="llmlingua2", show_default=True)
 @click.option("--model", help="small model: a known name (see `elision models`), a path or a HF id")
 @click.option("--target", "-t", default="gpt-4o", show_default=True, help="target model or encoding (counts, price)")
-@click.option("--rate", type=float, help="share of target tokens to keep, in (0, 1] (default 0.5)")
+@click.option("--rate", type=parse_rate, help="share of target tokens to keep, in (0, 1], or auto (llmlingua2 "
+                                            "chooses per row from its scores) (default 0.5)")
 @click.option("--target-tokens", type=int, help="keep at most this many target tokens per line instead of a rate")
 @click.option("-o", "--option", "options", type=(str, str), multiple=True, metavar="KEY VALUE",
               help="method option, e.g. -o reorder none (repeatable)")

@@ -107,7 +107,8 @@ class LocalEngine:
                  options: dict | None = None):
         from ..budget import make_budget
 
-        make_budget(1, rate, target_tokens)  # a bad rate fails before the first line, not on every line
+        # a bad rate (or rate="auto" for a method that cannot choose one) fails before the first line
+        compressor.pipeline.check_auto(make_budget(1, rate, target_tokens))
         compressor.resolve_options(dict(options or {}))  # and so does a bad method option
         self.compressor, self.rate, self.target_tokens, self.options = compressor, rate, target_tokens, options
         self.settings = call_settings(compressor, rate, target_tokens, options)

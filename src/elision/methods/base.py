@@ -153,6 +153,9 @@ class Method:
     # True: score() is given the Budget (LLMLingua's budget controller, LongLLMLingua's coarse
     # stage); False: it gets budget=None and the pipeline caches its scores across budgets.
     budget_aware: ClassVar[bool] = False
+    # True: the scores are keep probabilities a threshold can cut (Options.auto_threshold), so the
+    # pipeline can choose the budget itself (rate="auto"); such a method is not budget_aware
+    auto_rate: ClassVar[bool] = False
 
     def __init__(self, *, model: str | None = None, device: str | None = None, dtype: str | None = None,
                  progress: Callable[[str], None] | None = None):

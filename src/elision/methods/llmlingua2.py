@@ -68,6 +68,7 @@ class LLMLingua2(Method):
 
     name = "llmlingua2"
     uses_model = True
+    auto_rate = True  # word P(keep): rate="auto" keeps the words at or above auto_threshold
     default_model = "llmlingua2-minilm"  # without a question (task-agnostic)
     question_model = "llmlingua2-qa-minilm"  # with a question, when model= is not given (task-aware)
 
@@ -90,9 +91,13 @@ class LLMLingua2(Method):
         # rarity within the prompt, standardized (rare names and numbers are kept); 0: off
         outlier_weight: float = 0.0
         keep_instruction: bool = True
+        # rate="auto": keep every word whose priority (its P(keep), mixed with its sentence's under
+        # coarse selection) is at least this share of the prompt's highest; higher keeps less.
+        # Chosen on a tuning split of the benchmark's cases (benchmarks/bench_auto.py)
+        auto_threshold: float = 0.5
         # chunk_tokens past the encoder's positions is cut to them; batch_tokens bounds one
         # forward pass (attention memory grows with it): 65536 is ~16x the default
-        RANGES = {"chunk_tokens": (16, 8192), "batch_tokens": (16, 65536), "threshold": (0, 1),
+        RANGES = {"chunk_tokens": (16, 8192), "batch_tokens": (16, 65536), "threshold": (0, 1), "auto_threshold": (0, 1),
                   "context_rate": (0, 1), "coarse_weight": (0, 1), "outlier_weight": (0, 1)}
 
         def __post_init__(self):
@@ -109,6 +114,8 @@ class LLMLingua2(Method):
                 raise InvalidInput(f"coarse_weight must be in [0, 1], got {self.coarse_weight}")
             if not 0 <= self.outlier_weight <= 1:
                 raise InvalidInput(f"outlier_weight must be in [0, 1], got {self.outlier_weight}")
+            if not 0 < self.auto_threshold < 1:
+                raise InvalidInput(f"auto_threshold must be in (0, 1) (a keep probability), got {self.auto_threshold}")
 
     def __init__(self, *, model=None, device=None, dtype=None, progress=None):
         super().__init__(model=model, device=device, dtype=dtype, progress=progress)

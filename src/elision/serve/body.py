@@ -19,6 +19,7 @@ import json
 import logging
 
 from .._errors import InvalidInput
+from ..budget import AUTO, parse_rate
 from ..parsing import parse_bool
 from .errors import ServiceError
 from .settings import Settings
@@ -120,7 +121,7 @@ def proxy_control(body: dict, headers) -> dict:
     if unknown:
         raise InvalidInput(f"unknown elision setting(s) {', '.join(sorted(unknown))}; known: {', '.join(PROXY_CONTROL)}")
     for k in ("rate", "age_decay"):
-        if k in control:
+        if k in control and not (k == "rate" and control[k] == AUTO):
             _number(control[k], f"elision.{k}")
     for k in ("target_tokens", "keep_recent", "hot_tokens", "recall_tokens"):
         if control.get(k) is not None:
@@ -136,9 +137,9 @@ def proxy_control(body: dict, headers) -> dict:
         control["policy"] = headers["x-elision-policy"]
     if "x-elision-rate" in headers:
         try:
-            control["rate"] = float(headers["x-elision-rate"])
+            control["rate"] = parse_rate(headers["x-elision-rate"])
         except ValueError:
-            raise InvalidInput(f"X-Elision-Rate must be a number, got {headers['x-elision-rate']!r}") from None
+            raise InvalidInput(f"X-Elision-Rate must be a number or auto, got {headers['x-elision-rate']!r}") from None
     if "x-elision-method" in headers:
         control["method"] = headers["x-elision-method"]
     if "x-elision-off" in headers:

@@ -19,8 +19,9 @@ class CompressRequest(BaseModel):
     instruction: str = Field("", description="kept verbatim, first")
     question: str = Field("", description="kept verbatim, last; question-aware methods condition on it")
     # strict: true is not a 1-token budget (the library refuses booleans too)
-    rate: StrictFloat | StrictInt | None = Field(None, description="share of target tokens to keep, in (0, 1]; "
-                                                 "default 0.5")
+    rate: StrictFloat | StrictInt | Literal["auto"] | None = Field(
+        None, description='share of target tokens to keep, in (0, 1], or "auto" (llmlingua2 chooses from its '
+                          'scores; target_tokens is then its ceiling); default 0.5')
     target_tokens: StrictInt | None = Field(None, description="a token budget instead of a rate")
     method: str | None = Field(None, description="one of the methods this service loaded (GET /healthz)")
     target: str | None = Field(None, description="target tokenizer for counts and budgets (gpt-4o, cl100k_base, ...)")
