@@ -233,10 +233,10 @@ class ProcessPool(_Admission):
             self.on_replace()
         loop, idle = self._loop, self._idle
 
-        def fork_and_reap():  # on the forker thread; the new worker joins the idle queue
-            w.reap()
+        def fork_and_reap():  # on the forker thread; the new worker joins the idle queue first
             fresh = self._fork()
             loop.call_soon_threadsafe(idle.put_nowait, fresh)
+            w.reap()
 
         self._forker.submit(fork_and_reap)
 
@@ -247,6 +247,9 @@ class ProcessPool(_Admission):
         deadline = loop.time() + timeout
         try:
             w = await asyncio.wait_for(self._idle.get(), timeout)  # time out waiting: never started
+            if deadline - loop.time() <= 0:  # a worker came free just too late: it stays free
+                self._idle.put_nowait(w)
+                raise asyncio.TimeoutError()
             try:
                 answer = await asyncio.wait_for(loop.run_in_executor(self._waiters, w.call, job),
                                                 max(0.0, deadline - loop.time()))

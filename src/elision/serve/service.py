@@ -83,7 +83,8 @@ class Service:
     def execute(self, job: Job, progress=None):
         """Run one job (in a worker): its result and the seconds it took. A JSON document
         too deep or with too long a number for Python's parser is the caller's mistake, named
-        (elision.structured refuses both itself once it checks them; this maps what gets past)."""
+        (elision.structured refuses both under its own limits first; this maps whatever a
+        reader still lets through, so it can never become a 500)."""
         if job.call not in CALLS:
             raise InvalidInput(f"unknown call {job.call!r}")
         comp = self.compressors.get(job.method, job.target)
