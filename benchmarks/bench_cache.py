@@ -19,7 +19,8 @@ Per policy: billed input per session as a ratio to the uncompressed session with
 bill a user would get without elision), the share of input tokens read from the cache, fact
 survival (a memory probe's answer, from an earlier turn's tool output, still present in the
 request that asks it; relative to the uncompressed request, which holds all of them), the
-current turn's answer surviving in the request that answers it, and compression seconds per
+current turn's answer surviving in the request that answers it (every value of the turn's final
+answer that its own tool output holds: numbers, dates, names; see current_answers), and compression seconds per
 turn early and late in the sessions with the new tokens per turn (flat = time follows new text,
 not the history).
 
@@ -33,6 +34,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -130,6 +132,27 @@ def requests_of(session: dict):
         history = history + msgs
 
 
+_VALUE = re.compile(r"[\w.@:/-]*\d[\w.@:/-]*")
+
+
+def current_answers(turn: dict) -> list[str]:
+    """The values the turn's final answer takes from the turn's own tool outputs (numbers, dates,
+    addresses, names; not words of the question): what the request that answers needs of its
+    newest tool output: words holding a digit and names inside sentences (elision's force_names
+    rule). 'It starts at 2024-05-27 14:00:00.' over a calendar output holding that time ->
+    ['2024-05-27', '14:00:00']."""
+    msgs = turn["messages"]
+    final = msgs[-1].get("content") if msgs and msgs[-1]["role"] == "assistant" else None
+    tools = "\n".join(m.get("content") or "" for m in msgs if m["role"] in ("tool", "function"))
+    if not final or not tools:
+        return []
+    from elision.selection import name_spans
+
+    question = (msgs[0].get("content") or "").lower()
+    values = [v.strip(".:,-/") for v in _VALUE.findall(final)] + [final[a:b] for a, b in name_spans(final)]
+    return [v for v in values if len(v) >= 3 and v in tools and v.lower() not in question]
+
+
 def text_of(messages: list[dict]) -> str:
     parts = []
     for m in messages:
@@ -183,10 +206,10 @@ def replay(session: dict, policy: dict | None, rate: float, comp, enc, prices: d
             for p in probes.get(t, ()):
                 tot["probes"] += 1
                 tot["probes_kept"] += any(a.lower() in text for a in p["answers"])
-            answers = session["turns"][t].get("answers") or ()
-            if answers:  # the question of this turn, answered by its own tool output
+            answers = session["turns"][t].get("answers") or current_answers(session["turns"][t])
+            if answers:  # the question of this turn, answered by its own tool output: all of it kept
                 tot["current"] += 1
-                tot["current_kept"] += any(a.lower() in text for a in answers)
+                tot["current_kept"] += all(a.lower() in text for a in answers)
     tot["times"] = times
     tot["digest"] = digest.hexdigest()
     return tot
@@ -261,7 +284,7 @@ def main() -> None:
           f"{sum(len(s['turns']) for s in sessions) / len(sessions):.0f} turns each, "
           f"{n_tok:,.0f} input tokens per session uncompressed; {args.method}; {machine()}; {today()}\n")
     cols = ["policy", "rate", "OpenAI x unc.+cache", "OpenAI hit share", "Anthropic x unc.+cache",
-            "Anthropic hit share", "facts vs unc.", "s/req early", "s/req late", "new tok late"]
+            "Anthropic hit share", "facts vs unc.", "current kept", "s/req early", "s/req late", "new tok late"]
     print(table(rows, cols))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"machine": machine(), "date": today(), "method": args.method,
