@@ -94,7 +94,7 @@ class LLMLingua2(Method):
         # rate="auto": keep every word whose priority (its P(keep), mixed with its sentence's under
         # coarse selection) is at least this share of the prompt's highest; higher keeps less.
         # Chosen on a tuning split of the benchmark's cases (benchmarks/bench_auto.py)
-        auto_threshold: float = 0.5
+        auto_threshold: float = 0.4
         # chunk_tokens past the encoder's positions is cut to them; batch_tokens bounds one
         # forward pass (attention memory grows with it): 65536 is ~16x the default
         RANGES = {"chunk_tokens": (16, 8192), "batch_tokens": (16, 65536), "threshold": (0, 1), "auto_threshold": (0, 1),
