@@ -18,7 +18,8 @@ loops that never yield and catastrophic regexes included. The service process it
 I/O, so /healthz and /metrics answer while every worker is busy. A worker that dies on its own
 (out of memory, a crash in native code) is replaced too; its job raises WorkerLost.
 
-ThreadPool (`--isolation thread`, and where os.fork does not exist): threads in the service's
+ThreadPool (`--isolation thread`, and off Linux, where forking a process with torch loaded is
+not dependable): threads in the service's
 process. A thread cannot be killed, so stopping is cooperative: each job gets a Cancel, set when
 its time runs out; `cancel.check` is the method's progress callback, which raises Cancelled at
 the next batch. Work that holds the interpreter lock without calling it (a pure-Python parser
@@ -44,6 +45,7 @@ import stat
 import sys
 import threading
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 from .._errors import Cancelled
@@ -212,7 +214,9 @@ class ProcessPool(_Admission):
 
         parent, child = multiprocessing.Pipe()
         keep = child.fileno()
-        pid = os.fork()
+        with warnings.catch_warnings():  # Python 3.12 warns of fork in a threaded process; the child
+            warnings.simplefilter("ignore", DeprecationWarning)  # runs only _serve, on no lock but its own
+            pid = os.fork()
         if pid == 0:  # the worker: never returns
             try:
                 _release_inherited(keep)

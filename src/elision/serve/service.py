@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import sys
 import time
 
 from .._errors import Cancelled, ElisionError, InvalidInput
@@ -70,7 +71,9 @@ class Service:
         # follow_redirects stays off: a 3xx goes back to the caller, the service never follows one
         self.client = httpx.AsyncClient(timeout=httpx.Timeout(self.settings.upstream_timeout, connect=10.0),
                                         follow_redirects=False)
-        kind = ProcessPool if self.settings.isolation == "process" and hasattr(os, "fork") else ThreadPool
+        # worker processes need fork, and a fork of a process with torch loaded is dependable on Linux only
+        forks = hasattr(os, "fork") and sys.platform.startswith("linux")
+        kind = ProcessPool if self.settings.isolation == "process" and forks else ThreadPool
         self.pool = kind(self.settings.workers, self.settings.queue, execute=self.execute)
         self.pool.on_replace = lambda: self.metrics.inc("elision_worker_restarts_total")
         try:
