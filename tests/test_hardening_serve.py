@@ -478,10 +478,23 @@ def test_proxy_body_mistakes_are_400(comps, faulty):
     ({"anthropic_breakpoints": "always"}, "anthropic_breakpoints must be off or auto"),
     ({"cache_prices": "gpt-4o*: cache_raed=0.5"}, "cache_raed.*cache_read"),  # names the valid keys
     ({"cache_prices": "{not json"}, "cache_prices"),
+    ({"isolation": "fork"}, "isolation must be process or thread"),
 ])
 def test_settings_are_validated(kw, match):
     with pytest.raises(InvalidInput, match=match):
         Settings(**kw)
+
+
+def test_isolation_comes_from_the_environment_and_the_flag():
+    from click.testing import CliRunner
+
+    from elision.cli import cli
+
+    assert Settings().isolation == "process"
+    assert Settings.from_env({"ELISION_ISOLATION": "thread"}).isolation == "thread"
+    assert Settings.from_env({"ELISION_ISOLATION": "thread"}, isolation="process").isolation == "process"
+    r = CliRunner().invoke(cli, ["serve", "--help"])
+    assert "--isolation [process|thread]" in r.output and "ELISION_ISOLATION" in r.output
 
 
 def test_serve_refuses_bad_settings_with_exit_2():
