@@ -12,7 +12,7 @@ ran out while it waited for a worker does not start at all. Two kinds, one inter
 ProcessPool (the default, `--isolation process`): each worker is a process forked from the
 service once its models are loaded, so the weights are shared copy-on-write (nothing is loaded
 twice) and a job is plain data (`job`, pickled) run by the worker's own copy of `execute`. A job
-past its time limit, or whose caller went away, gets its worker killed (SIGKILL) and a fresh one
+past its time limit, or whose waiting coroutine is cancelled (shutdown), gets its worker killed (SIGKILL) and a fresh one
 forked in its place (milliseconds): the time limit holds whatever the job is doing, pure-Python
 loops that never yield and catastrophic regexes included. The service process itself only does
 I/O, so /healthz and /metrics answer while every worker is busy. A worker that dies on its own
@@ -257,7 +257,7 @@ class ProcessPool(_Admission):
             try:
                 answer = await asyncio.wait_for(loop.run_in_executor(self._waiters, w.call, job),
                                                 max(0.0, deadline - loop.time()))
-            except (asyncio.TimeoutError, asyncio.CancelledError):  # time is up, or the client went away
+            except (asyncio.TimeoutError, asyncio.CancelledError):  # time is up, or the wait was cancelled
                 self._replace(w)
                 raise
             except (EOFError, OSError):  # died on its own
