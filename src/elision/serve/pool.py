@@ -12,9 +12,9 @@ ran out while it waited for a worker does not start at all. Two kinds, one inter
 ProcessPool (the default, `--isolation process`): each worker is a process forked from the
 service once its models are loaded, so the weights are shared copy-on-write (nothing is loaded
 twice) and a job is plain data (`job`, pickled) run by the worker's own copy of `execute`. A job
-past its time limit, or whose waiting coroutine is cancelled (shutdown), gets its worker killed (SIGKILL) and a fresh one
-forked in its place (milliseconds): the time limit holds whatever the job is doing, pure-Python
-loops that never yield and catastrophic regexes included. The service process itself only does
+past its time limit, or whose waiting coroutine is cancelled (shutdown), gets its worker killed
+(SIGKILL) and a fresh one forked in its place (milliseconds): the time limit holds whatever the
+job is doing, pure-Python loops that never yield and catastrophic regexes included. The service process itself only does
 I/O, so /healthz and /metrics answer while every worker is busy. A worker that dies on its own
 (out of memory, a crash in native code) is replaced too; its job raises WorkerLost.
 
