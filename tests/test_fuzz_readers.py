@@ -121,6 +121,16 @@ def test_json_limits_are_named(doc, limit):
         json_prompt(doc)
 
 
+def test_json_indentation_is_bounded():
+    # indent x depth x values: a 240 KB document at indent=16 wrote 246 M characters (6.5 s)
+    doc = "[" * 255 + ",".join(['"x"'] * 60000) + "]" * 255
+    t0 = time.perf_counter()
+    with pytest.raises(InvalidInput, match="indent=16 writes over 4,000,000 characters of indentation"):
+        json_prompt(doc, JsonFormat(indent=16))
+    assert time.perf_counter() - t0 < 2.0
+    assert json_prompt(doc).text.count('"x"') == 60000  # without indentation it is fine
+
+
 def test_json_paths_are_not_rebuilt_per_value():
     # 250 nested 1,000-character keys over n values: each value built its 250 KB dotted path
     def make(n):

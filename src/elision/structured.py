@@ -317,6 +317,10 @@ _ESCAPE = re.compile(r"\\(?:u[0-9a-fA-F]{4}|.)")
 # int() is quadratic in the digits and refuses 4,300+ by default). Real documents stay far below.
 JSON_MAX_DEPTH = 256
 JSON_MAX_NUMBER_CHARS = 1000
+# indentation multiplies: indent=16 puts up to 4,096 blanks before each value at depth 256, so a
+# 240 KB document wrote 246 M characters (6.5 s, then refused by the tokenizer); more than this
+# is refused before it is written
+JSON_MAX_INDENT_CHARS = 4_000_000
 
 
 def _policy_rate(value, what: str) -> float | None:
@@ -387,6 +391,7 @@ class _JsonWriter:
         self.fmt, self.patterns = fmt, patterns
         self.policy = {k: _policy_rate(v, f"json policy for {k!r}") for k, v in fmt.policy.items()}
         self.policy_lengths = {len(k) for k in self.policy}
+        self.indented = 0  # characters of indentation written so far
         self.parts: list[str] = []
         self.buf: list[str] = []
         self.segs: list[Segment] = []
@@ -399,7 +404,14 @@ class _JsonWriter:
             self.segs.append(Segment("context", text, ((0, len(text)),), 1.0, "" if self.segs else SEPARATOR))
 
     def _nl(self, depth: int) -> str:
-        return "" if self.fmt.indent is None else "\n" + " " * (self.fmt.indent * depth)
+        if self.fmt.indent is None:
+            return ""
+        self.indented += self.fmt.indent * depth
+        if self.indented > JSON_MAX_INDENT_CHARS:  # indent x depth x values: 240 KB wrote 246 M
+            raise InvalidInput(f"indent={self.fmt.indent} writes over {JSON_MAX_INDENT_CHARS:,} characters of "
+                               "indentation for this document (deep values, many of them): the limit for "
+                               "format 'json'; give a smaller indent or none")
+        return "\n" + " " * (self.fmt.indent * depth)
 
     # The dotted path of a value is built only when a policy key has its length: building every
     # path ('a.b.c...') cost each value its depth x key length (250 nested 1,000-character keys
