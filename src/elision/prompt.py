@@ -159,7 +159,7 @@ class Protector:
     def __init__(self, protect: Iterable[str | re.Pattern] | Protector = ()):
         if isinstance(protect, Protector):  # already built (a caller passing its matcher on)
             self.words, self.literals, self.regexes = protect.words, protect.literals, list(protect.regexes)
-            self.long, self._periods = protect.long, protect._periods
+            self.long, self._periods, self._prefixes = protect.long, protect._periods, protect._prefixes
             return
         if isinstance(protect, str) or is_regex(protect):
             protect = [protect]
@@ -182,10 +182,22 @@ class Protector:
             self.literals = _literal_matcher(short)
             if self.literals is None:  # past sre's limits: one by one
                 self.long += list(short)
+        self._prefixes = None  # many long literals: one trie pass over their prefixes picks the few to look for
+        if len(self.long) > 8:
+            by_prefix: dict[str, list[str]] = {}
+            for w in self.long:
+                by_prefix.setdefault(w[:SHORT_LITERAL], []).append(w)
+            matcher = _literal_matcher(tuple(sorted(by_prefix)))
+            if matcher is not None:
+                self._prefixes = (matcher, by_prefix)
 
     def spans(self, text: str) -> tuple[Span, ...]:
         spans = [(m.start(), m.end(1)) for m in self.literals.finditer(text)] if self.literals else []
-        for w in self.long:
+        long = self.long
+        if self._prefixes is not None:  # 4,000 contexts x 4,000 long entries: 2 s one by one
+            matcher, by_prefix = self._prefixes
+            long = [w for prefix in {m.group(1) for m in matcher.finditer(text)} for w in by_prefix[prefix]]
+        for w in long:
             spans += literal_spans(text, w, self._periods)
         return merge_spans(spans + [(m.start(), m.end()) for p in self.regexes for m in p.finditer(text)
                                if m.end() > m.start()])
