@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 from elision import Compressor
 from elision._errors import ElisionError, InvalidInput
 from elision.prompt import Prompt, Protector
-from elision.structured import (JSON_MAX_DEPTH, JsonFormat, json_prompt, markdown_prompt, markdown_spans, parse_tagged,
-                                tagged_prompt)
+from elision.structured import (JSON_MAX_DEPTH, JsonFormat, as_format, json_prompt, markdown_prompt,
+                                markdown_spans, parse_tagged, tagged_prompt)
 
 from .conftest import is_subsequence
 
@@ -129,6 +129,16 @@ def test_json_indentation_is_bounded():
         json_prompt(doc, JsonFormat(indent=16))
     assert time.perf_counter() - t0 < 2.0
     assert json_prompt(doc).text.count('"x"') == 60000  # without indentation it is fine
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: as_format("json", "x"), "format options must be an object"),
+    (lambda: as_format(["json"]), "format must be one of text, tagged, json, markdown"),
+    (lambda: json_prompt(b'{"a": "\xff"}'), "not UTF-8 \\(byte 7\\)"),
+])
+def test_format_arguments_of_the_wrong_type_are_named(call, message):
+    with pytest.raises(InvalidInput, match=message):  # were ValueError / TypeError / UnicodeDecodeError
+        call()
 
 
 def test_json_paths_are_not_rebuilt_per_value():

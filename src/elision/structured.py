@@ -110,6 +110,10 @@ def as_format(format: str | Format | None, options: Mapping | None = None) -> Fo
         if options:
             raise InvalidInput("give format options inside the format object, not beside it")
         return format
+    if options is not None and not isinstance(options, Mapping):
+        raise InvalidInput(f"format options must be an object of option -> value, got {type(options).__name__}")
+    if format is not None and not isinstance(format, str):
+        raise InvalidInput(f"format must be one of {', '.join(FORMATS)}, got {type(format).__name__}")
     if format is None or format == "text":
         if options:
             raise InvalidInput(f"format 'text' takes no options, got {', '.join(sorted(options))}")
@@ -343,7 +347,10 @@ def json_prompt(data, format: JsonFormat = JsonFormat(), *, instruction: str = "
                 protect: Iterable[str | re.Pattern] = ()) -> Prompt:
     """The Prompt of a JSON document (text, or an already parsed dict / list)."""
     if isinstance(data, (bytes, bytearray)):
-        data = data.decode("utf-8", errors="strict")
+        try:
+            data = data.decode("utf-8", errors="strict")
+        except UnicodeDecodeError as e:
+            raise InvalidInput(f"the JSON document is not UTF-8 (byte {e.start})") from None
     if isinstance(data, str):
         try:
             data = json.loads(data, parse_int=_json_int, parse_float=_json_float)
