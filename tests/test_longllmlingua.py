@@ -80,7 +80,9 @@ def test_lm_ranker_pass_doubles_as_the_plain_surprisal(long, docs):
         alone = lm.token_nll([np.concatenate([[lm.bos_id], ids])])[0]
         free = surprisal(k)
         assert free.shape == alone.shape == (len(ids),)
-        assert np.abs(free - alone).mean() < 0.05  # bf16 batches of different widths differ a little
+        # bf16 batches of different widths differ a little; more on CPUs with AMX tiles (Intel Xeon:
+        # 0.054 measured) than with AVX-512 BF16 alone (AMD EPYC), whose kernels split rows differently
+        assert np.abs(free - alone).mean() < 0.1
 
 
 def test_surprisal_weight(long, docs):

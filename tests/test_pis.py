@@ -126,7 +126,8 @@ def test_received_attention_windows(pis):
     q = lm.tokenize(QUESTION)[0]
     rq = received_attention(lm, ids, layers=(20,), window=128, stride=64, suffix=q)
     np.testing.assert_allclose(rq.total, received_attention(lm, ids, layers=(20,), window=128, stride=64).total,
-                               rtol=1e-2)  # the suffix comes after: the window's own part is unchanged (bf16 noise)
+                               rtol=1e-1)  # the suffix comes after: the window's own part is unchanged up to
+    # bf16 noise, which the sequence length moves (up to 4.5% of a value with Intel's AMX kernels)
     assert (rq.suffix_count > 0).all() and np.isfinite(rq.suffix_mean()).all()
 
 

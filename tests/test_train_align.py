@@ -90,7 +90,9 @@ def test_kl_is_target_nll_minus_scorer_nll_per_word(pairs_dir):
     the cross-entropy gap otherwise (here the target's float32 copy)."""
     rows = load_pairs(pairs_dir)
     same = divergence(rows, LocalTarget(TARGET).lm)
-    assert same["kl_per_word"] == pytest.approx(0, abs=1e-6)
+    # 0 up to bf16 noise: the two passes batch the rows differently, and Intel's AMX kernels are not
+    # batch-invariant (0.0011 nats a word measured there; 0 on AVX-512 BF16 alone)
+    assert same["kl_per_word"] == pytest.approx(0, abs=1e-2)
     from elision.models.causal import CausalLM
 
     d = divergence(rows, CausalLM.load("smollm2-135m", dtype="float32"))
