@@ -41,7 +41,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _common import RESULTS, ROOT, machine, table, today  # noqa: E402
-from bench_serve import percentile, start_server  # noqa: E402
+from bench_serve import percentile, start_server, wait_healthy  # noqa: E402
 
 
 def filler(tokens: int, salt: int = 0) -> str:
@@ -256,19 +256,9 @@ uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 def start_hog_server(port: int, isolation: str, timeout: float):
     import subprocess
 
-    import httpx
-
     proc = subprocess.Popen([sys.executable, "-c", HOG_SERVER, str(port), isolation, str(timeout)],
                             stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    proc.kill()
-    raise SystemExit("the hog server did not start")
+    return wait_healthy(proc, port, 120, "the hog server")
 
 
 def main():

@@ -77,12 +77,18 @@ async def load(url: str, texts: list[str], concurrency: int, rate: float) -> dic
 def start_server(port: int, *args: str, env: dict | None = None) -> subprocess.Popen:
     """`elision serve --port PORT ARGS...` in a child process (no service token), once /healthz
     answers; SystemExit if it exits or takes over 180 s."""
-    import httpx
-
     proc = subprocess.Popen([sys.executable, "-m", "elision.cli", "serve", "--port", str(port), "--log-level",
                              "warning", *args], env={**os.environ, "ELISION_API_KEY": "", **(env or {})},
                             stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 180
+    return wait_healthy(proc, port, 180)
+
+
+def wait_healthy(proc, port: int, seconds: float, what: str = "the server"):
+    """`proc` once http://127.0.0.1:PORT/healthz answers 200; SystemExit (the process killed) if it
+    exits first or takes over `seconds`."""
+    import httpx
+
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
@@ -90,9 +96,9 @@ def start_server(port: int, *args: str, env: dict | None = None) -> subprocess.P
         except httpx.HTTPError:
             time.sleep(0.3)
         if proc.poll() is not None:
-            raise SystemExit(f"the server on {port} exited during start-up")
+            raise SystemExit(f"{what} on {port} exited during start-up")
     proc.kill()
-    raise SystemExit("the server did not start within 180 s")
+    raise SystemExit(f"{what} did not start within {seconds:.0f} s")
 
 
 def main():
