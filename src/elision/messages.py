@@ -291,10 +291,10 @@ def _compress_stable(pipeline, messages: Sequence[Mapping], *, rate: float | Non
         raise InvalidInput(f"condition must be one of {', '.join(CONDITIONS)}, got {condition!r}")
     # the rate's own checks, (0, 1] or "auto"; 0.5 when not given. "auto": each message keeps what
     # its own scores say matters (a pure function of the message: cache-stable as a number is)
-    auto = make_budget(100, rate, None).auto
-    if auto:
-        pipeline.check_auto(make_budget(100, rate, None))
-    rate = AUTO if auto else make_budget(100, rate, None).rate
+    asked = make_budget(100, rate, None)
+    pipeline.check_auto(asked)  # a method that cannot choose a rate refuses "auto"
+    auto = asked.auto
+    rate = AUTO if auto else asked.rate
     t0 = time.perf_counter()
     # tool outputs are records of values: numbers, dates and names kept, and never glued
     # ('2024-05-28' -> '20240528'); see STABLE_OPTIONS
