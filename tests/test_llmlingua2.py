@@ -181,6 +181,28 @@ def test_question_aware_conditions_the_scores(ll2, docs):
     assert not any(x["must_keep"] for x in rows if x["start"] >= q_start)  # the question is scored, not forced
 
 
+@pytest.mark.parametrize("how", ["sort", "two_ends"])
+def test_reorder_moves_whole_documents_only(ll2, docs, how):
+    """reorder= with a question changes only the order of whole documents: the same kept text of
+    each, each a subsequence of its document, the answering one first (issue 26)."""
+    gold = next(d for d in docs["docs"] if "Tay" in d)
+    contexts = [d for d in docs["docs"] if d != gold] + [gold]  # the answer last
+    plain = ll2.compress(context=contexts, question=docs["question"], rate=0.3)
+    moved = ll2.compress(context=contexts, question=docs["question"], rate=0.3, reorder=how)
+    a = [x for x in plain.compressed_prompt.split("\n\n")]
+    b = [x for x in moved.compressed_prompt.split("\n\n")]
+    assert sorted(a) == sorted(b) and a != b
+    assert plain.compressed_tokens == moved.compressed_tokens
+    assert "Tay" in b[0] and "Tay" in a[-2]  # first after reordering; last context before it
+    for x in b[:-1]:
+        assert any(is_subsequence(x, d) for d in contexts)
+    assert b[-1] == docs["question"]  # the question stays where it was
+    no_q = ll2.compress(context=contexts, rate=0.3, reorder=how)  # nothing to rank by: order kept
+    assert no_q.compressed_prompt == ll2.compress(context=contexts, rate=0.3).compressed_prompt
+    with pytest.raises(InvalidInput, match="reorder must be sort, two_ends, none"):
+        ll2.compress(context=contexts, question=docs["question"], rate=0.3, reorder="random")
+
+
 def test_long_input_past_the_encoder_window(ll2, docs):
     text = " ".join(docs["docs"] * 12)  # ~3,000 words in one context: many chunks
     r = ll2.compress(context=[text], rate=0.25)

@@ -149,6 +149,23 @@ def must_keep(segment, starts: np.ndarray, ends: np.ndarray, policy) -> np.ndarr
                        policy.keep_newlines, policy.force_tokens, policy.force_names)
 
 
+REORDERS = ("sort", "two_ends", "none")  # how question-aware methods may order the contexts
+
+
+def reorder_contexts(n: int, ctx: list[int], ranked: list[int], how: str) -> list[int] | None:
+    """Segment order with the context slots refilled by relevance (`ranked`: most relevant
+    first); None keeps the prompt's order. Other segments (instruction, question) stay put.
+    ctx [1, 2, 3, 4], ranked [3, 1, 4, 2]: sort -> contexts 3, 1, 4, 2; two_ends -> 3, 4, 2, 1
+    (the best at both ends, the weakest in the middle, where readers look least)."""
+    if how == "none":
+        return None
+    if how == "two_ends":
+        front, back = ranked[0::2], ranked[1::2]
+        ranked = front + back[::-1]
+    slots, is_ctx = iter(ranked), set(ctx)
+    return [next(slots) if i in is_ctx else i for i in range(n)]
+
+
 @dataclass(frozen=True)
 class Units:
     """One segment's units and their priorities (higher = kept first; +inf = always kept;

@@ -33,8 +33,8 @@ import numpy as np
 from .._errors import InvalidInput
 from ..chunking import chunk_bounds
 from ..prompt import Prompt
-from ..selection import Units, aggregate
-from .base import Method, Options, register
+from ..selection import REORDERS, Units, aggregate, reorder_contexts
+from .base import Method, Options, Scored, register
 
 
 def word_units(text: str, offsets: np.ndarray, word_of: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -95,6 +95,9 @@ class LLMLingua2(Method):
         # coarse selection) is at least this share of the prompt's highest; higher keeps less.
         # Chosen on a tuning split of the benchmark's cases (benchmarks/bench_auto.py)
         auto_threshold: float = 0.4
+        # with a question: the contexts most relevant first (sort), the best at both ends
+        # (two_ends), or as given (none); relevance is a context's best sentence score
+        reorder: str = "none"
         # chunk_tokens past the encoder's positions is cut to them; batch_tokens bounds one
         # forward pass (attention memory grows with it): 65536 is ~16x the default
         RANGES = {"chunk_tokens": (16, 8192), "batch_tokens": (16, 65536), "threshold": (0, 1), "auto_threshold": (0, 1),
@@ -114,6 +117,8 @@ class LLMLingua2(Method):
                 raise InvalidInput(f"coarse_weight must be in [0, 1], got {self.coarse_weight}")
             if not 0 <= self.outlier_weight <= 1:
                 raise InvalidInput(f"outlier_weight must be in [0, 1], got {self.outlier_weight}")
+            if self.reorder not in REORDERS:
+                raise InvalidInput(f"reorder must be {', '.join(REORDERS)}, got {self.reorder!r}")
             if not 0 < self.auto_threshold < 1:
                 raise InvalidInput(f"auto_threshold must be in (0, 1) (a keep probability), got {self.auto_threshold}")
 
@@ -151,7 +156,7 @@ class LLMLingua2(Method):
         words = self.word_probs_batch(prompts, options, progress)
         return [self._from_words(p, options, w) for p, w in zip(prompts, words)]
 
-    def _from_words(self, prompt: Prompt, options, words: list[tuple]) -> list[Units]:
+    def _from_words(self, prompt: Prompt, options, words: list[tuple]) -> list[Units] | Scored:
         dropped: set[int] = set()
         if options.context_rate < 1:  # the context-level filter: lowest mean P(keep) goes first
             ctx = [i for i, s in enumerate(prompt.segments) if s.role == "context" and words[i][2] is not None]
@@ -172,7 +177,14 @@ class LLMLingua2(Method):
             if up is not None and coarse == "sentence":
                 up = sentence_blend(seg.text, starts, ends, up, options.coarse_weight)
             out.append(self._units(starts, ends, up, mean_p, options, i in dropped))
-        return out
+        if options.reorder == "none" or not question:
+            return out
+        # whole documents reordered, each kept a subsequence: by the best unit priority (with
+        # coarse selection, the best sentence's), the answering document first
+        ctx = [i for i, s in enumerate(prompt.segments) if s.role == "context"]
+        best = {i: float(np.max(out[i].priority[np.isfinite(out[i].priority)], initial=-1.0)) for i in ctx}
+        ranked = sorted(ctx, key=lambda i: -best[i])
+        return Scored(tuple(out), reorder_contexts(len(prompt.segments), ctx, ranked, options.reorder))
 
     def _question_aware(self, options, clf=None) -> bool:
         clf = clf or self.qa_clf

@@ -39,7 +39,8 @@ from .._errors import InvalidInput
 from ..prompt import SEPARATOR, Prompt
 from ..rankers import RANKERS, get_ranker
 from ..budget import Budget
-from ..selection import Units, aggregate, must_keep, rank_priorities, unit_token_index, word_spans
+from ..selection import (REORDERS, Units, aggregate, must_keep, rank_priorities, reorder_contexts, unit_token_index,
+                         word_spans)
 from .base import CausalMethod, Options, Scored, register
 
 
@@ -67,7 +68,7 @@ class LongLLMLingua(CausalMethod):
             super().__post_init__()
             if self.ranker not in RANKERS:
                 raise InvalidInput(f"unknown ranker {self.ranker!r}; known: {', '.join(sorted(RANKERS))}")
-            if self.reorder not in ("sort", "two_ends", "none"):
+            if self.reorder not in REORDERS:
                 raise InvalidInput(f"reorder must be sort, two_ends or none, got {self.reorder!r}")
             if self.context_budget < 0:
                 raise InvalidInput("context_budget must be >= 0 target tokens")
@@ -111,7 +112,7 @@ class LongLLMLingua(CausalMethod):
         else:
             scores = ranker.scores(question, texts)
         ranked = [ctx[k] for k in np.argsort(-scores, kind="stable")]
-        order = _order(len(segs), ctx, ranked, options.reorder)
+        order = reorder_contexts(len(segs), ctx, ranked, options.reorder)
         selected, total = [], 0
         for i in ranked:
             if selected and total >= avail + options.context_budget:
@@ -180,16 +181,4 @@ class LongLLMLingua(CausalMethod):
             total = sum(len(v) for v in out.values())
             progress(total, total)
         return out
-
-
-def _order(n: int, ctx: list[int], ranked: list[int], how: str) -> list[int] | None:
-    """Segment order with the context slots refilled by relevance.
-    ctx [1, 2, 3, 4], ranked [3, 1, 4, 2]: sort -> contexts 3, 1, 4, 2; two_ends -> 3, 4, 2, 1."""
-    if how == "none":
-        return None
-    if how == "two_ends":
-        front, back = ranked[0::2], ranked[1::2]
-        ranked = front + back[::-1]
-    slots, is_ctx = iter(ranked), set(ctx)
-    return [next(slots) if i in is_ctx else i for i in range(n)]
 
