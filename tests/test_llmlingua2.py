@@ -187,7 +187,7 @@ def test_reorder_moves_whole_documents_only(ll2, docs, how):
     each, each a subsequence of its document, the answering one first (issue 26)."""
     gold = next(d for d in docs["docs"] if "Tay" in d)
     contexts = [d for d in docs["docs"] if d != gold] + [gold]  # the answer last
-    plain = ll2.compress(context=contexts, question=docs["question"], rate=0.3)
+    plain = ll2.compress(context=contexts, question=docs["question"], rate=0.3, reorder="none")
     moved = ll2.compress(context=contexts, question=docs["question"], rate=0.3, reorder=how)
     a = [x for x in plain.compressed_prompt.split("\n\n")]
     b = [x for x in moved.compressed_prompt.split("\n\n")]
@@ -198,7 +198,10 @@ def test_reorder_moves_whole_documents_only(ll2, docs, how):
         assert any(is_subsequence(x, d) for d in contexts)
     assert b[-1] == docs["question"]  # the question stays where it was
     no_q = ll2.compress(context=contexts, rate=0.3, reorder=how)  # nothing to rank by: order kept
-    assert no_q.compressed_prompt == ll2.compress(context=contexts, rate=0.3).compressed_prompt
+    assert no_q.compressed_prompt == ll2.compress(context=contexts, rate=0.3, reorder="none").compressed_prompt
+    # the default keeps the prompt's order (the compressed prompt a subsequence of the original)
+    assert ll2.compress(context=contexts, question=docs["question"], rate=0.3).compressed_prompt == \
+        plain.compressed_prompt
     with pytest.raises(InvalidInput, match="reorder must be sort, two_ends, none"):
         ll2.compress(context=contexts, question=docs["question"], rate=0.3, reorder="random")
 
