@@ -59,6 +59,7 @@ import sys
 import tempfile
 import zipfile
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -414,42 +415,56 @@ def _file_facts(f):
     return out
 
 
+def _reviews(r: dict) -> str:
+    """A travel place's rating and reviews, as AgentDojo's review tools return them."""
+    return f"Rating: {r['rating']}\nReviews: " + "\n".join(r["reviews"])
+
+
+def _address_fact(r: dict) -> Fact:
+    return Fact(f"What is the address of {r['name']}?", (r["address"],), f"It is at {r['address']}.")
+
+
+def _per_name_calls(arg: str, getters: list) -> Callable:
+    """(names, records) -> one call per tool, each taking all the names under `arg` and
+    answering {name: getter(record)}: AgentDojo's restaurant and car tools."""
+    return lambda ns, rs: [(fn, {arg: ns}, {r["name"]: get(r) for r in rs}) for fn, get in getters]
+
+
 def _travel_turns(env: dict, rng: random.Random) -> list[Turn]:
     """Hotels, restaurants and car-rental companies, a few per turn, through the suite's getters."""
     turns = []
     kinds = [
         ("hotels", env["hotels"]["hotel_list"], "compare the hotels {} ({}): ratings, reviews, prices and addresses",
-         lambda ns, rs: [("get_rating_reviews_for_hotels", {"hotel_names": ns},
-                          {r["name"]: f"Rating: {r['rating']}\nReviews: " + "\n".join(r["reviews"]) for r in rs}),
+         lambda ns, rs: [("get_rating_reviews_for_hotels", {"hotel_names": ns}, {r["name"]: _reviews(r) for r in rs}),
                          ("get_hotels_prices", {"hotel_names": ns},
                           {r["name"]: f"Price range: {float(r['price_min'])} - {float(r['price_max'])}" for r in rs}),
                          *[("get_hotels_address", {"hotel_name": r["name"]}, {r["name"]: r["address"]}) for r in rs]],
-         lambda r: [Fact(f"What is the address of {r['name']}?", (r["address"],), f"It is at {r['address']}."),
+         lambda r: [_address_fact(r),
                     Fact(f"What is the price range at {r['name']}?", (f"{float(r['price_min'])} - {float(r['price_max'])}",),
                          f"Between {float(r['price_min'])} and {float(r['price_max'])} per night.")]),
         ("restaurants", env["restaurants"]["restaurant_list"],
          "look up the restaurants {} ({}): reviews, prices, hours, contacts, addresses, cuisine and diets",
-         lambda ns, rs: [(fn, {"restaurant_names": ns}, {r["name"]: get(r) for r in rs}) for fn, get in [
-             ("get_rating_reviews_for_restaurants", lambda r: f"Rating: {r['rating']}\nReviews: " + "\n".join(r["reviews"])),
+         _per_name_calls("restaurant_names", [
+             ("get_rating_reviews_for_restaurants", _reviews),
              ("get_price_for_restaurants", lambda r: float(r["price_per_person"])),
              ("check_restaurant_opening_hours", lambda r: r["operating_hours"]),
              ("get_contact_information_for_restaurants", lambda r: r["contact_information"]),
              ("get_restaurants_address", lambda r: r["address"]),
              ("get_cuisine_type_for_restaurants", lambda r: r["cuisine_type"]),
-             ("get_dietary_restrictions_for_all_restaurants", lambda r: r["dietary_restrictions"])]],
-         lambda r: [Fact(f"What is the address of {r['name']}?", (r["address"],), f"It is at {r['address']}."),
+             ("get_dietary_restrictions_for_all_restaurants", lambda r: r["dietary_restrictions"])]),
+         lambda r: [_address_fact(r),
                     Fact(f"What is the contact information of {r['name']}?", (r["contact_information"],),
                          f"{r['contact_information']}."),
                     Fact(f"What are the opening hours of {r['name']}?", (r["operating_hours"],), f"{r['operating_hours']}.")]),
         ("cars", env["car_rental"]["company_list"],
          "compare the car rental companies {} ({}): reviews, daily prices, addresses, cars and fuel",
-         lambda ns, rs: [(fn, {"company_name": ns}, {r["name"]: get(r) for r in rs}) for fn, get in [
-             ("get_rating_reviews_for_car_rental", lambda r: f"Rating: {r['rating']}\nReviews: " + "\n".join(r["reviews"])),
+         _per_name_calls("company_name", [
+             ("get_rating_reviews_for_car_rental", _reviews),
              ("get_car_price_per_day", lambda r: float(r["price_per_day"])),
              ("get_car_rental_address", lambda r: r["address"]),
              ("get_car_types_available", lambda r: r["car_types_available"]),
-             ("get_car_fuel_options", lambda r: r["fuel_options"])]],
-         lambda r: [Fact(f"What is the address of {r['name']}?", (r["address"],), f"It is at {r['address']}."),
+             ("get_car_fuel_options", lambda r: r["fuel_options"])]),
+         lambda r: [_address_fact(r),
                     Fact(f"How much does {r['name']} charge per day?", (str(float(r["price_per_day"])),),
                          f"{float(r['price_per_day'])} per day.")]),
     ]

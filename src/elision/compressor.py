@@ -193,12 +193,8 @@ class Compressor:
 
         check_progress(progress)
         if options is not None:  # method options only: checked here, passed on as keywords
-            opts = method_options(options, {}, Compressor.compress_messages)
-            self.pipeline.resolve_options(opts)
-            twice = sorted(set(opts) & set(kwargs))
-            if twice:
-                raise InvalidInput(f"option(s) {', '.join(twice)} given twice: in options and as keywords")
-            kwargs = {**opts, **kwargs}
+            self.pipeline.resolve_options(method_options(options, {}, Compressor.compress_messages))
+            kwargs = method_options(options, kwargs, Compressor.compress_messages)  # refuses a key given twice
         return compress_messages(self.pipeline, messages, policy=policy, rate=rate, target_tokens=target_tokens,
                                  progress=progress, **kwargs)
 

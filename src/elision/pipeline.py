@@ -235,11 +235,11 @@ class Pipeline:
         if not text.strip():
             spans, text = self.never_empty(prompt, scored, spans, text)
         t3 = time.perf_counter()
+        chosen = round(budget.tokens / max(origin, 1), 4) if budget.auto else None  # the rate "auto" chose
         return CompressionResult(
             compressed_prompt=text, origin_tokens=origin, compressed_tokens=self.target.count(text),
-            budget_tokens=budget.tokens,
-            requested_rate=round(budget.tokens / max(origin, 1), 4) if budget.auto else budget.rate,
-            auto_rate=round(budget.tokens / max(origin, 1), 4) if budget.auto else None, method=self.method.name,
+            budget_tokens=budget.tokens, requested_rate=chosen if budget.auto else budget.rate, auto_rate=chosen,
+            method=self.method.name,
             model=self.method.model_name, target=self.target_name, prompt=prompt, spans=tuple(spans),
             seconds=t3 - t0, price_per_million=self.price,
             timings={"prepare": t1 - t0, "score": t2 - t1, "fit": t3 - t2})
