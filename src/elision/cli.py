@@ -227,6 +227,8 @@ def compress(source, rate, target_tokens, method, model, target, question, instr
         auto = ", chosen by --rate auto" if r.auto_rate is not None else ""
         click.echo(f"{r.origin_tokens:,} -> {r.compressed_tokens:,} {r.target} tokens (rate {r.rate:.3f}{auto}, "
                    f"{r.ratio:.1f}x){money}; {r.method} on {r.model or '-'} in {r.seconds:.2f} s", err=True)
+    if r.shortfall is not None and not as_json:  # --json carries it as "shortfall"
+        click.echo(f"warning: {r.shortfall.message()}", err=True)
 
 
 @cli.command()

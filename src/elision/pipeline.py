@@ -37,9 +37,9 @@ import numpy as np
 from ._errors import InvalidInput, MethodError, TooLong
 from .budget import Budget, make_budget
 from .lru import BytesLRU
-from .methods.base import METHODS, Method, Options, Scored
+from .methods.base import METHODS, Answer, Method, Options, Scored
 from .prompt import SEPARATOR, Prompt, Segment, Span
-from .result import CompressionResult, WordImportance
+from .result import CompressionResult, Shortfall, WordImportance
 from .selection import Units, assemble, fit_to_budget, forced_mask, kept_spans, must_keep
 from .tokenizers import TargetTokenizer
 
@@ -124,7 +124,7 @@ class Pipeline:
         # a structured prompt's pieces (glued by their own seps) are one text: never reordered
         glued = any(seg.sep != SEPARATOR for seg in prompt.segments[1:])
         return Scored(tuple(_rated(seg, u, options) for seg, u in zip(prompt.segments, scored.units)),
-                      None if glued else scored.order)
+                      None if glued else scored.order, scored.answer)
 
     def fit(self, prompt: Prompt, scored: Scored, budget_tokens: int) -> tuple[list[tuple[Span, ...]], str]:
         order = list(scored.order) if scored.order is not None else None
@@ -191,6 +191,63 @@ class Pipeline:
         one = Prompt((segment,), (0,))
         return self.fit(one, Scored((units,)), budget_tokens)[1]
 
+    def answer_first(self, prompt: Prompt, scored: Scored, budget_tokens: int) -> tuple[Scored, Shortfall | None, bool]:
+        """Extreme rates: the answer before any other word, and a budget too small said plainly.
+
+        Returns (scores to fit, shortfall or None, whether the answer went first). A question
+        over the budget is Shortfall("question"). With a method's `Answer` (question-aware
+        llmlingua2: its best sentence and that sentence's context), K = `first_below`:
+          - kept-whole text (question, instruction, protected) + the sentence over the budget ->
+            Shortfall("answer"): what survives of the answer is fragments, and the result says so;
+          - budget left after the kept-whole text < K x the tokens of sentence + context -> the
+            sentence's units go first, then the context's (in the method's order), then the rest
+            by priority: the priorities are lifted in tiers above every other finite one.
+        At moderate rates the budget left is many sentences long, so nothing changes. Question 18
+        + instruction 24 tokens, budget 85, sentence + context 40, K 2: 43 left < 80 -> answer first.
+        Not handled: segments with their own rate (structured prompts), fitted per group."""
+        segs = prompt.segments
+        question = SEPARATOR.join(s.text for s in segs if s.role == "question" and s.text.strip())
+        if question:
+            q = self.target.count(question)
+            if q > budget_tokens:
+                return scored, Shortfall("question", q, budget_tokens), False
+        a = scored.answer
+        if a is None or not len(a.sentence):
+            return scored, None, False
+        order = list(scored.order) if scored.order is not None else None
+        forced = [u.priority == np.inf for u in scored.units]
+
+        def tokens(extra: np.ndarray) -> int:  # the kept-whole units plus `extra` of a.segment
+            keep = [f.copy() for f in forced]
+            keep[a.segment][extra] = True
+            spans = [kept_spans(seg.text, u, k) for seg, u, k in zip(segs, scored.units, keep)]
+            return self.target.count(assemble(prompt, spans, order))
+
+        need = tokens(a.sentence)
+        shortfall = Shortfall("answer", need, budget_tokens) if need > budget_tokens else None
+        if a.first_below <= 0:
+            return scored, shortfall, False
+        base = tokens(np.zeros(0, np.int64))
+        whole = tokens(np.concatenate([a.sentence, a.context]).astype(np.int64))
+        if budget_tokens - base >= a.first_below * (whole - base):
+            return scored, shortfall, False
+        finite = np.concatenate([u.priority[np.isfinite(u.priority)] for u in scored.units])
+        if not finite.size:  # everything kept or dropped by rule: nothing to put first
+            return scored, shortfall, False
+        lo, hi = float(finite.min()), float(finite.max())
+        u = scored.units[a.segment]
+        pri = u.priority.astype(np.float64).copy()
+        # tiers: sentence in [hi + 2, ...) keeping its own order, context in (hi + 0.5, hi + 1]
+        # in the order given, everything else as it was (<= hi); +-inf untouched
+        s = a.sentence[np.isfinite(pri[a.sentence])]
+        pri[s] += 2 * (hi - lo + 1)
+        mine = set(a.sentence.tolist())
+        c = np.array([k for k in a.context.tolist() if np.isfinite(pri[k]) and k not in mine], np.int64)
+        pri[c] = hi + 1 - 0.5 * np.arange(len(c)) / max(len(c), 1)
+        units = list(scored.units)
+        units[a.segment] = Units(u.starts, u.ends, pri)
+        return Scored(tuple(units), scored.order, a), shortfall, True
+
     def check_auto(self, budget: Budget) -> None:
         if budget.auto and not self.method.auto_rate:
             able = ", ".join(sorted(n for n, m in METHODS.items() if getattr(m, "auto_rate", False)))
@@ -231,6 +288,9 @@ class Pipeline:
         if scored is None:
             scored = self.score(prompt, budget, options, progress, raw)
         t2 = time.perf_counter()
+        shortfall, first = None, False
+        if not groups:
+            scored, shortfall, first = self.answer_first(prompt, scored, budget.tokens)
         spans, text = self.fit_groups(prompt, scored, groups) if groups else self.fit(prompt, scored, budget.tokens)
         if not text.strip():
             spans, text = self.never_empty(prompt, scored, spans, text)
@@ -241,7 +301,7 @@ class Pipeline:
             budget_tokens=budget.tokens, requested_rate=chosen if budget.auto else budget.rate, auto_rate=chosen,
             method=self.method.name,
             model=self.method.model_name, target=self.target_name, prompt=prompt, spans=tuple(spans),
-            seconds=t3 - t0, price_per_million=self.price,
+            seconds=t3 - t0, price_per_million=self.price, shortfall=shortfall, answer_first=first,
             timings={"prepare": t1 - t0, "score": t2 - t1, "fit": t3 - t2})
 
     def compress_batch(self, prompts: list[Prompt], *, rate: float | None = None, target_tokens: int | None = None,
@@ -386,5 +446,14 @@ def _check(name: str, prompt: Prompt, scored: Scored) -> None:
                               f"(contiguous, non-empty spans from 0 to {len(seg.text)})")
         if np.isnan(p.astype(np.float64)).any():
             raise MethodError(f"method {name!r}: segment {i} has NaN priorities")
+    a = scored.answer
+    if a is not None:
+        if not isinstance(a, Answer) or not 0 <= a.segment < len(segs):
+            raise MethodError(f"method {name!r}: its answer is not an Answer over one of the {len(segs)} segments")
+        n = len(scored.units[a.segment].priority)
+        for idx in (a.sentence, a.context):
+            idx = np.asarray(idx)
+            if idx.size and (idx.dtype.kind not in "iu" or idx.min() < 0 or idx.max() >= n):
+                raise MethodError(f"method {name!r}: its answer names units outside segment {a.segment}'s {n}")
     if scored.order is not None and sorted(scored.order) != list(range(len(segs))):
         raise MethodError(f"method {name!r} returned an order that is not a permutation of the {len(segs)} segments")

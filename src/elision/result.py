@@ -36,6 +36,30 @@ class TokenCounts:
 
 
 @dataclass(frozen=True)
+class Shortfall:
+    """A budget too small for what a question needs, said plainly instead of filled silently.
+
+    kind "question": the question alone is `needed_tokens` target tokens, over the budget (the
+    question is kept whole by default, so the result is over budget too); kind "answer": the text
+    kept whole (question, instruction, protected spans) plus the one sentence the method found
+    to answer the question is `needed_tokens`, over the budget, so what is kept of the answer is
+    fragments: its highest-priority words. Budget 60 tokens, question 18 + instruction 24 +
+    best sentence 31 -> Shortfall("answer", 73, 60)."""
+
+    kind: str  # "question" | "answer"
+    needed_tokens: int
+    budget_tokens: int
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "needed_tokens": self.needed_tokens, "budget_tokens": self.budget_tokens}
+
+    def message(self) -> str:
+        what = ("the question alone" if self.kind == "question"
+                else "the question (and the text kept whole) plus one answer sentence")
+        return f"the budget of {self.budget_tokens} tokens cannot hold {what}: {self.needed_tokens} tokens"
+
+
+@dataclass(frozen=True)
 class CompressionResult(TokenCounts):
     compressed_prompt: str
     origin_tokens: int  # in the target tokenizer
@@ -51,6 +75,11 @@ class CompressionResult(TokenCounts):
     price_per_million: float | None = None
     timings: Mapping[str, float] = field(default_factory=dict)
     auto_rate: float | None = None  # rate="auto": the rate it chose (budget / original tokens)
+    # the budget cannot hold the question (plus one answer sentence, for question-aware methods
+    # that name one): what was needed (see Shortfall); None when it can
+    shortfall: Shortfall | None = None
+    # the answer sentence and its context were kept before other words (Pipeline.answer_first)
+    answer_first: bool = False
 
     @property
     def original_prompt(self) -> str:
@@ -97,6 +126,8 @@ class CompressionResult(TokenCounts):
             "seconds": self.seconds,
             "timings": dict(self.timings),
             "kept_spans": self.kept_spans(),
+            "shortfall": self.shortfall.to_dict() if self.shortfall is not None else None,
+            "answer_first": self.answer_first,
         }
 
     def to_llmlingua_dict(self) -> dict:

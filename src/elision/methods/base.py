@@ -37,6 +37,8 @@ import typing
 from collections.abc import Callable
 from typing import ClassVar
 
+import numpy as np
+
 from .._errors import InvalidInput, UnknownName
 from ..budget import Budget
 from ..prompt import Prompt
@@ -56,10 +58,14 @@ class Options:
 
     keep_question: bool = True  # the question is never compressed
     keep_instruction: bool = False  # the instruction is never compressed
-    force_digits: bool = False  # every word holding a digit is kept
+    force_digits: bool = False  # every word holding a digit is kept, and a dash between two ('80 - 150')
     # every name is kept: a capitalized word inside a sentence and the capitalized words after it
-    # ('visited Kyoto', 'The Infinity Courts'); facts are mostly names and numbers
+    # ('visited Kyoto', 'The Infinity Courts'), the capitalized words after a key's colon
+    # ('location: Wellness Center') and a short phrase in typographic quotes; facts are mostly
+    # names and numbers (selection.fact_spans)
     force_names: bool = False
+    # every identifier is kept: e-mail addresses, URLs, file and host names ('notes.txt')
+    force_ids: bool = False
     force_tokens: tuple[str, ...] = ()  # these words are always kept, e.g. ".,?"
     keep_newlines: bool = False  # every line break is kept (layout of lists, code, tables)
     drop_consecutive: bool = False  # a run of one forced token ('....') keeps only its first
@@ -135,12 +141,31 @@ def _coerce(name: str, tp, value):
 
 
 @dataclasses.dataclass(frozen=True)
+class Answer:
+    """What a question-aware method says answers the question: the units of its best sentence
+    and the units that make that sentence readable on its own (its document's lead: the title
+    or first words that name the subject), all in segment `segment`. The pipeline
+    uses it at extreme rates (`Pipeline.answer_first`): when the budget left after the text kept
+    whole holds fewer than `first_below` copies of sentence + context, the sentence's units go
+    first, then the context's, then everything else by priority; 0 never. Either way a budget
+    that cannot hold the kept text plus the sentence is reported (`CompressionResult.shortfall`).
+    Answer(2, sentence=[7, 8, 9], context=[0, 1], first_below=2.0): segment 2's units 7-9 answer."""
+
+    segment: int
+    sentence: np.ndarray  # unit indices into units[segment], the best sentence's (in text order)
+    context: np.ndarray  # unit indices into units[segment], in the order they should be kept
+    first_below: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
 class Scored:
     """What a method returns: one Units per segment, and optionally the segments' output order
-    (a permutation of their indices; None = as given)."""
+    (a permutation of their indices; None = as given) and the units that answer the question
+    (`Answer`, question-aware methods only)."""
 
     units: tuple[Units, ...]
     order: tuple[int, ...] | None = None
+    answer: Answer | None = None
 
 
 class Method:

@@ -34,7 +34,7 @@ from .._errors import InvalidInput
 from ..chunking import chunk_bounds
 from ..prompt import Prompt
 from ..selection import REORDERS, Units, aggregate, reorder_contexts
-from .base import Method, Options, Scored, register
+from .base import Answer, Method, Options, Scored, register
 
 
 def word_units(text: str, offsets: np.ndarray, word_of: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -102,10 +102,19 @@ class LLMLingua2(Method):
         # compressed prompt is a subsequence of the original (few-shot demonstrations keep
         # their order): sort is one argument away
         reorder: str = "none"
+        # extreme rates, with a question and sentence-level coarse selection: the best sentence
+        # (highest mean P(keep)) and what makes it readable (its document's lead: title, first
+        # words, the subject a later 'It' refers to) go before any other word when the
+        # budget left after the question and instruction holds fewer than K = answer_first
+        # copies of them (0: never; the pipeline applies it, Pipeline.answer_first). Off by
+        # default: on benchmarks/bench_extreme.py no K beat off on the tuning half (K=2: retained
+        # -0.008 ± 0.012, survival unchanged; held out +0.007 ± 0.009, within noise). A budget too
+        # small for the question plus that sentence is reported (result.shortfall) either way
+        answer_first: float = 0.0
         # chunk_tokens past the encoder's positions is cut to them; batch_tokens bounds one
         # forward pass (attention memory grows with it): 65536 is ~16x the default
         RANGES = {"chunk_tokens": (16, 8192), "batch_tokens": (16, 65536), "threshold": (0, 1), "auto_threshold": (0, 1),
-                  "context_rate": (0, 1), "coarse_weight": (0, 1), "outlier_weight": (0, 1)}
+                  "context_rate": (0, 1), "coarse_weight": (0, 1), "outlier_weight": (0, 1), "answer_first": (0, 1000)}
 
         def __post_init__(self):
             super().__post_init__()
@@ -123,6 +132,8 @@ class LLMLingua2(Method):
                 raise InvalidInput(f"outlier_weight must be in [0, 1], got {self.outlier_weight}")
             if self.reorder not in REORDERS:
                 raise InvalidInput(f"reorder must be {', '.join(REORDERS)}, got {self.reorder!r}")
+            if not 0 <= self.answer_first <= 1000:
+                raise InvalidInput(f"answer_first must be in [0, 1000] (0: off), got {self.answer_first}")
             if not 0 < self.auto_threshold < 1:
                 raise InvalidInput(f"auto_threshold must be in (0, 1) (a keep probability), got {self.auto_threshold}")
 
@@ -173,22 +184,28 @@ class LLMLingua2(Method):
         if coarse == "auto":
             coarse = "sentence" if question and self._question_aware(options) else "none"
         counts = _word_counts(prompt) if options.outlier_weight > 0 else None  # once per prompt
-        out = []
+        out, answer, best = [], None, -np.inf
         for i, (seg, w) in enumerate(zip(prompt.segments, words)):
             starts, ends, up, mean_p = w
             if up is not None and counts is not None:
                 up = up + options.outlier_weight * np.maximum(0.0, _rarity_z(seg.text, starts, ends, counts))
+            raw = up
             if up is not None and coarse == "sentence":
                 up = sentence_blend(seg.text, starts, ends, up, options.coarse_weight)
             out.append(self._units(starts, ends, up, mean_p, options, i in dropped))
+            if raw is not None and coarse == "sentence" and seg.role == "context" and i not in dropped:
+                found = answer_sentence(seg.text, starts, ends, raw, out[-1].priority)
+                if found is not None and found[0] > best:
+                    best = found[0]
+                    answer = Answer(i, found[1], found[2], options.answer_first)
         if options.reorder == "none" or not question:
-            return out
+            return Scored(tuple(out), None, answer) if answer is not None else out
         # whole documents reordered, each kept a subsequence: by the best unit priority (with
         # coarse selection, the best sentence's), the answering document first
         ctx = [i for i, s in enumerate(prompt.segments) if s.role == "context"]
         best = {i: float(np.max(out[i].priority[np.isfinite(out[i].priority)], initial=-1.0)) for i in ctx}
         ranked = sorted(ctx, key=lambda i: -best[i])
-        return Scored(tuple(out), reorder_contexts(len(prompt.segments), ctx, ranked, options.reorder))
+        return Scored(tuple(out), reorder_contexts(len(prompt.segments), ctx, ranked, options.reorder), answer)
 
     def _question_aware(self, options, clf=None) -> bool:
         clf = clf or self.qa_clf
@@ -281,11 +298,40 @@ class LLMLingua2(Method):
         return Units(starts, ends, pri)
 
 
-def sentence_ids(text: str, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+def sentence_ids(text: str, starts: np.ndarray, ends: np.ndarray, inside_words: bool = True) -> np.ndarray:
     """Sentence index of each unit: a sentence ends after a unit ending in . ! ? or holding a
-    line break. Units 'A', ' b', '.', ' C', '.' -> [0, 0, 0, 1, 1]."""
-    end = np.array([(text[s:e].rstrip()[-1:] in ".!?") or "\n" in text[s:e] for s, e in zip(starts.tolist(), ends.tolist())])
+    line break. Units 'A', ' b', '.', ' C', '.' -> [0, 0, 0, 1, 1]. inside_words=False: not
+    where the next unit follows without white space ('$49.99', 'e.g.x'): the coarse blend
+    keeps the old cut (its weights were tuned with it), the answer sentence does not."""
+    spans = list(zip(starts.tolist(), ends.tolist()))
+    end = np.array([(text[s:e].rstrip()[-1:] in ".!?") or "\n" in text[s:e] for s, e in spans], bool)
+    if not inside_words and len(end):
+        glued = np.array([e < len(text) and not text[e].isspace() and text[e - 1:e] in ".!?" for s, e in spans])
+        end &= ~glued
     return np.concatenate([[0], np.cumsum(end[:-1])]).astype(np.int64) if len(end) else np.zeros(0, np.int64)
+
+
+def answer_sentence(text: str, starts: np.ndarray, ends: np.ndarray, p: np.ndarray,
+                    priority: np.ndarray) -> tuple[float, np.ndarray, np.ndarray] | None:
+    """The segment's best sentence by mean P(keep) over its non-blank units that may be kept,
+    as (score, its unit indices, the units that make it readable) or None. The context is the
+    document's lead (its first sentence: 'Document [3](Title: Hexley) Hexley is ...', where an
+    encyclopedic or record document names its subject, whom a later 'It' / 'Her' refers to), its
+    words by P(keep), at most as many as the sentence holds (readability never costs more than
+    the answer); none when the best sentence is the first.
+    Units 'A', ' b', '.', ' C', ' d', '.' with p [.3, .1, .1, .9, .9, .9] -> units 3-5, context [0, 1, 2]."""
+    sid = sentence_ids(text, starts, ends, inside_words=False)
+    words = [text[s:e].strip() for s, e in zip(starts.tolist(), ends.tolist())]
+    ok = np.array([bool(w) for w in words]) & np.isfinite(priority)
+    if not ok.any():
+        return None
+    tot = np.bincount(sid, weights=np.where(ok, p, 0.0))
+    cnt = np.bincount(sid, weights=ok.astype(np.float64))
+    mean = np.where(cnt > 0, tot / np.maximum(cnt, 1e-9), -np.inf)
+    best = int(np.argmax(mean))
+    lead = np.flatnonzero((sid == 0) & ok) if best > 0 else np.zeros(0, np.int64)
+    lead = lead[np.argsort(-p[lead], kind="stable")][:int(cnt[best])]
+    return float(mean[best]), np.flatnonzero(sid == best).astype(np.int64), lead.astype(np.int64)
 
 
 def sentence_blend(text: str, starts: np.ndarray, ends: np.ndarray, p: np.ndarray, weight: float) -> np.ndarray:

@@ -1,0 +1,166 @@
+"""Extreme rates for the task-aware llmlingua2 (issue 26): at a budget that holds the question and
+one sentence, that sentence is the one that answers; a budget too small says so in the result.
+Real shipped models (llmlingua2-qa-minilm), constructed multi-document cases: the answer sits
+in the middle of a document that is not the first, among documents sharing the question's words."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from elision import Compressor
+from elision.cli import cli
+from elision.result import Shortfall
+
+# answer_first is off by default (benchmarks/bench_extreme.py: no gain on its tuning half); the
+# tests turn it on with K = 2: the answer goes first when the budget left after the question holds
+# fewer than two copies of the answer sentence and its context
+K = 2.0
+
+# (documents, question, the sentence that answers it)
+CASES = [
+    ([
+        "Document [1](Title: Kettle Lake) Kettle Lake is a glacial lake in northern Minnesota. It covers about 40 "
+        "acres and is popular with anglers. A bridge of timber crosses its narrow southern arm.",
+        "Document [2](Title: Hexley) Hexley is a market town on the river Tane with a Thursday market. "
+        "The Marwick Bridge at Hexley was built in 1887 by the engineer Thomas Hale. It carries a single road and "
+        "was restored in 1992 after a flood damaged its piers.",
+        "Document [3](Title: Orla Fenwick) Orla Fenwick is a painter known for her seascapes. She studied in Lisbon "
+        "and later taught at the Royal Academy. Her painting of a bridge at dusk hangs in Dublin.",
+        "Document [4](Title: Tane Valley Railway) The Tane Valley Railway opened in 1862 and closed in 1958. Its "
+        "viaducts were built by local contractors, and the line carried coal and wool to the coast.",
+    ], "Question: Who built the Marwick Bridge?\nAnswer:",
+        "The Marwick Bridge at Hexley was built in 1887 by the engineer Thomas Hale."),
+    ([
+        "Document [1](Title: Saltmarsh Abbey) Saltmarsh Abbey was founded by Cistercian monks in the twelfth century. "
+        "Its cloister survives, and the gatehouse now holds a small museum of monastic life.",
+        "Document [2](Title: Ashby Vale) Ashby Vale is a valley of small industrial villages. Its furnaces burned "
+        "coal from the nearby pits. The Perrin Glass Works closed in 1931, when the last furnace was put out, and "
+        "the site became a park.",
+        "Document [3](Title: Lumley Colliery) Lumley Colliery was the largest pit in the district. It employed 900 "
+        "miners at its peak and closed in 1968 after a decline in demand for coal.",
+        "Document [4](Title: Hexley Market) Hexley Market has been held every Thursday since 1604. Traders sell "
+        "cheese, wool and glass from stalls around the old cross.",
+    ], "Question: When did the Perrin Glass Works close?\nAnswer:",
+        "The Perrin Glass Works closed in 1931, when the last furnace was put out, and the site became a park."),
+    ([
+        "Document [1](Title: Aurelio Costa) Aurelio Costa was an Italian tenor who sang at La Scala for twenty years. "
+        "He recorded more than forty operas and taught singing in Milan after he retired.",
+        "Document [2](Title: Ines Varga) Ines Varga is a Hungarian cellist who tours with chamber ensembles across "
+        "Europe. She was born in Szeged. Her first teacher was her grandmother, the pianist Klara Varga.",
+        "Document [3](Title: Szeged) Szeged is a city in southern Hungary on the river Tisza. It is known for its "
+        "university, its paprika and its open-air summer festival.",
+        "Document [4](Title: Budapest Conservatory) The Budapest Conservatory trains young musicians in "
+        "instruments and composition. Many of its cellists and pianists go on to teach.",
+    ], "Question: Who was the first teacher of the cellist Ines Varga?\nAnswer:",
+        "Her first teacher was her grandmother, the pianist Klara Varga."),
+]
+
+
+@pytest.fixture(scope="module")
+def ll2():
+    return Compressor("llmlingua2", target="o200k_base", answer_first=K)  # task-aware with a question
+
+
+def _kept_context(r) -> str:
+    """The compressed prompt without the question (the last segment)."""
+    return r.compressed_prompt.rsplit("\n\nQuestion:", 1)[0]
+
+
+@pytest.mark.parametrize("docs, question, answer", CASES, ids=["bridge", "glass", "cellist"])
+def test_budget_for_question_plus_one_sentence_keeps_the_answer_sentence(ll2, docs, question, answer):
+    """The budget the result says the question plus one answer sentence needs keeps exactly the
+    sentence that answers, whole; a token less is reported as too small and keeps only fragments
+    of that sentence, never words from elsewhere."""
+    q = ll2.pipeline.target.count(question)
+    short = ll2.compress(context=docs, question=question, target_tokens=q + 1)
+    assert short.shortfall is not None and short.shortfall.kind == "answer"
+    need = short.shortfall.needed_tokens
+    assert need > q + 1 and short.shortfall.budget_tokens == q + 1
+    assert short.answer_first
+
+    r = ll2.compress(context=docs, question=question, target_tokens=need)
+    assert r.shortfall is None and r.answer_first
+    assert _kept_context(r) == answer
+    assert r.compressed_tokens <= need
+
+    under = ll2.compress(context=docs, question=question, target_tokens=need - 1)
+    assert under.shortfall == Shortfall("answer", need, need - 1)
+    kept = _kept_context(under)
+    assert kept and kept != answer
+    text, at = under.original_prompt, under.original_prompt.index(answer)  # fragments of the answer only
+    starts = [(s + len(text[s:e]) - len(text[s:e].lstrip()), e) for s, e in under.kept_spans()]
+    assert all(at <= s and e <= at + len(answer) for s, e in starts if s < under.prompt.offsets[-1]), kept
+
+
+@pytest.mark.parametrize("docs, question, answer", CASES, ids=["bridge", "glass", "cellist"])
+def test_context_follows_the_answer_sentence(ll2, docs, question, answer):
+    """A few tokens past the sentence go to its document's lead (title, first words: what makes it
+    readable), not to other documents or other sentences."""
+    q = ll2.pipeline.target.count(question)
+    need = ll2.compress(context=docs, question=question, target_tokens=q + 1).shortfall.needed_tokens
+    r = ll2.compress(context=docs, question=question, target_tokens=need + 4)
+    kept = _kept_context(r)
+    assert r.answer_first and answer in kept and kept != answer
+    doc = r.prompt.segments[1].text  # the answer's document, the second
+    lead = doc[:doc.index(". ") + 1]
+    at, doc_at = r.original_prompt.index(answer), r.prompt.offsets[1]
+    text = r.original_prompt
+    for s, e in r.kept_spans():
+        s += len(text[s:e]) - len(text[s:e].lstrip())  # a word's unit holds the space before it
+        if s < r.prompt.offsets[-1]:  # a context span: in the answer, or in its document's lead
+            assert at <= s and e <= at + len(answer) or doc_at <= s and e <= doc_at + len(lead), kept
+
+
+def test_budget_smaller_than_the_question_is_reported(ll2, tmp_path):
+    docs, question, _ = CASES[0]
+    q = ll2.pipeline.target.count(question)
+    r = ll2.compress(context=docs, question=question, target_tokens=q - 3)
+    assert r.shortfall == Shortfall("question", q, q - 3)
+    assert r.to_dict()["shortfall"] == {"kind": "question", "needed_tokens": q, "budget_tokens": q - 3}
+    assert r.compressed_prompt.endswith(question)  # the question is kept whole, over the budget as reported
+    ok = ll2.compress(context=docs, question=question, rate=0.5)
+    assert ok.shortfall is None and ok.to_dict()["shortfall"] is None
+    # any method: the pipeline checks the question, not llmlingua2
+    assert Compressor("random", target="o200k_base").compress(
+        context=docs, question=question, target_tokens=q - 3).shortfall == Shortfall("question", q, q - 3)
+
+    src = tmp_path / "docs.txt"
+    src.write_text("\n\n".join(docs))
+    run = CliRunner().invoke(cli, ["compress", str(src), "--question", question, "--target-tokens", str(q - 3),
+                                   "--target", "o200k_base", "--json"])
+    assert run.exit_code == 0, run.output
+    assert json.loads(run.output)["shortfall"] == {"kind": "question", "needed_tokens": q, "budget_tokens": q - 3}
+    run = CliRunner().invoke(cli, ["compress", str(src), "--question", question, "--target-tokens", str(q - 3),
+                                   "--target", "o200k_base"])
+    assert run.exit_code == 0 and f"cannot hold the question alone: {q} tokens" in run.output
+
+
+def _long_prompt():
+    """The twelve documents of CASES (~540 tokens), the answer in the sixth."""
+    return [d for c in CASES for d in c[0]], CASES[1][1]
+
+
+@pytest.mark.parametrize("rate", [0.5, 0.33, 0.2])
+def test_moderate_rates_are_unchanged(ll2, rate):
+    """Where the budget left holds the answer sentence and its context K times over, answer_first
+    gives exactly what answer_first=0 (the behaviour before it) gives."""
+    docs, question = _long_prompt()
+    r = ll2.compress(context=docs, question=question, rate=rate)
+    before = ll2.compress(context=docs, question=question, rate=rate, answer_first=0)
+    assert not r.answer_first and r.shortfall is None
+    assert r.compressed_prompt == before.compressed_prompt and r.kept_spans() == before.kept_spans()
+    assert ll2.compress(context=docs, question=question, rate=0.05).answer_first  # where it does apply
+
+
+def test_answer_first_off_and_bad_values(ll2):
+    docs, question, answer = CASES[0]
+    q = ll2.pipeline.target.count(question)
+    need = ll2.compress(context=docs, question=question, target_tokens=q + 1).shortfall.needed_tokens
+    off = ll2.compress(context=docs, question=question, target_tokens=need, answer_first=0)
+    assert not off.answer_first and off.shortfall is None  # the report does not depend on the option
+    assert Compressor("llmlingua2", target="o200k_base").options.answer_first == 0  # off by default
+    from elision import InvalidInput
+
+    with pytest.raises(InvalidInput, match="answer_first"):
+        ll2.compress(context=docs, question=question, rate=0.1, answer_first=-1)
