@@ -143,8 +143,9 @@ def _coerce(name: str, tp, value):
 @dataclasses.dataclass(frozen=True)
 class Answer:
     """What a question-aware method says answers the question: the units of its best sentence
-    and the units that make that sentence readable on its own (its document's lead: the title
-    or first words that name the subject), all in segment `segment`. The pipeline
+    and the units that make that sentence readable on its own and the evidence around it (its
+    document's lead: the title or first words that name the subject; for llmlingua2's default,
+    then the rest of the document), all in segment `segment`. The pipeline
     uses it at extreme rates (`Pipeline.answer_first`): when the budget left after the text kept
     whole holds fewer than `first_below` copies of sentence + context, the sentence's units go
     first, then the context's, then everything else by priority; 0 never. Either way a budget

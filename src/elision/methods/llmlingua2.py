@@ -19,7 +19,10 @@ One forward pass, no causal LM: the fast path for long inputs. For each segment:
 
 `question_aware=True` puts the question before every chunk ([CLS] question [SEP] chunk [SEP]) so
 the classifier can condition on it, as EFPC does; that only helps a classifier trained that way.
-The instruction and the question are kept whole unless `keep_instruction=False` /
+With a question the method also names its best sentence and that sentence's document
+(`Scored.answer`); the pipeline keeps them before any other word (`answer_first`, on by default,
+`answer_first=0` off) and reports a budget too small for the question plus that sentence
+(`result.shortfall`). The instruction and the question are kept whole unless `keep_instruction=False` /
 `keep_question=False`. Not handled: the reference's token-level (sub-word) output.
 """
 
@@ -102,15 +105,21 @@ class LLMLingua2(Method):
         # compressed prompt is a subsequence of the original (few-shot demonstrations keep
         # their order): sort is one argument away
         reorder: str = "none"
-        # extreme rates, with a question and sentence-level coarse selection: the best sentence
-        # (highest mean P(keep)) and what makes it readable (its document's lead: title, first
-        # words, the subject a later 'It' refers to) go before any other word when the
-        # budget left after the question and instruction holds fewer than K = answer_first
-        # copies of them (0: never; the pipeline applies it, Pipeline.answer_first). Off by
-        # default: on benchmarks/bench_extreme.py no K beat off on the tuning half (K=2: retained
-        # -0.008 ± 0.012, survival unchanged; held out +0.007 ± 0.009, within noise). A budget too
-        # small for the question plus that sentence is reported (result.shortfall) either way
-        answer_first: float = 0.0
+        # with a question and sentence-level coarse selection, the best sentence (highest mean
+        # P(keep)) goes before any other word, then what makes it readable and the evidence around
+        # it (answer_context: "document", its document's lead (title / first words, the subject a
+        # later 'It' refers to) then the rest of that document by priority; "lead", the lead only),
+        # then everything else by priority, when the budget left after the question and
+        # instruction holds fewer than K = answer_first copies of sentence + context (the
+        # pipeline applies it: Pipeline.answer_first; 0: never). Chosen on the tuning half of
+        # benchmarks/bench_extreme.py: "document" at K=1000 (in practice always: the highest
+        # retained gain; "lead" gained nothing). Held out: survival 0.851 -> 0.957 at 3x,
+        # 0.809 -> 0.915 at 5x, 0.723 -> 0.809 at 10x, 0.574 -> 0.638 at 20x, where retained
+        # share fell (-0.043 ± 0.047): docs/benchmarks.md. 0 gives the plain fit of before. A
+        # budget too small for the question plus that sentence is reported (result.shortfall)
+        # whatever K is
+        answer_first: float = 1000.0
+        answer_context: str = "document"
         # chunk_tokens past the encoder's positions is cut to them; batch_tokens bounds one
         # forward pass (attention memory grows with it): 65536 is ~16x the default
         RANGES = {"chunk_tokens": (16, 8192), "batch_tokens": (16, 65536), "threshold": (0, 1), "auto_threshold": (0, 1),
@@ -134,6 +143,8 @@ class LLMLingua2(Method):
                 raise InvalidInput(f"reorder must be {', '.join(REORDERS)}, got {self.reorder!r}")
             if not 0 <= self.answer_first <= 1000:
                 raise InvalidInput(f"answer_first must be in [0, 1000] (0: off), got {self.answer_first}")
+            if self.answer_context not in ("lead", "document"):
+                raise InvalidInput(f"answer_context must be lead or document, got {self.answer_context!r}")
             if not 0 < self.auto_threshold < 1:
                 raise InvalidInput(f"auto_threshold must be in (0, 1) (a keep probability), got {self.auto_threshold}")
 
@@ -194,7 +205,8 @@ class LLMLingua2(Method):
                 up = sentence_blend(seg.text, starts, ends, up, options.coarse_weight)
             out.append(self._units(starts, ends, up, mean_p, options, i in dropped))
             if raw is not None and coarse == "sentence" and seg.role == "context" and i not in dropped:
-                found = answer_sentence(seg.text, starts, ends, raw, out[-1].priority)
+                found = answer_sentence(seg.text, starts, ends, raw, out[-1].priority,
+                                        options.answer_context == "document")
                 if found is not None and found[0] > best:
                     best = found[0]
                     answer = Answer(i, found[1], found[2], options.answer_first)
@@ -312,13 +324,15 @@ def sentence_ids(text: str, starts: np.ndarray, ends: np.ndarray, inside_words: 
 
 
 def answer_sentence(text: str, starts: np.ndarray, ends: np.ndarray, p: np.ndarray,
-                    priority: np.ndarray) -> tuple[float, np.ndarray, np.ndarray] | None:
+                    priority: np.ndarray, document: bool = False) -> tuple[float, np.ndarray, np.ndarray] | None:
     """The segment's best sentence by mean P(keep) over its non-blank units that may be kept,
     as (score, its unit indices, the units that make it readable) or None. The context is the
     document's lead (its first sentence: 'Document [3](Title: Hexley) Hexley is ...', where an
     encyclopedic or record document names its subject, whom a later 'It' / 'Her' refers to), its
     words by P(keep), at most as many as the sentence holds (readability never costs more than
-    the answer); none when the best sentence is the first.
+    the answer); none when the best sentence is the first. document=True: then the rest of the
+    document by `priority` (the evidence around the answer: a record's other fields; with coarse
+    selection whole sentences in turn, best first).
     Units 'A', ' b', '.', ' C', ' d', '.' with p [.3, .1, .1, .9, .9, .9] -> units 3-5, context [0, 1, 2]."""
     sid = sentence_ids(text, starts, ends, inside_words=False)
     words = [text[s:e].strip() for s, e in zip(starts.tolist(), ends.tolist())]
@@ -331,6 +345,10 @@ def answer_sentence(text: str, starts: np.ndarray, ends: np.ndarray, p: np.ndarr
     best = int(np.argmax(mean))
     lead = np.flatnonzero((sid == 0) & ok) if best > 0 else np.zeros(0, np.int64)
     lead = lead[np.argsort(-p[lead], kind="stable")][:int(cnt[best])]
+    if document:
+        rest = np.flatnonzero(ok & (sid != best) & ~np.isin(np.arange(len(sid)), lead))
+        # by priority (with coarse selection, the sentence's score first): whole sentences in turn
+        lead = np.concatenate([lead, rest[np.argsort(-priority[rest], kind="stable")]])
     return float(mean[best]), np.flatnonzero(sid == best).astype(np.int64), lead.astype(np.int64)
 
 
