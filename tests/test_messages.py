@@ -343,3 +343,41 @@ def test_stable_keeps_names_by_default(fast):
     assert len(out) < len(story) / 2
     plain = fast.compress_messages(chat, rate=0.15, recall_tokens=0, force_names=False).messages[1]["content"]
     assert not all(n in plain for n in names)  # without the rule, names go at this rate
+
+
+def test_recall_serves_each_sentence_of_the_question():
+    """A user message that asks two things gets excerpts for both, in turn: the second ask's one
+    matching line is not crowded out by the first ask's many (the same words in one sentence
+    are ranked together, and the first ask's lines fill the budget)."""
+    from elision.messages import recall_excerpts
+    from elision.tokenizers import get_target
+
+    target = get_target("cl100k_base")
+    lines = ["The delivery of my order was delayed again.", "The delivery courier lost my order on the way.",
+             "The order delivery is now expected next week.", "Delivery updates about my order delay come by email.",
+             "The delivery delay of the order annoys me.", "I asked why the order delivery was delayed."]
+    original = ("- subject: Delivery delay\n" + "\n".join("  note: " + x for x in lines)
+                + "\n\n- subject: Weekend\n  body: I hosted an impromptu karaoke contest last spring.")
+    budget = target.count(RECALL_HEADER) + 40
+    two = recall_excerpts("Remind me what we discussed about the order delivery delay. And what impromptu contest "
+                          "did I host?", [(original, "")], budget, target)
+    one = recall_excerpts("Remind me what we discussed about the order delivery delay and what impromptu contest "
+                          "did I host?", [(original, "")], budget, target)
+    assert "karaoke" in two and "delivery" in two.lower()
+    assert "karaoke" not in one  # one sentence: one ranking, the delivery lines win
+    assert target.count(two) <= budget and target.count(one) <= budget
+
+
+def test_recall_leaves_weak_matches_out():
+    """Recall spends its budget only on pieces within RECALL_CUT of the best match: a question
+    that one line answers gets that line, not the budget's worth of lines sharing a word."""
+    from elision.messages import RECALL_CUT, recall_excerpts
+    from elision.tokenizers import get_target
+
+    target = get_target("cl100k_base")
+    filler = "\n".join(f"- note {i}: the weekly team meeting moved again" for i in range(40))
+    original = filler + "\n- note 99: the plumber fixed the kitchen sink on Friday"
+    got = recall_excerpts("When did the plumber fix the kitchen sink?", [(original, "")], 400, target)
+    assert "plumber" in got
+    assert got.count("\n") <= 3, got  # header + the answer line (+ at most a near tie)
+    assert 0 < RECALL_CUT < 1

@@ -67,6 +67,65 @@ def test_name_spans_are_capitalized_words_inside_sentences():
     assert not forced_mask(s, e, text, ()).any()  # off unless asked
 
 
+def test_fact_spans_labelled_names_and_quoted_phrases():
+    """force_names also keeps what records and narratives name without a sentence around it: the
+    capitalized words after a key's colon (YAML, JSON, 'key: value' lines) and a short phrase in
+    typographic quotes; not a sentence's first word, not a lower-case value."""
+    from elision.selection import fact_spans, name_spans
+
+    text = ('- location: Wellness Center\n  "title": "Annual Conference", status: confirmed\n'
+            'Our department runs a \u201cTech for Good\u201d day. Note: nothing else')
+    found = [text[a:b] for a, b in fact_spans(text)]
+    for value in ("Wellness Center", "Annual Conference", "Tech for Good"):
+        assert value in found
+    assert "confirmed" not in " ".join(found) and "Our" not in found
+    assert not {"Wellness Center", "Tech for Good"} & {text[a:b] for a, b in name_spans(text)}  # new here
+    s, e = word_spans(text)
+    words = [text[a:b].strip() for a, b in zip(s.tolist(), e.tolist())]
+    kept = [w for w, f in zip(words, forced_mask(s, e, text, (), names=True)) if f]
+    assert {"Wellness", "Center", "Annual", "Conference", "Tech", "for", "Good"} <= set(kept)
+
+
+def test_identifier_spans_only_with_force_ids():
+    """force_ids keeps e-mail addresses, URLs and file names whole, without the quotes and
+    punctuation around them; abbreviations such as 'e.g.' are not file names."""
+    from elision.selection import identifier_spans
+
+    text = "Mail ann.lee@x-corp.com: see 'notes.txt', https://example.org/a?b=1 and www.x.io, e.g. now."
+    assert [text[a:b] for a, b in identifier_spans(text)] == [
+        "ann.lee@x-corp.com", "notes.txt", "https://example.org/a?b=1", "www.x.io"]
+    s, e = word_spans(text)
+    assert not forced_mask(s, e, text, (), names=True)[[text[a:b].strip() == "notes" for a, b in
+                                                        zip(s.tolist(), e.tolist())]].any()
+    words = [text[a:b].strip() for a, b in zip(s.tolist(), e.tolist())]
+    kept = "".join(w for w, f in zip(words, forced_mask(s, e, text, (), ids=True)) if f)
+    assert "ann.lee@x-corp.com" in kept and "notes.txt" in kept and "e.g" not in kept
+
+
+def test_force_digits_keeps_the_dash_of_a_range():
+    """A dash between two numbers is kept with them ('80.0 - 150.0' never becomes '80.0 150.0');
+    a dash elsewhere is not forced."""
+    text = "Price range: 80.0 - 150.0, open 9 \u2013 17 - daily"
+    s, e = word_spans(text)
+    words = [text[a:b].strip() for a, b in zip(s.tolist(), e.tolist())]
+    forced = forced_mask(s, e, text, (), digits=True)
+    dashes = [f for w, f in zip(words, forced) if w in ("-", "\u2013")]
+    assert dashes == [True, True, False]
+
+
+def test_fact_and_identifier_spans_linear_in_the_text():
+    import time
+
+    from elision.selection import fact_spans, identifier_spans
+
+    t0 = time.perf_counter()
+    for text in ("a" * 400_000, ":" + " " * 400_000, "a@" * 200_000, "\u201c" * 400_000,
+                 ("\u201c" + "a" * 59) * 7_000, ("a." * 90 + "@ ") * 2_000, "x: A" + " A" * 200_000):
+        fact_spans(text)
+        identifier_spans(text)
+    assert time.perf_counter() - t0 < 5  # quadratic would take minutes
+
+
 def test_name_spans_linear_in_the_text():
     import time
 

@@ -112,16 +112,64 @@ def name_spans(text: str) -> tuple[Span, ...]:
     return tuple(m.span(1) for m in _NAME.finditer(text))
 
 
+# A labelled name: the capitalized words right after a key and its colon, as records write
+# them ('location: Wellness Center', '"title": "Annual Conference"'). Linear like _NAME: a
+# match can only start at a colon.
+_LABELLED = re.compile(r": +[\"\'\u201c\u2018(]?([A-Z][\w-][\w'-]*(?: [A-Z][\w'-]*)*)")
+# Identifiers, looked for inside one white-space-delimited chunk of at most 200 characters (so
+# each chunk costs one anchored match, and the whole text stays linear): an e-mail address, a
+# URL, a file or host name with an extension ('vacation-plans.docx', 'example.com').
+_CHUNK = re.compile(r"\S+")
+_CHUNK_EDGE = "\"'()[]{}<>,;:.!?*`"
+_IDENTIFIER = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+|(?:https?://|www\.)\S+|[\w-]+(?:\.[\w-]+)*\.[A-Za-z][A-Za-z0-9]{1,4}")
+
+
+def identifier_spans(text: str) -> tuple[Span, ...]:
+    """Character spans of the e-mail addresses, URLs and file / host names in `text`, without
+    the quotes or punctuation around them.
+    'mail ann.lee@x.com: see notes.txt, e.g. here' -> ((5, 17), (23, 32))"""
+    out = []
+    for m in _CHUNK.finditer(text):
+        a, b = m.span()
+        if b - a > 200 or not any(c in text[a:b] for c in "@./"):
+            continue
+        while a < b and text[a] in _CHUNK_EDGE:
+            a += 1
+        while b > a and text[b - 1] in _CHUNK_EDGE:
+            b -= 1
+        if b > a and _IDENTIFIER.fullmatch(text, a, b):
+            out.append((a, b))
+    return tuple(out)
+
+
+# A short phrase in typographic quotes is a title or a term ('a “Tech for Good” day'); at most
+# 60 characters are read after each opening quote, so the search stays linear.
+_QUOTED = re.compile("[\u201c\u2018]([^\u201c\u201d\u2018\u2019\n]{1,60})[\u201d\u2019]")
+
+
+def fact_spans(text: str) -> tuple[Span, ...]:
+    """What force_names keeps: names inside sentences, labelled names after a key's colon and
+    short phrases in typographic quotes.
+    'location: Wellness Center, the “Tech for Good” day' -> ((10, 25), (31, 44))"""
+    return tuple(sorted(name_spans(text) + tuple(m.span(1) for m in _LABELLED.finditer(text))
+                        + tuple(m.span(1) for m in _QUOTED.finditer(text))))
+
+
+_DASHES = frozenset("-\u2013\u2014")
+
+
 def forced_mask(starts: np.ndarray, ends: np.ndarray, text: str, spans: tuple[Span, ...],
                 digits: bool = False, newlines: bool = False, tokens: tuple[str, ...] = (),
-                names: bool = False) -> np.ndarray:
+                names: bool = False, ids: bool = False) -> np.ndarray:
     """Units that overlap a protected span (or, with names=True, a name), or contain a digit / a
     newline / a forced token. Linear in the text: one prefix sum over protected characters, one
     pass over the units.
     'a 12 b' with units 'a', ' 12', ' b' and digits=True -> [False, True, False]"""
     m = np.zeros(len(starts), bool)
     if names:
-        spans = tuple(spans) + name_spans(text)
+        spans = tuple(spans) + fact_spans(text)
+    if ids:
+        spans = tuple(spans) + identifier_spans(text)
     if spans:
         mark = np.zeros(len(text) + 1, np.int64)
         for s, e in spans:
@@ -131,11 +179,17 @@ def forced_mask(starts: np.ndarray, ends: np.ndarray, text: str, spans: tuple[Sp
         m |= covered[ends] > covered[starts]
     if digits or newlines or tokens:
         token_set = frozenset(tokens)
+        digit = np.zeros(len(starts), bool)
         for i, (s, e) in enumerate(zip(starts.tolist(), ends.tolist())):
             u = text[s:e]
-            if (digits and any(ch.isdigit() for ch in u)) or (newlines and "\n" in u) or (
-                    token_set and u.strip() in token_set):
+            digit[i] = digits and any(ch.isdigit() for ch in u)
+            if digit[i] or (newlines and "\n" in u) or (token_set and u.strip() in token_set):
                 m[i] = True
+        if digits and len(starts) > 2:
+            # a dash between two numbers is a range ('80.0 - 150.0'), kept with them
+            for i in np.flatnonzero(digit[:-2] & digit[2:]).tolist():
+                if text[starts[i + 1]:ends[i + 1]].strip() in _DASHES:
+                    m[i + 1] = True
     return m
 
 
@@ -146,7 +200,7 @@ def must_keep(segment, starts: np.ndarray, ends: np.ndarray, policy) -> np.ndarr
     if segment.role in policy.kept_roles():
         return np.ones(len(starts), bool)
     return forced_mask(starts, ends, segment.text, segment.protected, policy.force_digits,
-                       policy.keep_newlines, policy.force_tokens, policy.force_names)
+                       policy.keep_newlines, policy.force_tokens, policy.force_names, policy.force_ids)
 
 
 REORDERS = ("sort", "two_ends", "none")  # how question-aware methods may order the contexts
