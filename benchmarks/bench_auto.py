@@ -72,6 +72,16 @@ def _render(docs: list[str]) -> list[str]:
     return [f"Document [{k + 1}] {d}" for k, d in enumerate(docs)]
 
 
+def session_halves(tok, limit: int = 0) -> tuple[list[Case], list[Case]]:
+    """The QA cases of the 8 agent sessions: (tuning half, report half), each cut to its first
+    `limit` cases when limit > 0."""
+    from sessions import load_sessions
+
+    sessions = load_sessions(n=8)
+    tune, report = session_cases(sessions, TUNE_SESSIONS, tok), session_cases(sessions, REPORT_SESSIONS, tok)
+    return (tune[:limit], report[:limit]) if limit else (tune, report)
+
+
 def session_cases(sessions: list[dict], which, tok, seed: int = 0) -> list[Case]:
     """A Case per probe of the sessions `which` (indices): the gold record of turn `from_turn`,
     distractors from the session's other records (none holding the answer, no duplicates), the
@@ -317,15 +327,12 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, help="at most this many cases per set and half (a smoke test)")
     args = ap.parse_args(argv)
 
-    from sessions import load_sessions
-
     from elision import Compressor
     from elision.tokenizers import get_target
 
     t_start, library = time.perf_counter(), library_version()  # the code this process runs
     tok = get_target(TARGET)
-    sessions = load_sessions(n=8)
-    qa = {"sessions": (session_cases(sessions, TUNE_SESSIONS, tok), session_cases(sessions, REPORT_SESSIONS, tok))}
+    qa = {"sessions": session_halves(tok)}
     sq = squad_halves(args.squad_n)
     if sq:
         qa = {"squad-mdqa": sq, **qa}

@@ -43,7 +43,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import RESULTS, machine, table, today  # noqa: E402
-from bench_auto import REPORT_SESSIONS, TARGET, TUNE_SESSIONS, library_version, session_cases  # noqa: E402
+from bench_auto import (REPORT_SESSIONS, TARGET, TUNE_SESSIONS, library_version, session_cases,  # noqa: E402
+                        session_halves)
 
 RATES = (0.2, 0.1, 0.05)
 GRID = (0.0, 1.0, 2.0, 3.0, 4.0, 1000.0)  # 0: off (before); 1000: always at these rates
@@ -239,7 +240,6 @@ def main(argv=None) -> int:
 
         llmlingua2.answer_sentence = sentence_only
 
-    from sessions import load_sessions
 
     from elision import Compressor
     from elision.eval.metrics import TargetLM
@@ -250,10 +250,7 @@ def main(argv=None) -> int:
     if 0.0 not in grid:
         grid = (0.0, *grid)
     tok = get_target(TARGET)
-    sessions = load_sessions(n=8)
-    tune, report = session_cases(sessions, TUNE_SESSIONS, tok), session_cases(sessions, REPORT_SESSIONS, tok)
-    if args.limit:
-        tune, report = tune[:args.limit], report[:args.limit]
+    tune, report = session_halves(tok, args.limit)
     comp, lm = Compressor("llmlingua2", target=TARGET), TargetLM(args.target_lm)
     comp.compress(context=tune[0].context, question=tune[0].question, rate=0.33)  # warm-up
     halves = {}

@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import RESULTS, machine, table, today  # noqa: E402
-from bench_auto import REPORT_SESSIONS, TARGET, TUNE_SESSIONS, session_cases  # noqa: E402
+from bench_auto import TARGET, session_halves  # noqa: E402
 
 ORDERS = ("none", "sort", "two_ends")
 RATES = (0.2, 0.1)
@@ -82,7 +82,6 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(RESULTS / "reorder.json"))
     args = ap.parse_args(argv)
 
-    from sessions import load_sessions
 
     from elision import Compressor
     from elision.eval.metrics import TargetLM
@@ -90,10 +89,7 @@ def main(argv=None) -> int:
 
     t0 = time.perf_counter()
     tok = get_target(TARGET)
-    sessions = load_sessions(n=8)
-    tune, report = session_cases(sessions, TUNE_SESSIONS, tok), session_cases(sessions, REPORT_SESSIONS, tok)
-    if args.limit:
-        tune, report = tune[:args.limit], report[:args.limit]
+    tune, report = session_halves(tok, args.limit)
     comp, lm = Compressor("llmlingua2", target=TARGET), TargetLM(args.target_lm)
     halves = {}
     for name, cases in (("tune", tune), ("report", report)):
