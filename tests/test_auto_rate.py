@@ -35,7 +35,9 @@ def test_one_relevant_document_gets_a_smaller_rate_than_a_dense_prompt(clf, docs
 def test_threshold_is_the_one_knob_and_target_tokens_a_ceiling(clf, docs):
     rates = [clf.compress(context=docs["docs"], question=docs["question"], rate="auto", auto_threshold=t).auto_rate
              for t in (0.2, 0.5, 0.8)]
-    assert rates[0] > rates[1] > rates[2]  # higher threshold, smaller prompt
+    # higher threshold, smaller prompt, down to the floor: the answer's sentence and document
+    # (tests/test_extreme_rates.py), which 0.5 and 0.8 both reach on this prompt
+    assert rates[0] > rates[1] >= rates[2]
     free = clf.compress(context=docs["docs"], rate="auto")
     capped = clf.compress(context=docs["docs"], rate="auto", target_tokens=free.budget_tokens // 2)
     assert capped.budget_tokens == free.budget_tokens // 2 and capped.compressed_tokens <= capped.budget_tokens

@@ -184,3 +184,20 @@ def test_answer_first_off_and_bad_values(ll2):
         ll2.compress(context=docs, question=question, rate=0.1, answer_first=-1)
     with pytest.raises(InvalidInput, match="answer_context must be lead or document"):
         ll2.compress(context=docs, question=question, rate=0.1, answer_context="page")
+
+
+@pytest.mark.parametrize("docs, question, answer", CASES, ids=["bridge", "glass", "cellist"])
+def test_auto_never_goes_below_the_answer_and_its_document(docs, question, answer):
+    """rate="auto" keeps at least what answer-first keeps (the question, the best sentence and
+    its document), however sure of themselves the scores are: at auto_threshold 0.95 the scores
+    alone keep a few words, the floor keeps the answering document."""
+    c = Compressor("llmlingua2", target="o200k_base", auto_threshold=0.95)
+    r = c.compress(context=docs, question=question, rate="auto")
+    assert r.answer_first and answer in r.compressed_prompt, r.compressed_prompt
+    scored_only = c.pipeline.auto_tokens  # the scores' own choice, for comparison
+    from elision.prompt import Prompt
+
+    prompt = Prompt.build(docs, "", question)
+    opts = c.pipeline.resolve_options({})
+    scored = c.pipeline.score(prompt, c.pipeline.budget(prompt, "auto", None), opts)
+    assert scored_only(prompt, scored, 0.95) < c.pipeline.answer_floor(scored, prompt) <= r.budget_tokens

@@ -214,14 +214,8 @@ class Pipeline:
         a = scored.answer
         if a is None or not len(a.sentence):
             return scored, None, False
-        order = list(scored.order) if scored.order is not None else None
-        forced = [u.priority == np.inf for u in scored.units]
-
-        def tokens(extra: np.ndarray) -> int:  # the kept-whole units plus `extra` of a.segment
-            keep = [f.copy() for f in forced]
-            keep[a.segment][extra] = True
-            spans = [kept_spans(seg.text, u, k) for seg, u, k in zip(segs, scored.units, keep)]
-            return self.target.count(assemble(prompt, spans, order))
+        def tokens(extra: np.ndarray) -> int:
+            return self.kept_tokens(prompt, scored, extra)
 
         need = tokens(a.sentence)
         shortfall = Shortfall("answer", need, budget_tokens) if need > budget_tokens else None
@@ -247,6 +241,22 @@ class Pipeline:
         units = list(scored.units)
         units[a.segment] = Units(u.starts, u.ends, pri)
         return Scored(tuple(units), scored.order, a), shortfall, True
+
+    def kept_tokens(self, prompt: Prompt, scored: Scored, extra: np.ndarray) -> int:
+        """Target tokens of the kept-whole units (+inf) plus the units `extra` of the answer's segment."""
+        keep = [u.priority == np.inf for u in scored.units]
+        keep[scored.answer.segment][extra] = True
+        order = list(scored.order) if scored.order is not None else None
+        spans = [kept_spans(seg.text, u, k) for seg, u, k in zip(prompt.segments, scored.units, keep)]
+        return self.target.count(assemble(prompt, spans, order))
+
+    def answer_floor(self, scored: Scored, prompt: Prompt) -> int:
+        """rate="auto" never goes below what answer-first keeps: the kept-whole text, the method's
+        best sentence and its context (0 when the method names no answer)."""
+        a = scored.answer
+        if a is None or not len(a.sentence) or a.first_below <= 0:
+            return 0
+        return self.kept_tokens(prompt, scored, np.concatenate([a.sentence, a.context]).astype(np.int64))
 
     def check_auto(self, budget: Budget) -> None:
         if budget.auto and not self.method.auto_rate:
@@ -279,8 +289,8 @@ class Pipeline:
         if budget.auto:  # the method scores first (its scores do not depend on the budget), then the budget
             self.check_auto(budget)
             scored = self.score(prompt, budget, options, progress, raw)
-            budget = dataclasses.replace(budget, tokens=min(budget.tokens, self.auto_tokens(
-                prompt, scored, options.auto_threshold)))
+            budget = dataclasses.replace(budget, tokens=min(budget.tokens, max(self.auto_tokens(
+                prompt, scored, options.auto_threshold), self.answer_floor(scored, prompt))))
         groups = self.rate_groups(prompt, budget) if prompt.has_rates else None
         if groups:  # budget-aware methods plan with the sum of the segments' own budgets
             budget = dataclasses.replace(budget, tokens=sum(b for _, b in groups))
