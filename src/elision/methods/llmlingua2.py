@@ -97,7 +97,7 @@ class LLMLingua2(Method):
         # rate="auto": keep every word whose priority (its P(keep), mixed with its sentence's under
         # coarse selection) is at least this share of the prompt's highest; higher keeps less.
         # Chosen on a tuning split of the benchmark's cases (benchmarks/bench_auto.py)
-        auto_threshold: float = 0.5
+        auto_threshold: float = 0.45
         # with a question: the contexts most relevant first (sort), the best at both ends
         # (two_ends), or as given (none); relevance is a context's best sentence score. sort won
         # on benchmarks/bench_reorder.py (retained share +0.087 on its tuning half, +0.026 held
