@@ -214,15 +214,12 @@ class Pipeline:
         a = scored.answer
         if a is None or not len(a.sentence):
             return scored, None, False
-        def tokens(extra: np.ndarray) -> int:
-            return self.kept_tokens(prompt, scored, extra)
-
-        need = tokens(a.sentence)
+        need = self.kept_tokens(prompt, scored, a.sentence)
         shortfall = Shortfall("answer", need, budget_tokens) if need > budget_tokens else None
         if a.first_below <= 0:
             return scored, shortfall, False
-        base = tokens(np.zeros(0, np.int64))
-        whole = tokens(np.concatenate([a.sentence, a.context]).astype(np.int64))
+        base = self.kept_tokens(prompt, scored, np.zeros(0, np.int64))
+        whole = self.answer_floor(scored, prompt)  # kept-whole text + sentence + context
         if budget_tokens - base >= a.first_below * (whole - base):
             return scored, shortfall, False
         finite = np.concatenate([u.priority[np.isfinite(u.priority)] for u in scored.units])

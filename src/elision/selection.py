@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._errors import InvalidInput
 from .prompt import Prompt, Span
 from .tokenizers import TargetTokenizer
 
@@ -161,8 +162,9 @@ _DASHES = frozenset("-\u2013\u2014")
 def forced_mask(starts: np.ndarray, ends: np.ndarray, text: str, spans: tuple[Span, ...],
                 digits: bool = False, newlines: bool = False, tokens: tuple[str, ...] = (),
                 names: bool = False, ids: bool = False) -> np.ndarray:
-    """Units that overlap a protected span (or, with names=True, a name), or contain a digit / a
-    newline / a forced token. Linear in the text: one prefix sum over protected characters, one
+    """Units that overlap a protected span (or, with names=True, a name: fact_spans; with
+    ids=True, an identifier: identifier_spans), or contain a digit (with the dash of a range
+    between two) / a newline / a forced token. Linear in the text: one prefix sum over protected characters, one
     pass over the units.
     'a 12 b' with units 'a', ' 12', ' b' and digits=True -> [False, True, False]"""
     m = np.zeros(len(starts), bool)
@@ -204,6 +206,12 @@ def must_keep(segment, starts: np.ndarray, ends: np.ndarray, policy) -> np.ndarr
 
 
 REORDERS = ("sort", "two_ends", "none")  # how question-aware methods may order the contexts
+
+
+def check_reorder(how) -> None:
+    """A method's `reorder` option must be one of REORDERS."""
+    if how not in REORDERS:
+        raise InvalidInput(f"reorder must be {', '.join(REORDERS)}, got {how!r}")
 
 
 def reorder_contexts(n: int, ctx: list[int], ranked: list[int], how: str) -> list[int] | None:

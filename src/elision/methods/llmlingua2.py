@@ -36,7 +36,7 @@ import numpy as np
 from .._errors import InvalidInput
 from ..chunking import chunk_bounds
 from ..prompt import Prompt
-from ..selection import REORDERS, Units, aggregate, reorder_contexts
+from ..selection import Units, aggregate, check_reorder, reorder_contexts
 from .base import Answer, Method, Options, Scored, register
 
 
@@ -139,8 +139,7 @@ class LLMLingua2(Method):
                 raise InvalidInput(f"coarse_weight must be in [0, 1], got {self.coarse_weight}")
             if not 0 <= self.outlier_weight <= 1:
                 raise InvalidInput(f"outlier_weight must be in [0, 1], got {self.outlier_weight}")
-            if self.reorder not in REORDERS:
-                raise InvalidInput(f"reorder must be {', '.join(REORDERS)}, got {self.reorder!r}")
+            check_reorder(self.reorder)
             if not 0 <= self.answer_first <= 1000:
                 raise InvalidInput(f"answer_first must be in [0, 1000] (0: off), got {self.answer_first}")
             if self.answer_context not in ("lead", "document"):
@@ -215,8 +214,8 @@ class LLMLingua2(Method):
         # whole documents reordered, each kept a subsequence: by the best unit priority (with
         # coarse selection, the best sentence's), the answering document first
         ctx = [i for i, s in enumerate(prompt.segments) if s.role == "context"]
-        best = {i: float(np.max(out[i].priority[np.isfinite(out[i].priority)], initial=-1.0)) for i in ctx}
-        ranked = sorted(ctx, key=lambda i: -best[i])
+        relevance = {i: float(np.max(out[i].priority[np.isfinite(out[i].priority)], initial=-1.0)) for i in ctx}
+        ranked = sorted(ctx, key=lambda i: -relevance[i])
         return Scored(tuple(out), reorder_contexts(len(prompt.segments), ctx, ranked, options.reorder), answer)
 
     def _question_aware(self, options, clf=None) -> bool:

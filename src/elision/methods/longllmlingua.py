@@ -39,8 +39,8 @@ from .._errors import InvalidInput
 from ..prompt import SEPARATOR, Prompt
 from ..rankers import RANKERS, get_ranker
 from ..budget import Budget
-from ..selection import (REORDERS, Units, aggregate, must_keep, rank_priorities, reorder_contexts, unit_token_index,
-                         word_spans)
+from ..selection import (Units, aggregate, check_reorder, must_keep, rank_priorities, reorder_contexts,
+                         unit_token_index, word_spans)
 from .base import CausalMethod, Options, Scored, register
 
 
@@ -68,8 +68,7 @@ class LongLLMLingua(CausalMethod):
             super().__post_init__()
             if self.ranker not in RANKERS:
                 raise InvalidInput(f"unknown ranker {self.ranker!r}; known: {', '.join(sorted(RANKERS))}")
-            if self.reorder not in REORDERS:
-                raise InvalidInput(f"reorder must be sort, two_ends or none, got {self.reorder!r}")
+            check_reorder(self.reorder)
             if self.context_budget < 0:
                 raise InvalidInput("context_budget must be >= 0 target tokens")
             if not 0 <= self.dynamic_ratio < 1:
