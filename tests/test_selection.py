@@ -155,3 +155,28 @@ def test_fit_to_budget_respects_budget_and_order(words, budget, seed):
     assert "why?" in out  # +inf units always survive
     forced_only = tok.count(assemble(p, fit_to_budget(p, units, tok, 0)))
     assert tok.count(out) <= max(budget, forced_only)
+
+
+def _units_of(pieces: list[str]):
+    from elision.selection import Units
+
+    starts = np.cumsum([0] + [len(p) for p in pieces[:-1]])
+    ends = starts + np.array([len(p) for p in pieces])
+    return "".join(pieces), Units(starts.astype(np.int64), ends.astype(np.int64), np.zeros(len(pieces)))
+
+
+def test_kept_words_that_white_space_separated_are_never_glued():
+    """A dropped quote held the space between two kept values: 'a@x.com' + 'Hi' must not become
+    'a@x.comHi' (a reader, or the target model, cannot tell where one ends); a sub-word gap
+    (no white space dropped) still joins; the separator is a character of the original."""
+    from elision.selection import kept_spans
+
+    text, units = _units_of(["a@x.com", "\n  body", ":", " '", "Hi", " Katie", ",", "\n  id_", ":", " '", "3", "'"])
+    spans = kept_spans(text, units, np.array([1, 0, 0, 0, 1, 1, 0, 0, 0, 0, 1, 0], bool))
+    assert "".join(text[s:e] for s, e in spans) == "a@x.com Hi Katie 3"
+    text, units = _units_of(["un", "believ", "able", " story"])  # a token-level method dropping a sub-word
+    spans = kept_spans(text, units, np.array([1, 0, 1, 1], bool))
+    assert "".join(text[s:e] for s, e in spans) == "unable story"
+    text, units = _units_of(["(", "a", ")", "\n", "b"])  # only a line break between: it is the separator
+    spans = kept_spans(text, units, np.array([0, 1, 0, 0, 1], bool))
+    assert "".join(text[s:e] for s, e in spans) == "a\nb"

@@ -162,3 +162,62 @@ def test_inter_class_similarity_loss():
     lab2 = torch.tensor([[1, 0, 0, IGNORE]])
     assert inter_class_similarity(torch, h, lab2).item() == pytest.approx(0.5)  # (1 + 0) / 2 pairs
     assert inter_class_similarity(torch, h, torch.tensor([[1, 1, 1, 1]])).item() == 0.0  # no drop tokens
+
+
+def test_harder_question_recipe_picks_overlapping_distractors_lemmas_numbers_and_antecedents():
+    """Issue 26's recipe: the distractor is the other document's passage sharing the most of the
+    question's words, question words may be lemmas, numbers are asked for, and an answer sentence
+    that opens with a pronoun brings the sentence naming its subject."""
+    from elision.train.questions import OverlapIndex, make_question, pick_question, spacy_model
+
+    pool = [{"id": "a:0", "text": "The Tay Bridge crossed the Firth of Tay near Dundee."},
+            {"id": "a:1", "text": "The Tay Bridge collapsed in a storm in December."},
+            {"id": "b:0", "text": "The Firth of Forth is crossed by a railway bridge near Dundee and Tay."},
+            {"id": "c:0", "text": "Vines grow grapes in the warm valleys of the south."}]
+    index = OverlapIndex(pool, max_df=1.0)
+    # the question shares words with a:1 (same document as the gold a:0: never chosen) and b:0
+    assert index.best("When did the Tay Bridge near Dundee collapse?", 0, random.Random(0)) == 2
+    assert index.best("What do vines grow?", 0, random.Random(0)) == 3
+    assert index.best("Nothing shared here?", 0, random.Random(0)) is None
+
+    nlp = spacy_model()
+    sent = next(iter(nlp("The engineers designed the bridges carefully in 1871.").sents))
+    year = next((a.start_char, a.end_char, "year") for a in sent.ents if a.text == "1871")
+    forms = {make_question(sent, year, random.Random(s), paraphrase=1.0) for s in range(20)} - {None}
+    assert forms and all("1871" not in q for q in forms)
+    assert any("design " in q + " " or "bridge " in q + " " for q in forms)  # lemmas, not 'designed' / 'bridges'
+    assert not any("designed" in q or "bridges" in q for q in forms)
+
+    text = ("Thomas Bouch was a railway engineer from Cumbria in England. He designed the first Tay Bridge, "
+            "which opened in 1878 and fell in 1879 during a storm.")
+    got = {pick_question(text, random.Random(s), nlp, numeric=1.0, antecedent=True) for s in range(10)} - {None}
+    assert got
+    second = text.index("He designed")
+    for q, (a, b), answer in got:
+        if text.index(answer) >= second:  # asked from the pronoun sentence: it brings its antecedent
+            assert a == 0 and b > second, (q, text[a:b])
+    assert any(text.index(answer) >= second for _, _, answer in got)
+    assert any(ans in ("1878", "1879") for _, _, ans in got)  # numbers asked for
+
+
+def test_harder_recipe_rows_count_overlap_distractors(tmp_path):
+    from elision.train.questions import build
+
+    class FlatTeacher:  # the recipe's choices are under test, not the teacher's scores
+        c = type("C", (), {"method_name": "flat", "model_name": None})()
+
+        def word_scores(self, text, words):
+            return np.linspace(1, 0, len(words))
+
+    topics = ["The Tay Bridge over the Firth near Dundee fell in a storm in 1879 while a train crossed it.",
+              "The Forth Bridge near Edinburgh opened in 1890 and carried trains across the Firth.",
+              "Vineyards in the valley produce grapes that growers harvest in autumn every year.",
+              "Glaciers in the northern mountains carved deep valleys over thousands of long years."]
+    pool = [{"id": f"d{i}:{k}", "source": "s", "text": f"{topics[i]} {topics[(i + k + 1) % 4]}"}
+            for i in range(4) for k in range(3)]
+    stats = build(pool, tmp_path, n_questions=8, teacher=FlatTeacher(), hard=1.0, paraphrase=0.3, numeric=0.5,
+                  antecedent=True)
+    assert stats["recipe"] == {"hard": 1.0, "paraphrase": 0.3, "numeric": 0.5, "antecedent": True}
+    assert stats["kinds"].get("distractor-tight-overlap", 0) > 0
+    with pytest.raises(InvalidInput, match="hard must be in"):
+        build(pool, tmp_path, n_questions=2, teacher=FlatTeacher(), hard=1.5)

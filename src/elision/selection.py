@@ -260,7 +260,31 @@ def kept_spans(text: str, units: Units, keep: np.ndarray) -> tuple[Span, ...]:
             spans[-1][1] = e2
             break
         spans.pop()
-    return tuple((s, e) for s, e in spans)
+    return tuple(_separated(text, spans))
+
+
+def _separated(text: str, spans: list[list[int]]) -> list[tuple[int, int]]:
+    """`spans` with one white-space character of the original between two kept spans that the
+    dropped text between them separated by white space but that would otherwise touch:
+    'sender: a@x.com\\n  body: \\'Hi Katie' keeping 'a@x.com' and 'Hi Katie' gives 'a@x.com Hi
+    Katie', not 'a@x.comHi Katie' (the quote, which held the space, was dropped). A space when
+    the gap has one (it joins the next word's token, so it usually costs nothing), else the gap's
+    first white-space character. Gaps inside a word (a token-level method dropping a sub-word)
+    hold no white space and stay joined. The character is the original's, so the compressed text
+    is still the original's kept spans, joined."""
+    out: list[tuple[int, int]] = []
+    for s, e in spans:
+        if out:
+            b = out[-1][1]
+            if s > b and not text[b - 1].isspace() and not text[s].isspace():
+                gap = text[b:s]
+                w = gap.rfind(" ")
+                if w < 0:
+                    w = next((i for i, c in enumerate(gap) if c.isspace()), -1)
+                if w >= 0:
+                    out.append((b + w, b + w + 1))
+        out.append((s, e))
+    return out
 
 
 def assemble(prompt: Prompt, spans: list[tuple[Span, ...]], order: list[int] | None = None) -> str:

@@ -19,10 +19,20 @@ import click
 @click.option("--teacher-model", help="model for the teacher method (default: the method's)")
 @click.option("--no-question-share", type=float, default=0.5, show_default=True,
               help="share of gold passages also added without a question (task-agnostic rows)")
+@click.option("--hard", type=float, default=0.0, show_default=True,
+              help="share of distractors chosen as the passage sharing the most of the question's words "
+                   "(the harder recipe: 0.5)")
+@click.option("--paraphrase", type=float, default=0.0, show_default=True,
+              help="probability that a question word is written as its lemma, not the sentence's form (0.3)")
+@click.option("--numeric", type=float, default=0.0, show_default=True,
+              help="probability that a sentence holding a number or date is asked about it (0.5)")
+@click.option("--antecedent", is_flag=True,
+              help="an answer sentence opening with a pronoun brings the sentence before it into the answer")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--out", "out_dir", required=True, help="folder for data.jsonl and stats.json")
 @click.option("--quiet", is_flag=True, help="no progress on stderr")
-def questions(corpus, n_questions, n_passages, teacher, teacher_model, no_question_share, seed, out_dir, quiet):
+def questions(corpus, n_questions, n_passages, teacher, teacher_model, no_question_share, hard, paraphrase, numeric,
+              antecedent, seed, out_dir, quiet):
     """Build question-aware keep/drop data (questions written from licensed passages)."""
     import itertools
     from pathlib import Path
@@ -46,7 +56,8 @@ def questions(corpus, n_questions, n_passages, teacher, teacher_model, no_questi
         bar.__enter__()
     try:
         stats = build(pool, out_dir, n_questions=n_questions, teacher=Teacher(teacher, teacher_model), seed=seed,
-                      no_question_share=no_question_share,
+                      no_question_share=no_question_share, hard=hard, paraphrase=paraphrase, numeric=numeric,
+                      antecedent=antecedent,
                       progress=(lambda done, total: bar.update(done - bar.pos)) if bar else None)
     finally:
         if bar:

