@@ -198,6 +198,14 @@ def test_harder_question_recipe_picks_overlapping_distractors_lemmas_numbers_and
             assert a == 0 and b > second, (q, text[a:b])
     assert any(text.index(answer) >= second for _, _, answer in got)
     assert any(ans in ("1878", "1879") for _, _, ans in got)  # numbers asked for
+    # split: asked with the first sentence's words, answered by the next; both in the span
+    rec = "The monthly rent for the apartment on Elm Street was due on the first day. The amount was 1100 dollars."
+    got = {pick_question(rec, random.Random(s), nlp, split=1.0) for s in range(10)} - {None}
+    assert got
+    for q, (a, b), answer in got:
+        if rec.index(answer) > rec.index("The amount"):
+            assert a == 0 and b >= rec.index(answer) + len(answer) and "amount" not in q.lower() and answer not in q
+    assert any(rec.index(answer) > rec.index("The amount") for _, _, answer in got)
 
 
 def test_harder_recipe_rows_count_overlap_distractors(tmp_path):
@@ -217,7 +225,7 @@ def test_harder_recipe_rows_count_overlap_distractors(tmp_path):
             for i in range(4) for k in range(3)]
     stats = build(pool, tmp_path, n_questions=8, teacher=FlatTeacher(), hard=1.0, paraphrase=0.3, numeric=0.5,
                   antecedent=True)
-    assert stats["recipe"] == {"hard": 1.0, "paraphrase": 0.3, "numeric": 0.5, "antecedent": True}
+    assert stats["recipe"] == {"hard": 1.0, "paraphrase": 0.3, "numeric": 0.5, "antecedent": True, "split": 0.0}
     assert stats["kinds"].get("distractor-tight-overlap", 0) > 0
     with pytest.raises(InvalidInput, match="hard must be in"):
         build(pool, tmp_path, n_questions=2, teacher=FlatTeacher(), hard=1.5)

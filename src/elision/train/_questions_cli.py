@@ -28,11 +28,13 @@ import click
               help="probability that a sentence holding a number or date is asked about it (0.5)")
 @click.option("--antecedent", is_flag=True,
               help="an answer sentence opening with a pronoun brings the sentence before it into the answer")
+@click.option("--split", type=float, default=0.0, show_default=True,
+              help="probability that the question is written from one sentence and answered by the next (0.3)")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--out", "out_dir", required=True, help="folder for data.jsonl and stats.json")
 @click.option("--quiet", is_flag=True, help="no progress on stderr")
 def questions(corpus, n_questions, n_passages, teacher, teacher_model, no_question_share, hard, paraphrase, numeric,
-              antecedent, seed, out_dir, quiet):
+              antecedent, split, seed, out_dir, quiet):
     """Build question-aware keep/drop data (questions written from licensed passages)."""
     import itertools
     from pathlib import Path
@@ -57,7 +59,7 @@ def questions(corpus, n_questions, n_passages, teacher, teacher_model, no_questi
     try:
         stats = build(pool, out_dir, n_questions=n_questions, teacher=Teacher(teacher, teacher_model), seed=seed,
                       no_question_share=no_question_share, hard=hard, paraphrase=paraphrase, numeric=numeric,
-                      antecedent=antecedent,
+                      antecedent=antecedent, split=split,
                       progress=(lambda done, total: bar.update(done - bar.pos)) if bar else None)
     finally:
         if bar:

@@ -132,11 +132,15 @@ _PRONOUNS = frozenset("he she it they this these that those his her its their we
 
 
 def pick_question(text: str, rng: random.Random, nlp=None, *, paraphrase: float = 0.0, numeric: float = 0.0,
-                  antecedent: bool = False) -> tuple[str, tuple[int, int], str] | None:
+                  antecedent: bool = False, split: float = 0.0) -> tuple[str, tuple[int, int], str] | None:
     """(question, answer span, answer text) from one passage, or None. numeric > 0: with that
     probability a sentence holding a number or date answers with it (records ask for amounts and
     dates). antecedent: an answer sentence that opens with a pronoun ('He later built ...')
-    brings the sentence before it into the answer span, the one that names whom it refers to."""
+    brings the sentence before it into the answer span, the one that names whom it refers to.
+    split > 0: with that probability the question is written from one sentence and answered by
+    the next ('subject: Rent' / 'amount: 1100.0'; 'Bouch designed the bridge.' / 'It opened in
+    1878.' -> 'when Bouch designed bridge?'), both in the answer span: the line that repeats the
+    question's words is not always the one that answers it."""
     doc = (nlp or spacy_model())(text)
     sents = list(doc.sents)
     order = list(range(len(sents)))
@@ -146,18 +150,21 @@ def pick_question(text: str, rng: random.Random, nlp=None, *, paraphrase: float 
         n_words = sum(1 for t in sent if t.is_alpha or t.like_num)
         if not 8 <= n_words <= 45:
             continue
-        cands = answer_candidates(sent)
+        answering = sents[k + 1] if split and k + 1 < len(sents) and rng.random() < split else sent
+        cands = answer_candidates(answering)
         if not cands:
             continue
         nums = [c for c in cands if c[2] in _NUMERIC]
         ans = rng.choice(nums) if nums and numeric and rng.random() < numeric else rng.choice(cands)
+        if answering is not sent and text[ans[0]:ans[1]].lower() in sent.text.lower():
+            continue  # the asking sentence would hold the answer too
         q = make_question(sent, ans, rng, paraphrase)
         if q is None:
             continue
         start = sent.start_char
         if antecedent and k > 0 and sent[0].lower_ in _PRONOUNS:
             start = sents[k - 1].start_char
-        return q, (start, sent.end_char), text[ans[0]:ans[1]]
+        return q, (start, answering.end_char), text[ans[0]:ans[1]]
     return None
 
 
@@ -224,7 +231,7 @@ class Teacher:
 
 def build(passages: Iterable[dict], out_dir: str | Path, *, n_questions: int, teacher: Teacher | None = None,
           seed: int = 0, no_question_share: float = 0.5, hard: float = 0.0, paraphrase: float = 0.0,
-          numeric: float = 0.0, antecedent: bool = False,
+          numeric: float = 0.0, antecedent: bool = False, split: float = 0.0,
           progress: Callable[[int, int], None] | None = None) -> dict:
     """Write data.jsonl (rows: id, group, source, text, words, labels, question?, kind) and
     stats.json into out_dir; returns the stats. Rows of one group share a held-out side.
@@ -232,8 +239,8 @@ def build(passages: Iterable[dict], out_dir: str | Path, *, n_questions: int, te
     `hard` share of distractors chosen as the passage of another document sharing the most of
     the question's words (OverlapIndex: what a retriever puts beside the gold passage, and what
     taught the old model to keep the sentence that repeats the question rather than the one that
-    answers it), `paraphrase` / `numeric` / `antecedent` as in pick_question."""
-    for name, v in (("hard", hard), ("paraphrase", paraphrase), ("numeric", numeric)):
+    answers it), `paraphrase` / `numeric` / `antecedent` / `split` as in pick_question."""
+    for name, v in (("hard", hard), ("paraphrase", paraphrase), ("numeric", numeric), ("split", split)):
         if not 0 <= v <= 1:
             raise InvalidInput(f"{name} must be in [0, 1], got {v}")
     if n_questions < 1:
@@ -257,7 +264,8 @@ def build(passages: Iterable[dict], out_dir: str | Path, *, n_questions: int, te
         if made >= n_questions:
             break
         gold = pool[gi]
-        got = pick_question(gold["text"], rng, paraphrase=paraphrase, numeric=numeric, antecedent=antecedent)
+        got = pick_question(gold["text"], rng, paraphrase=paraphrase, numeric=numeric, antecedent=antecedent,
+                            split=split)
         if got is None:
             continue
         q, (s, e), answer = got
@@ -302,7 +310,8 @@ def build(passages: Iterable[dict], out_dir: str | Path, *, n_questions: int, te
         for r in rows:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
     stats = {"format": "elision-questions-1", "questions": made, "rows": len(rows), "kinds": kinds, "seed": seed,
-             "recipe": {"hard": hard, "paraphrase": paraphrase, "numeric": numeric, "antecedent": antecedent},
+             "recipe": {"hard": hard, "paraphrase": paraphrase, "numeric": numeric, "antecedent": antecedent,
+                        "split": split},
              "teacher": {"method": teacher.c.method_name, "model": teacher.c.model_name},
              "sources": sorted({r["source"] for r in rows}),
              "keep_share": float(np.mean([x for r in rows for x in r["labels"]]))}
