@@ -5,6 +5,7 @@ in the middle of a document that is not the first, among documents sharing the q
 
 import json
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -201,3 +202,28 @@ def test_auto_never_goes_below_the_answer_and_its_document(docs, question, answe
     opts = c.pipeline.resolve_options({})
     scored = c.pipeline.score(prompt, c.pipeline.budget(prompt, "auto", None), opts)
     assert scored_only(prompt, scored, 0.95) < c.pipeline.answer_floor(scored, prompt) <= r.budget_tokens
+
+
+def test_a_question_for_a_number_puts_the_documents_lines_with_digits_first():
+    """The best sentence is often the line that repeats the question's words ('subject: Rent'),
+    not the one that answers ('amount: 1100.0'). When the question asks for a number, amount,
+    date or time, the answer's document gives its lines holding a digit before its others."""
+    from elision.methods.llmlingua2 import answer_sentence, answer_type_of
+
+    text = "subject: Rent\ndescription: monthly payment for the flat\namount: 1100.0\n"
+    pieces = ["subject", ":", " Rent", "\n", "description", ":", " monthly", " payment", " for", " the", " flat", "\n",
+              "amount", ":", " 1100.0", "\n"]
+    starts = np.cumsum([0] + [len(p) for p in pieces[:-1]]).astype(np.int64)
+    ends = starts + np.array([len(p) for p in pieces])
+    assert "".join(text[s:e] for s, e in zip(starts, ends)) == text
+    p = np.array([.9, .9, .9, 0, .3, .3, .3, .3, .3, .3, .3, 0, .2, .2, .2, 0])  # the subject line is the best
+    _, sentence, context = answer_sentence(text, starts, ends, p, p.copy(), document=True)
+    assert [pieces[k] for k in sentence if pieces[k].strip()] == ["subject", ":", " Rent"]
+    assert pieces[context[0]] == "description"  # by priority: the description first
+    _, _, context = answer_sentence(text, starts, ends, p, p.copy(), document=True, numeric=True)
+    assert pieces[context[0]] == "amount"  # asked for a number: the line with the digits first
+    for q in ("How much is my rent?", "When does the meeting start?", "What is the amount of the last payment?",
+              "What time is the dentist appointment?", "How many students attend?"):
+        assert answer_type_of(q) == "number", q
+    for q in ("Who sent the email?", "Which city did we visit first?", "What is the name of the hotel?"):
+        assert answer_type_of(q) is None, q

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 
 import numpy as np
 
@@ -120,6 +121,12 @@ class LLMLingua2(Method):
         # whatever K is
         answer_first: float = 1000.0
         answer_context: str = "document"
+        # with answer_context="document": when the question asks for a number, amount, date or
+        # time ('how much', 'when', 'what time'; answer_type_of), the document's sentences holding
+        # a digit go before its other sentences (a record's 'amount: 1100.0' before its
+        # 'description: ...'; the best sentence is often the line that repeats the question's
+        # words, 'subject: Rent', and not the one that answers)
+        answer_type: bool = True
         # chunk_tokens past the encoder's positions is cut to them; batch_tokens bounds one
         # forward pass (attention memory grows with it): 65536 is ~16x the default
         RANGES = {"chunk_tokens": (16, 8192), "batch_tokens": (16, 65536), "threshold": (0, 1), "auto_threshold": (0, 1),
@@ -195,6 +202,8 @@ class LLMLingua2(Method):
             coarse = "sentence" if question and self._question_aware(options) else "none"
         counts = _word_counts(prompt) if options.outlier_weight > 0 else None  # once per prompt
         out, answer, best = [], None, -np.inf
+        numeric = options.answer_type and answer_type_of(
+            " ".join(s.text for s in prompt.segments if s.role == "question")) == "number"
         for i, (seg, w) in enumerate(zip(prompt.segments, words)):
             starts, ends, up, mean_p = w
             if up is not None and counts is not None:
@@ -205,7 +214,7 @@ class LLMLingua2(Method):
             out.append(self._units(starts, ends, up, mean_p, options, i in dropped))
             if raw is not None and coarse == "sentence" and seg.role == "context" and i not in dropped:
                 found = answer_sentence(seg.text, starts, ends, raw, out[-1].priority,
-                                        options.answer_context == "document")
+                                        options.answer_context == "document", numeric)
                 if found is not None and found[0] > best:
                     best = found[0]
                     answer = Answer(i, found[1], found[2], options.answer_first)
@@ -322,8 +331,24 @@ def sentence_ids(text: str, starts: np.ndarray, ends: np.ndarray, inside_words: 
     return np.concatenate([[0], np.cumsum(end[:-1])]).astype(np.int64) if len(end) else np.zeros(0, np.int64)
 
 
+_NUMBER_QUESTION = re.compile(
+    r"\b(how\s+(much|many|long|far|old|often|big|large|tall|high|fast|heavy)|when|what\s+(time|date|day|year|month|"
+    r"amount|price|cost|number|percentage|rate|total|balance|fee|size)|which\s+(day|date|year|month|time)|"
+    r"(what|which)\s+\w+\s+(number|amount|date|time)|at\s+what\s+(time|hour)|"
+    r"(what|which)(\s+(is|was|are|were)|'s)\s+(the\s+|my\s+|our\s+)?(\w+\s+)?(amount|price|cost|number|total|"
+    r"balance|fee|date|time|year|day|percentage|rate|size|age))\b", re.I)
+
+
+def answer_type_of(question: str) -> str | None:
+    """'number' when the question asks for a number, amount, date or time ('How much is the rent?',
+    'When does the meeting start?', 'What time ...'), else None (names, places and things are
+    written too many ways for a rule)."""
+    return "number" if _NUMBER_QUESTION.search(question) else None
+
+
 def answer_sentence(text: str, starts: np.ndarray, ends: np.ndarray, p: np.ndarray,
-                    priority: np.ndarray, document: bool = False) -> tuple[float, np.ndarray, np.ndarray] | None:
+                    priority: np.ndarray, document: bool = False,
+                    numeric: bool = False) -> tuple[float, np.ndarray, np.ndarray] | None:
     """The segment's best sentence by mean P(keep) over its non-blank units that may be kept,
     as (score, its unit indices, the units that make it readable) or None. The context is the
     document's lead (its first sentence: 'Document [3](Title: Hexley) Hexley is ...', where an
@@ -346,8 +371,14 @@ def answer_sentence(text: str, starts: np.ndarray, ends: np.ndarray, p: np.ndarr
     lead = lead[np.argsort(-p[lead], kind="stable")][:int(cnt[best])]
     if document:
         rest = np.flatnonzero(ok & (sid != best) & ~np.isin(np.arange(len(sid)), lead))
-        # by priority (with coarse selection, the sentence's score first): whole sentences in turn
-        lead = np.concatenate([lead, rest[np.argsort(-priority[rest], kind="stable")]])
+        # by priority (with coarse selection, the sentence's score first): whole sentences in turn;
+        # numeric: the sentences holding a digit first
+        order = np.argsort(-priority[rest], kind="stable")
+        if numeric and len(rest):
+            digit = np.array([any(c.isdigit() for c in w) for w in words])
+            has = np.bincount(sid, weights=digit.astype(np.float64)) > 0
+            order = np.lexsort((np.arange(len(rest)), -priority[rest], ~has[sid[rest]]))
+        lead = np.concatenate([lead, rest[order]])
     return float(mean[best]), np.flatnonzero(sid == best).astype(np.int64), lead.astype(np.int64)
 
 
