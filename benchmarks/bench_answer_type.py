@@ -1,0 +1,80 @@
+"""llmlingua2's `answer_type` (issue 26), off against on: when the question asks for a number,
+amount, date or time, the answer's document gives its lines holding a digit first.
+
+    flock /tmp/elision-heavy.lock .venv/bin/python benchmarks/bench_answer_type.py
+
+Cases: bench_auto.py's question-aware QA from the agent sessions, tuning half (sessions 0-3) and
+held-out half (4-7). Per half and rate (3x / 5x / 10x / 20x): prompts whose answer survives with
+the option off and on, and, on the prompts whose question the rule marks (answer_type_of), the
+paired retained share on - off (gemma3-270m, elision.eval.metrics.retained) with its standard
+error. Writes benchmarks/results/answer_type.json.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import RESULTS, machine, table, today  # noqa: E402
+from bench_auto import TARGET, library_version, session_halves  # noqa: E402
+
+RATES = (0.33, 0.2, 0.1, 0.05)
+
+
+def main() -> int:
+    from elision import Compressor
+    from elision.eval.datasets import answer_survives
+    from elision.eval.metrics import TargetLM, retained
+    from elision.methods.llmlingua2 import answer_type_of
+    from elision.prompt import SEPARATOR, Prompt
+    from elision.tokenizers import get_target
+
+    t0 = time.perf_counter()
+    tune, report = session_halves(get_target(TARGET))
+    comp = Compressor("llmlingua2", target=TARGET)
+    lm = TargetLM("gemma3-270m")
+    rows = []
+    for name, cases in (("tuning", tune), ("held out", report)):
+        for r in RATES:
+            kept = [0, 0]
+            diffs, unchanged, marked = [], 0, 0
+            for c in cases:
+                texts = [comp.compress(context=c.context, instruction=c.instruction, question=c.question, rate=r,
+                                       answer_type=on).compressed_prompt for on in (False, True)]
+                for k, t in enumerate(texts):
+                    kept[k] += answer_survives(t, c.answers)
+                if answer_type_of(c.question) != "number":
+                    continue
+                marked += 1
+                if texts[0] == texts[1]:
+                    unchanged += 1
+                    diffs.append(0.0)
+                    continue
+                y = c.answers[0]
+                full = lm.score(Prompt.build(c.context, c.instruction, c.question).text, y).nll
+                none = lm.score(SEPARATOR.join(x for x in (c.instruction, c.question) if x), y).nll
+                off, on = (retained(none, full, lm.score(t, y).nll) for t in texts)
+                if off is not None and on is not None:
+                    diffs.append(on - off)
+            se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else 0.0
+            rows.append({"half": name, "rate": r, "prompts": len(cases), "survived off": kept[0], "survived on": kept[1],
+                         "marked": marked, "unchanged": unchanged,
+                         "retained on - off": round(statistics.mean(diffs), 3) if diffs else None, "se": round(se, 3)})
+            print(table([rows[-1]], list(rows[-1])), flush=True)
+    print(f"\n{machine()}; {today()}\n")
+    print(table(rows, list(rows[0])))
+    out = RESULTS / "answer_type.json"
+    out.write_text(json.dumps({"date": today(), "machine": machine(), "library": library_version(),
+                               "command": "benchmarks/bench_answer_type.py", "rows": rows,
+                               "seconds": round(time.perf_counter() - t0, 1)}, indent=1))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
