@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from elision import Compressor
+from elision import Compressor, InvalidInput
 from elision.cli import cli
 from elision.result import Shortfall
 
@@ -227,3 +227,5 @@ def test_a_question_for_a_number_puts_the_documents_lines_with_digits_first():
         assert answer_type_of(q) == "number", q
     for q in ("Who sent the email?", "Which city did we visit first?", "What is the name of the hotel?"):
         assert answer_type_of(q) is None, q
+    with pytest.raises(InvalidInput, match="answer_type"):  # a bool option, as on the CLI: true / false
+        Compressor("llmlingua2").compress(context=["a b"], question="How much?", rate=0.5, answer_type="maybe")
