@@ -1,17 +1,20 @@
-"""llmlingua2's `answer_type` (issue 26), off against on: when the question asks for a number,
-amount, date or time, the answer's document gives its lines holding a digit first.
+"""llmlingua2's answer rules (issue 26), each off against on:
+`answer_type`: when the question asks for a number, amount, date or time, the answer's document
+gives its lines holding a digit first; `answer_pin`: when the question names an e-mail address,
+URL, file or host name, the answer's document is one that holds it.
 
-    flock /tmp/elision-heavy.lock .venv/bin/python benchmarks/bench_answer_type.py
+    flock /tmp/elision-heavy.lock .venv/bin/python benchmarks/bench_answer_type.py [--option answer_pin]
 
 Cases: bench_auto.py's question-aware QA from the agent sessions, tuning half (sessions 0-3) and
 held-out half (4-7). Per half and rate (3x / 5x / 10x / 20x): prompts whose answer survives with
-the option off and on, and, on the prompts whose question the rule marks (answer_type_of), the
-paired retained share on - off (gemma3-270m, elision.eval.metrics.retained) with its standard
-error. Writes benchmarks/results/answer_type.json.
+the option off and on, and, on the prompts whose question the rule marks (answer_type_of /
+question_identifiers), the paired retained share on - off (gemma3-270m,
+elision.eval.metrics.retained) with its standard error. Writes benchmarks/results/<option>.json.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import sys
@@ -26,11 +29,17 @@ from bench_auto import TARGET, library_version, session_halves  # noqa: E402
 RATES = (0.33, 0.2, 0.1, 0.05)
 
 
-def main() -> int:
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--option", choices=("answer_type", "answer_pin"), default="answer_type")
+    args = ap.parse_args(argv)
     from elision import Compressor
     from elision.eval.datasets import answer_survives
     from elision.eval.metrics import TargetLM, retained
-    from elision.methods.llmlingua2 import answer_type_of
+    from elision.methods.llmlingua2 import answer_type_of, question_identifiers
+
+    marks = {"answer_type": lambda q: answer_type_of(q) == "number", "answer_pin": lambda q: bool(question_identifiers(q))}
+    marks = marks[args.option]
     from elision.prompt import SEPARATOR, Prompt
     from elision.tokenizers import get_target
 
@@ -45,10 +54,10 @@ def main() -> int:
             diffs, unchanged, marked = [], 0, 0
             for c in cases:
                 texts = [comp.compress(context=c.context, instruction=c.instruction, question=c.question, rate=r,
-                                       answer_type=on).compressed_prompt for on in (False, True)]
+                                       **{args.option: on}).compressed_prompt for on in (False, True)]
                 for k, t in enumerate(texts):
                     kept[k] += answer_survives(t, c.answers)
-                if answer_type_of(c.question) != "number":
+                if not marks(c.question):
                     continue
                 marked += 1
                 if texts[0] == texts[1]:
@@ -68,9 +77,9 @@ def main() -> int:
             print(table([rows[-1]], list(rows[-1])), flush=True)
     print(f"\n{machine()}; {today()}\n")
     print(table(rows, list(rows[0])))
-    out = RESULTS / "answer_type.json"
+    out = RESULTS / f"{args.option}.json"
     out.write_text(json.dumps({"date": today(), "machine": machine(), "library": library_version(),
-                               "command": "benchmarks/bench_answer_type.py", "rows": rows,
+                               "command": f"benchmarks/bench_answer_type.py --option {args.option}", "option": args.option, "rows": rows,
                                "seconds": round(time.perf_counter() - t0, 1)}, indent=1))
     print(f"wrote {out}")
     return 0

@@ -229,3 +229,33 @@ def test_a_question_for_a_number_puts_the_documents_lines_with_digits_first():
         assert answer_type_of(q) is None, q
     with pytest.raises(InvalidInput, match="answer_type"):  # a bool option, as on the CLI: true / false
         Compressor("llmlingua2").compress(context=["a b"], question="How much?", rate=0.5, answer_type="maybe")
+
+
+def test_a_question_naming_a_file_or_address_takes_its_answer_from_the_document_holding_it():
+    """'When was birthday-party-plans.docx last modified?' over file records: a journal that talks
+    about the party plans outscores the file itself with the classifier alone; answer_pin takes
+    the answer's document from the record holding that file name verbatim, and its date is kept."""
+    from elision.budget import make_budget
+    from elision.methods.llmlingua2 import question_identifiers
+    from elision.prompt import Prompt
+
+    assert question_identifiers("Who owns vacation-plans.docx?") == ("vacation-plans.docx",)
+    assert question_identifiers("Did ann.lee@x.com write? See https://x.org/a.") == ("ann.lee@x.com", "https://x.org/a")
+    assert question_identifiers("How many days ago was it?") == ()
+    q = "When was birthday-party-plans.docx last modified?"
+    docs = ["- content: 'Journal. Today we talked about the birthday party plans again and I modified the party plans "
+            "twice; the birthday party will be the best party.'\n  filename: journal.docx\n"
+            "  last_modified: 2024-05-01 09:00:00\n  size: 311",
+            "- content: 'Guest list: John, Jane, Michael, Sarah. Menu: mini quiches, bruschetta, cheese platter. Venue: "
+            "the residence.'\n  filename: birthday-party-plans.docx\n  last_modified: 2024-02-25 16:45:00\n  size: 204",
+            "- content: 'Quarterly budget: marketing 20%, salaries 50%, rent 30%.'\n  filename: budget.xlsx\n"
+            "  last_modified: 2024-03-11 10:00:00\n  size: 98"]
+    c = Compressor("llmlingua2", target="cl100k_base")
+    prompt = Prompt.build(docs, "", q)
+    picked = {}
+    for pin in (False, True):
+        scored = c.pipeline.score(prompt, make_budget(300, 0.3, None), c.pipeline.resolve_options({"answer_pin": pin}))
+        picked[pin] = prompt.segments[scored.answer.segment].text
+    assert "journal.docx" in picked[False] and "birthday-party-plans.docx" in picked[True]
+    kept = {pin: c.compress(context=docs, question=q, rate=0.3, answer_pin=pin).compressed_prompt for pin in (False, True)}
+    assert "2024-02-25" in kept[True] and "2024-02-25" not in kept[False]

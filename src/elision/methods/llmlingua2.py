@@ -127,6 +127,10 @@ class LLMLingua2(Method):
         # 'description: ...'; the best sentence is often the line that repeats the question's
         # words, 'subject: Rent', and not the one that answers)
         answer_type: bool = True
+        # with a question naming an e-mail address, URL, file or host name ('Who owns
+        # vacation-plans.docx?'), the answer's document is one that holds that name verbatim,
+        # when one does (the classifier sees 'docx' in every file record alike)
+        answer_pin: bool = True
         # chunk_tokens past the encoder's positions is cut to them; batch_tokens bounds one
         # forward pass (attention memory grows with it): 65536 is ~16x the default
         RANGES = {"chunk_tokens": (16, 8192), "batch_tokens": (16, 65536), "threshold": (0, 1), "auto_threshold": (0, 1),
@@ -202,8 +206,9 @@ class LLMLingua2(Method):
             coarse = "sentence" if question and self._question_aware(options) else "none"
         counts = _word_counts(prompt) if options.outlier_weight > 0 else None  # once per prompt
         out, answer, best = [], None, -np.inf
-        numeric = options.answer_type and answer_type_of(
-            " ".join(s.text for s in prompt.segments if s.role == "question")) == "number"
+        q_text = " ".join(s.text for s in prompt.segments if s.role == "question")
+        numeric = options.answer_type and answer_type_of(q_text) == "number"
+        pins = question_identifiers(q_text) if options.answer_pin else ()
         for i, (seg, w) in enumerate(zip(prompt.segments, words)):
             starts, ends, up, mean_p = w
             if up is not None and counts is not None:
@@ -215,6 +220,8 @@ class LLMLingua2(Method):
             if raw is not None and coarse == "sentence" and seg.role == "context" and i not in dropped:
                 found = answer_sentence(seg.text, starts, ends, raw, out[-1].priority,
                                         options.answer_context == "document", numeric)
+                if found is not None and pins and any(x in seg.text.lower() for x in pins):
+                    found = (found[0] + 1.0, *found[1:])  # above every document without the name
                 if found is not None and found[0] > best:
                     best = found[0]
                     answer = Answer(i, found[1], found[2], options.answer_first)
@@ -337,6 +344,14 @@ _NUMBER_QUESTION = re.compile(
     r"(what|which)\s+\w+\s+(number|amount|date|time)|at\s+what\s+(time|hour)|"
     r"(what|which)(\s+(is|was|are|were)|'s)\s+(the\s+|my\s+|our\s+)?(\w+\s+)?(amount|price|cost|number|total|"
     r"balance|fee|date|time|year|day|percentage|rate|size|age))\b", re.I)
+
+
+def question_identifiers(question: str) -> tuple[str, ...]:
+    """The e-mail addresses, URLs and file / host names a question names, lower-cased:
+    'Who owns vacation-plans.docx?' -> ('vacation-plans.docx',)."""
+    from ..selection import identifier_spans
+
+    return tuple(dict.fromkeys(question[a:b].lower() for a, b in identifier_spans(question) if b - a >= 5))
 
 
 def answer_type_of(question: str) -> str | None:
