@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import RESULTS, machine, table, today  # noqa: E402
-from bench_auto import TARGET, library_version, session_halves  # noqa: E402
+from bench_auto import TARGET, Fidelity, library_version, session_halves  # noqa: E402
 
 RATES = (0.33, 0.2, 0.1, 0.05)
 
@@ -35,18 +35,16 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     from elision import Compressor
     from elision.eval.datasets import answer_survives
-    from elision.eval.metrics import TargetLM, retained
     from elision.methods.llmlingua2 import answer_type_of, question_identifiers
 
     marks = {"answer_type": lambda q: answer_type_of(q) == "number", "answer_pin": lambda q: bool(question_identifiers(q))}
     marks = marks[args.option]
-    from elision.prompt import SEPARATOR, Prompt
     from elision.tokenizers import get_target
 
     t0 = time.perf_counter()
     tune, report = session_halves(get_target(TARGET))
     comp = Compressor("llmlingua2", target=TARGET)
-    lm = TargetLM("gemma3-270m")
+    fid = Fidelity("gemma3-270m")
     rows = []
     for name, cases in (("tuning", tune), ("held out", report)):
         for r in RATES:
@@ -64,10 +62,7 @@ def main(argv=None) -> int:
                     unchanged += 1
                     diffs.append(0.0)
                     continue
-                y = c.answers[0]
-                full = lm.score(Prompt.build(c.context, c.instruction, c.question).text, y).nll
-                none = lm.score(SEPARATOR.join(x for x in (c.instruction, c.question) if x), y).nll
-                off, on = (retained(none, full, lm.score(t, y).nll) for t in texts)
+                off, on = (fid.retained(c, c.answers[0], t) for t in texts)
                 if off is not None and on is not None:
                     diffs.append(on - off)
             se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else 0.0

@@ -174,7 +174,9 @@ class Fidelity:
         self.lm = TargetLM(name)
         self.base: dict[tuple[str, str], tuple[float, float]] = {}
 
-    def _one(self, c: Case, y: str, text: str) -> float | None:
+    def retained(self, c: Case, y: str, text: str) -> float | None:
+        """The retained share of `y` in `text` against case c's full and empty prompts (those two
+        scored once per case and answer)."""
         from elision.eval.metrics import retained
         from elision.prompt import SEPARATOR, Prompt
 
@@ -186,8 +188,8 @@ class Fidelity:
         return retained(none, full, self.lm.score(text, y).nll)
 
     def scores(self, c: Case, text: str) -> dict:
-        return {"retained": self._one(c, c.meta["reference"], text),
-                "retained_answer": self._one(c, c.answers[0], text)}
+        return {"retained": self.retained(c, c.meta["reference"], text),
+                "retained_answer": self.retained(c, c.answers[0], text)}
 
 
 def run_row(comp, cases: list[Case], rate, threshold: float | None, fid: Fidelity | None, label: str) -> list[dict]:

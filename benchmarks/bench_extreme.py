@@ -43,28 +43,24 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import RESULTS, machine, table, today  # noqa: E402
-from bench_auto import (REPORT_SESSIONS, TARGET, TUNE_SESSIONS, library_version, session_cases,  # noqa: E402
+from bench_auto import (REPORT_SESSIONS, TARGET, TUNE_SESSIONS, Fidelity, library_version, session_cases,  # noqa: E402
                         session_halves)
 
 RATES = (0.2, 0.1, 0.05)
 GRID = (0.0, 1.0, 2.0, 3.0, 4.0, 1000.0)  # 0: off (before); 1000: always at these rates
 
 
-def measure(comp, lm, cases, grid, label: str, context: str = "lead") -> dict:
+def measure(comp, fid, cases, grid, label: str, context: str = "lead") -> dict:
     """{(K, rate): [per case {survived, retained, seconds, origin, shortfall, first}]}. The full and
     empty prompts are scored once per case, each compressed text once (settings that give the
     same text share its score). Per case and rate the settings run in turn (no drift between them)."""
     from elision.eval.datasets import answer_survives
-    from elision.eval.metrics import retained
     from elision.pipeline import ScoreCache
-    from elision.prompt import SEPARATOR, Prompt
 
     out = {(k, r): [] for k in grid for r in RATES}
     for n, c in enumerate(cases):
         y = c.answers[0]
-        full = lm.score(Prompt.build(c.context, c.instruction, c.question).text, y).nll
-        none = lm.score(SEPARATOR.join(x for x in (c.instruction, c.question) if x), y).nll
-        memo: dict[str, float] = {}
+        memo: dict[str, float | None] = {}
         for r in RATES:
             for k in grid:
                 comp.pipeline.cache = ScoreCache(comp.pipeline.cache.size)  # cold: scoring is timed too
@@ -72,11 +68,11 @@ def measure(comp, lm, cases, grid, label: str, context: str = "lead") -> dict:
                                     answer_first=k, answer_context=context)
                 text = res.compressed_prompt
                 if text not in memo:
-                    memo[text] = lm.score(text, y).nll
+                    memo[text] = fid.retained(c, y, text)
                 out[(k, r)].append({
                     "id": c.id, "position": c.position, "origin": res.origin_tokens,
                     "compressed": res.compressed_tokens, "seconds": res.seconds,
-                    "survived": int(answer_survives(text, c.answers)), "retained": retained(none, full, memo[text]),
+                    "survived": int(answer_survives(text, c.answers)), "retained": memo[text],
                     "shortfall": res.shortfall.kind if res.shortfall else None, "first": res.answer_first})
         print(f"\r{label} {n + 1}/{len(cases)}", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
@@ -242,7 +238,6 @@ def main(argv=None) -> int:
 
 
     from elision import Compressor
-    from elision.eval.metrics import TargetLM
     from elision.tokenizers import get_target
 
     t0, library = time.perf_counter(), library_version()
@@ -251,11 +246,11 @@ def main(argv=None) -> int:
         grid = (0.0, *grid)
     tok = get_target(TARGET)
     tune, report = session_halves(tok, args.limit)
-    comp, lm = Compressor("llmlingua2", target=TARGET), TargetLM(args.target_lm)
+    comp, fid = Compressor("llmlingua2", target=TARGET), Fidelity(args.target_lm)
     comp.compress(context=tune[0].context, question=tune[0].question, rate=0.33)  # warm-up
     halves = {}
     for name, cases in (("tune", tune), ("report", report))[:1 if args.tune_only else 2]:
-        rows = measure(comp, lm, cases, grid, name, args.context)
+        rows = measure(comp, fid, cases, grid, name, args.context)
         halves[name] = {"rows": rows, "summary": summarize(rows),
                         "paired": {k: {"retained": paired(rows, k, "retained"),
                                        "survived": paired(rows, k, "survived"),
@@ -272,7 +267,7 @@ def main(argv=None) -> int:
             cells = ", ".join(f"{r}: {p[f'retained {r}'][0]:+.3f} ± {p[f'retained {r}'][1]:.3f}" for r in RATES)
             print(f"  K={k:g} - off: retained {p['retained'][0]:+.3f} ± {p['retained'][1]:.3f} ({cells}); "
                   f"survival {p['survived'][0]:+.3f} ± {p['survived'][1]:.3f}")
-        print(f"  tokens/s: " + ", ".join(f"K={k:g} {v}" for k, v in halves[name]["tokens_per_s"].items()))
+        print("  tokens/s: " + ", ".join(f"K={k:g} {v}" for k, v in halves[name]["tokens_per_s"].items()))
     if "report" in halves:
         print(f"\nchosen: answer_first={chosen}; held out, chosen - off: "
               + (f"retained {halves['report']['paired'][chosen]['retained'][0]:+.3f} ± "

@@ -36,7 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import RESULTS, machine, table, today  # noqa: E402
-from bench_auto import TARGET, library_version, session_halves  # noqa: E402
+from bench_auto import TARGET, Fidelity, library_version, session_halves  # noqa: E402
 
 RATES = (0.33, 0.2, 0.1, 0.05)
 
@@ -83,18 +83,13 @@ def dev_cases(n: int, skip: int, seed: int, tok) -> list:
     return out
 
 
-def measure(comp, lm, cases, label: str) -> dict:
+def measure(comp, fid, cases, label: str) -> dict:
     from elision.eval.datasets import answer_survives
-    from elision.eval.metrics import retained
     from elision.pipeline import ScoreCache
-    from elision.prompt import SEPARATOR, Prompt
 
     out = {r: [] for r in RATES}
     for n, c in enumerate(cases):
         y = c.answers[0]
-        if lm is not None:
-            full = lm.score(Prompt.build(c.context, c.instruction, c.question).text, y).nll
-            none = lm.score(SEPARATOR.join(x for x in (c.instruction, c.question) if x), y).nll
         for r in RATES:
             comp.pipeline.cache = ScoreCache(comp.pipeline.cache.size)  # cold: scoring is timed too
             res = comp.compress(context=c.context, instruction=c.instruction, question=c.question, rate=r)
@@ -102,7 +97,7 @@ def measure(comp, lm, cases, label: str) -> dict:
             out[r].append({"id": c.id, "position": c.position, "origin": res.origin_tokens,
                            "compressed": res.compressed_tokens, "seconds": res.seconds,
                            "survived": int(answer_survives(text, c.answers)),
-                           "retained": retained(none, full, lm.score(text, y).nll) if lm is not None else None})
+                           "retained": fid.retained(c, y, text) if fid is not None else None})
         print(f"\r{label} {n + 1}/{len(cases)}", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
     return out
@@ -144,7 +139,6 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from elision import Compressor
-    from elision.eval.metrics import TargetLM
     from elision.tokenizers import get_target
 
     t0 = time.perf_counter()
@@ -153,14 +147,14 @@ def main(argv=None) -> int:
     sets = {"sessions": tune + report}
     if args.dev:
         sets["dev"] = dev_cases(args.dev, args.dev_skip, 0, tok)
-    lm = None if args.no_retained else TargetLM(args.target_lm)
+    fid = None if args.no_retained else Fidelity(args.target_lm)
     models = [str(Path(m).expanduser()) if m.startswith(("~", "/", ".")) else m for m in args.models.split(",")]
     rows, summary, tests = {}, [], {}
     for m in models:
         comp = Compressor("llmlingua2", model=m, target=TARGET, dtype=args.dtype)
         comp.compress(context=tune[0].context, question=tune[0].question, rate=0.33)  # warm-up
         for name, cases in sets.items():
-            rows[(m, name)] = measure(comp, lm, cases, f"{Path(m).name} {name}")
+            rows[(m, name)] = measure(comp, fid, cases, f"{Path(m).name} {name}")
             summary += summarize(Path(m).name, name, rows[(m, name)])
             if m != models[0]:
                 tests[f"{Path(m).name} vs {Path(models[0]).name} on {name}"] = sign_test(rows[(models[0], name)],
@@ -180,7 +174,7 @@ def main(argv=None) -> int:
           f"{machine()}; {today()}")
     Path(args.out).write_text(json.dumps({
         "date": today(), "machine": machine(), "library": library_version(), "command": " ".join(sys.argv),
-        "models": models, "rates": RATES, "target": TARGET, "target_lm": None if lm is None else args.target_lm,
+        "models": models, "rates": RATES, "target": TARGET, "target_lm": None if fid is None else args.target_lm,
         "summary": summary, "sign_tests": tests, "dev_minus_unseen": gaps,
         "cases": {f"{Path(m).name}|{name}|{r}": xs for (m, name), per in rows.items() for r, xs in per.items()},
         "seconds": round(time.perf_counter() - t0, 1)}, indent=1))

@@ -25,30 +25,26 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import RESULTS, machine, table, today  # noqa: E402
-from bench_auto import TARGET, session_halves  # noqa: E402
+from bench_auto import TARGET, Fidelity, session_halves  # noqa: E402
 
 ORDERS = ("none", "sort", "two_ends")
 RATES = (0.2, 0.1)
 
 
-def measure(comp, lm, cases) -> dict:
+def measure(comp, fid, cases) -> dict:
     """{(order, rate): [per-case {survived, retained}]}; the full and empty prompts scored once."""
     from elision.eval.datasets import answer_survives
-    from elision.eval.metrics import retained
-    from elision.prompt import SEPARATOR, Prompt
 
     out = {(o, r): [] for o in ORDERS for r in RATES}
     for k, c in enumerate(cases):
         y = c.answers[0]
-        full = lm.score(Prompt.build(c.context, c.instruction, c.question).text, y).nll
-        none = lm.score(SEPARATOR.join(x for x in (c.instruction, c.question) if x), y).nll
         for r in RATES:
             for o in ORDERS:
                 res = comp.compress(context=c.context, instruction=c.instruction, question=c.question, rate=r,
                                     reorder=o)
                 out[(o, r)].append({"id": c.id, "position": c.position,
                                     "survived": int(answer_survives(res.compressed_prompt, c.answers)),
-                                    "retained": retained(none, full, lm.score(res.compressed_prompt, y).nll)})
+                                    "retained": fid.retained(c, y, res.compressed_prompt)})
         print(f"\r{k + 1}/{len(cases)}", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
     return out
@@ -84,16 +80,15 @@ def main(argv=None) -> int:
 
 
     from elision import Compressor
-    from elision.eval.metrics import TargetLM
     from elision.tokenizers import get_target
 
     t0 = time.perf_counter()
     tok = get_target(TARGET)
     tune, report = session_halves(tok, args.limit)
-    comp, lm = Compressor("llmlingua2", target=TARGET), TargetLM(args.target_lm)
+    comp, fid = Compressor("llmlingua2", target=TARGET), Fidelity(args.target_lm)
     halves = {}
     for name, cases in (("tune", tune), ("report", report)):
-        rows = measure(comp, lm, cases)
+        rows = measure(comp, fid, cases)
         halves[name] = {"rows": rows, "summary": summarize(rows),
                         "paired": {o: paired(rows, "none", o) for o in ORDERS[1:]}}
         print(f"\n{name} half ({len(cases)} cases)")
