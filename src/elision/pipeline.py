@@ -191,7 +191,8 @@ class Pipeline:
         one = Prompt((segment,), (0,))
         return self.fit(one, Scored((units,)), budget_tokens)[1]
 
-    def answer_first(self, prompt: Prompt, scored: Scored, budget_tokens: int) -> tuple[Scored, Shortfall | None, bool]:
+    def answer_first(self, prompt: Prompt, scored: Scored, budget_tokens: int,
+                     whole: int | None = None) -> tuple[Scored, Shortfall | None, bool]:
         """Extreme rates: the answer before any other word, and a budget too small said plainly.
 
         Returns (scores to fit, shortfall or None, whether the answer went first). A question
@@ -204,6 +205,8 @@ class Pipeline:
             by priority: the priorities are lifted in tiers above every other finite one.
         At moderate rates the budget left is many sentences long, so nothing changes. Question 18
         + instruction 24 tokens, budget 85, sentence + context 40, K 2: 43 left < 80 -> answer first.
+        `whole`: the tokens of kept-whole text + sentence + context when the caller counted them
+        (rate="auto", for its floor); else counted here.
         Not handled: segments with their own rate (structured prompts), fitted per group."""
         segs = prompt.segments
         question = SEPARATOR.join(s.text for s in segs if s.role == "question" and s.text.strip())
@@ -219,7 +222,8 @@ class Pipeline:
         if a.first_below <= 0:
             return scored, shortfall, False
         base = self.kept_tokens(prompt, scored, np.zeros(0, np.int64))
-        whole = self.answer_floor(scored, prompt)  # kept-whole text + sentence + context
+        if whole is None:  # rate="auto" has counted it for its floor already
+            whole = self.answer_floor(scored, prompt)  # kept-whole text + sentence + context
         if budget_tokens - base >= a.first_below * (whole - base):
             return scored, shortfall, False
         finite = np.concatenate([u.priority[np.isfinite(u.priority)] for u in scored.units])
@@ -282,12 +286,13 @@ class Pipeline:
         options = options or self.options
         origin = self.target.count(prompt.text)
         budget = self.budget(prompt, rate, target_tokens, origin)
-        scored = None
+        scored, floor = None, None
         if budget.auto:  # the method scores first (its scores do not depend on the budget), then the budget
             self.check_auto(budget)
             scored = self.score(prompt, budget, options, progress, raw)
+            floor = self.answer_floor(scored, prompt)
             budget = dataclasses.replace(budget, tokens=min(budget.tokens, max(self.auto_tokens(
-                prompt, scored, options.auto_threshold), self.answer_floor(scored, prompt))))
+                prompt, scored, options.auto_threshold), floor)))
         groups = self.rate_groups(prompt, budget) if prompt.has_rates else None
         if groups:  # budget-aware methods plan with the sum of the segments' own budgets
             budget = dataclasses.replace(budget, tokens=sum(b for _, b in groups))
@@ -297,7 +302,7 @@ class Pipeline:
         t2 = time.perf_counter()
         shortfall, first = None, False
         if not groups:
-            scored, shortfall, first = self.answer_first(prompt, scored, budget.tokens)
+            scored, shortfall, first = self.answer_first(prompt, scored, budget.tokens, floor)
         spans, text = self.fit_groups(prompt, scored, groups) if groups else self.fit(prompt, scored, budget.tokens)
         if not text.strip():
             spans, text = self.never_empty(prompt, scored, spans, text)
