@@ -66,6 +66,7 @@ POLICIES = {
     "stable (default)": {"policy": "stable"},
     "stable-recall128": {"policy": "stable", "recall_tokens": 128},
     "stable-no-ids": {"policy": "stable", "force_ids": False},  # the default before force_ids (e-mail addresses, URLs, file names)
+    "stable-no-repeats": {"policy": "stable", "repeats": False},  # the default before repeated records lost the keep rules
     "stable-hot2k": {"policy": "stable", "hot_tokens": 2048},
     # not a policy, a bound: every tool output and assistant text removed (tool calls, user turns,
     # system and tools kept, cache perfect): no policy that keeps those can bill less

@@ -345,6 +345,35 @@ def test_stable_keeps_names_by_default(fast):
     assert not all(n in plain for n in names)  # without the rule, names go at this rate
 
 
+def test_stable_records_repeated_from_earlier_lose_the_keep_rules(fast):
+    """An agent re-lists the same e-mails: a record an earlier message holds verbatim is compressed
+    without the keep rules (its values are in the conversation already), the new records keep
+    theirs, the earlier message is unchanged, and repeats=False keeps today's bytes."""
+    def rec(i):
+        return (f"- subject: Invoice {i} from the paper supplier\n  timestamp: 2024-05-{10 + i} 1{i}:30:00\n"
+                f"  sender: billing.{i}@paper.example\n  amount: {i}99.50")
+    first = "\n".join(rec(i) for i in range(4))
+    second = "\n".join(rec(i) for i in (2, 3, 4, 5))  # 2 and 3 seen before
+    chat = [{"role": "user", "content": "List my invoices."}, {"role": "tool", "tool_call_id": "a", "content": first},
+            {"role": "user", "content": "And the newer ones?"},
+            {"role": "tool", "tool_call_id": "b", "content": second}]
+    r = fast.compress_messages(chat, rate=0.2, recall_tokens=0)
+    out = r.messages[3]["content"]
+    for i in (4, 5):
+        assert f"2024-05-{10 + i}" in out and f"billing.{i}@paper.example" in out and f"{i}99.50" in out
+    for i in (2, 3):
+        assert f"billing.{i}@paper.example" not in out and f"{i}99.50" not in out
+        assert f"billing.{i}@paper.example" in r.messages[1]["content"]  # the first listing keeps them
+    alone = fast.compress_messages(chat[:2], rate=0.2, recall_tokens=0)
+    assert alone.messages[1] == r.messages[1]  # the earlier message does not depend on later ones
+    full = fast.compress_messages(chat, rate=0.2, recall_tokens=0, repeats=False).messages[3]["content"]
+    assert all(f"{i}99.50" in full for i in (2, 3, 4, 5)) and len(full) > len(out)
+    # a record repeated inside one message: its second copy is the repeat
+    twice = fast.compress_messages([chat[0], {"role": "tool", "tool_call_id": "c", "content": rec(7) + "\n" + rec(7)}],
+                                   rate=0.2, recall_tokens=0).messages[1]["content"]
+    assert twice.count("799.50") == 1
+
+
 def test_recall_serves_each_sentence_of_the_question():
     """A user message that asks two things gets excerpts for both, in turn: the second ask's one
     matching line is not crowded out by the first ask's many (the same words in one sentence

@@ -224,12 +224,16 @@ def test_proxy_per_request_control(comps, upstream):
     assert r.status_code == 400 and "ratee" in r.json()["error"]["message"]
     r = post(app, "/v1/chat/completions", json={"model": "echo", "messages": "hi"})
     assert r.status_code == 400 and "messages" in r.json()["error"]["message"]
+    r = post(app, "/v1/chat/completions", json={"model": "echo", "messages": CHAT, "elision": {"repeats": False}})
+    assert r.status_code == 200, r.text
     for control, headers, says in (({"policy": "fifo"}, {}, "elision.policy must be one of stable, age"),
                                    ({}, {"x-elision-policy": "lru"}, "X-Elision-Policy must be stable or age"),
                                    ({"hot_tokens": "x"}, {}, "elision.hot_tokens must be a whole number"),
                                    ({"condition": "later"}, {}, "elision.condition must be one of"),
                                    ({"target_tokens": 50}, {}, "policy='age'"),
-                                   ({"age_decay": 0.5}, {}, "belong to policy='age'")):
+                                   ({"age_decay": 0.5}, {}, "belong to policy='age'"),
+                                   ({"repeats": "no"}, {}, "elision.repeats must be true or false"),
+                                   ({"policy": "age", "repeats": False}, {}, "repeats belongs to policy='stable'")):
         r = post(app, "/v1/chat/completions", json={"model": "echo", "messages": CHAT, "elision": control},
                  headers=headers)
         assert r.status_code == 400 and says in r.json()["error"]["message"], (control, r.text)

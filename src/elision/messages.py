@@ -46,6 +46,7 @@ multimodal parts other than text (passed through).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import re
 import time
@@ -162,18 +163,20 @@ STABLE_OPTIONS = {"whole_values": True, "force_digits": True, "force_names": Tru
 def compress_messages(pipeline, messages: Sequence[Mapping], *, policy: str = "stable", rate: float | None = None,
                       target_tokens: int | None = None, age_decay=_UNSET, keep_recent=_UNSET,
                       hot_tokens: int = 0, min_tokens: int = 64, roles: Sequence[str] = STABLE_ROLES,
-                      condition: str = "none", recall_tokens: int = 256, protect: Iterable = (), progress=None,
-                      **options) -> MessagesResult:
+                      condition: str = "none", recall_tokens: int = 256, repeats: bool = True, protect: Iterable = (),
+                      progress=None, **options) -> MessagesResult:
     """Compressor.compress_messages: see the module docstring. `pipeline` is the compressor's
     elision.pipeline.Pipeline, so every keep guarantee holds. policy="stable" takes `rate`,
-    `hot_tokens`, `min_tokens`, `roles` and `condition`; policy="age" takes `rate` or
-    `target_tokens`, `age_decay` (0.75) and `keep_recent` (0)."""
+    `hot_tokens`, `min_tokens`, `roles`, `condition`, `recall_tokens` and `repeats`; policy="age"
+    takes `rate` or `target_tokens`, `age_decay` (0.75) and `keep_recent` (0)."""
+    if not isinstance(repeats, bool):
+        raise InvalidInput(f"repeats must be true or false, got {repeats!r}")
     if policy not in POLICIES:
         raise InvalidInput(f"policy must be one of {', '.join(POLICIES)}, got {policy!r}")
     if policy == "age":
         for name, value in (("hot_tokens", hot_tokens != 0), ("min_tokens", min_tokens != 64),
                             ("roles", tuple(roles) != STABLE_ROLES), ("condition", condition != "none"),
-                            ("recall_tokens", recall_tokens != 256)):
+                            ("recall_tokens", recall_tokens != 256), ("repeats", not repeats)):
             if value:
                 raise InvalidInput(f"{name} belongs to policy='stable'; policy='age' takes age_decay and keep_recent")
         return _compress_age(pipeline, messages, rate=rate, target_tokens=target_tokens,
@@ -187,8 +190,8 @@ def compress_messages(pipeline, messages: Sequence[Mapping], *, policy: str = "s
         raise InvalidInput("policy='stable' compresses each message to `rate` of its own tokens, so that earlier "
                            "messages never change; a whole-conversation target_tokens needs policy='age'")
     return _compress_stable(pipeline, messages, rate=rate, hot_tokens=hot_tokens, min_tokens=min_tokens,
-                            roles=roles, condition=condition, recall_tokens=recall_tokens, protect=protect,
-                            progress=progress, **options)
+                            roles=roles, condition=condition, recall_tokens=recall_tokens, repeats=repeats,
+                            protect=protect, progress=progress, **options)
 
 
 def _compress_age(pipeline, messages: Sequence[Mapping], *, rate: float | None, target_tokens: int | None,
@@ -277,7 +280,7 @@ def _whole_number(value, name: str, low: int) -> int:
 
 def _compress_stable(pipeline, messages: Sequence[Mapping], *, rate: float | None, hot_tokens: int,
                      min_tokens: int, roles: Sequence[str], condition: str, recall_tokens: int, protect: Iterable,
-                     progress, **options) -> MessagesResult:
+                     repeats: bool, progress, **options) -> MessagesResult:
     """policy='stable': see the module docstring. Worked example, rate 0.4, hot_tokens 0:
     [system S, user Q1, assistant A1 (30 tokens), tool T1 (600)] -> T1 compressed to ~240
     tokens toward Q1, A1 under min_tokens kept; appending [user Q2, tool T2] later gives the
@@ -320,18 +323,21 @@ def _compress_stable(pipeline, messages: Sequence[Mapping], *, rate: float | Non
             frozen += tail
             tail, tail_tokens = [], 0
     question_of = _preceding_questions(messages, pieces) if condition == "question" else {}
+    # records an earlier message holds verbatim lose the keep rules (their values are there already)
+    repeated = _repeats(memo, [p.text for p in pieces]) if repeats else [()] * len(pieces)
     new_text = [p.text for p in pieces]
     new_count = list(count)
     reused = 0
     for n, k in enumerate(frozen):
         p = pieces[k]
         question = question_of.get(p.message, "")
-        key = hashlib.sha256("\x00".join((settings_key, question, p.text)).encode("utf-8", "surrogatepass")).digest()
+        key = hashlib.sha256("\x00".join((settings_key, question, repr(repeated[k]), p.text))
+                             .encode("utf-8", "surrogatepass")).digest()
         reused += ("stable", key) in memo
 
         def compute(p=p, k=k, question=question):
             try:
-                text = _compress_one(pipeline, p.text, question, protect, rate, count[k], opts)
+                text = _compress_one(pipeline, p.text, question, protect, rate, count[k], opts, repeated[k])
             except InvalidInput as e:
                 raise InvalidInput(f"messages[{p.message}]: {e}") from e
             return text, target.count(text)
@@ -345,7 +351,8 @@ def _compress_stable(pipeline, messages: Sequence[Mapping], *, rate: float | Non
     if recall_tokens and users and frozen and messages[-1]["role"] in ("user", "tool", "function"):
         # never more than half of what compression removed: a request never grows
         budget = min(recall_tokens, (sum(count) - sum(new_count)) // 2)
-        recall = recall_excerpts(users[-1], [(pieces[k].text, new_text[k]) for k in frozen], budget, target, memo)
+        recall = recall_excerpts(users[-1], [(pieces[k].text, new_text[k], repeated[k]) for k in frozen], budget,
+                                 target, memo)
         if recall:
             out.append({"role": "user", "content": recall})
     return MessagesResult(
@@ -359,11 +366,17 @@ def _compress_stable(pipeline, messages: Sequence[Mapping], *, rate: float | Non
         seconds=time.perf_counter() - t0, policy="stable", reused=reused)
 
 
-def _compress_one(pipeline, text: str, question: str, protect: tuple, rate: float | str, tokens: int, opts) -> str:
+def _compress_one(pipeline, text: str, question: str, protect: tuple, rate: float | str, tokens: int, opts,
+                  unforced: tuple = ()) -> str:
     """One message alone (its scores never depend on what else is in the request), toward
-    `question`, fitted to round(rate x its tokens), or with rate="auto" to what its scores keep."""
+    `question`, fitted to round(rate x its tokens), or with rate="auto" to what its scores keep.
+    `unforced`: spans of it where the keep rules do not apply (records repeated from earlier)."""
     prompt = Prompt.build([text], "", question, protect)
     (ctx,) = prompt.role_segments("context")
+    if unforced:
+        segs = list(prompt.segments)
+        segs[ctx] = dataclasses.replace(segs[ctx], unforced=tuple(unforced))
+        prompt = Prompt(tuple(segs), prompt.offsets)
     origin = pipeline.target.count(prompt.text)  # the text and its question, counted once
     if rate == AUTO:
         scored = pipeline.score(prompt, pipeline.budget(prompt, AUTO, None, origin), opts)
@@ -401,27 +414,78 @@ def _count(memo, target, text: str) -> int:
     return memo.get(key, lambda: target.count(text))
 
 
-def _records(text: str, most: int = 3000) -> list[list[str]]:
-    """A text as records of pieces: a record is a YAML list item or a blank-line separated block
-    (so a date stays with the subject that names it), at most `most` characters; its pieces are
-    its lines, long lines cut at sentence ends.
-    '- subject: A\n  date: 1 May\n- subject: B' -> [['- subject: A', '  date: 1 May'], ['- subject: B']]"""
-    out: list[list[str]] = []
-    block: list[str] = []
-    size = 0
-    for line in text.splitlines():
+def _record_spans(text: str, most: int = 3000) -> list[tuple[int, int]]:
+    """(start, end) of each record of `text`: a YAML list item or a blank-line separated block
+    (so a date stays with the subject that names it), at most `most` characters, its white-space
+    lines left out. 'a\n\n- b\n  c' -> [(0, 1), (3, 10)]"""
+    out: list[tuple[int, int]] = []
+    start, end, size, at = None, 0, 0, 0
+    for raw in text.splitlines(keepends=True):
+        line = raw.splitlines()[0]
+        here, at = at, at + len(raw)
         if not line.strip() or line.startswith("- ") or size + len(line) > most:
-            if block:
-                out.append(block)
-            block, size = [], 0
+            if start is not None:
+                out.append((start, end))
+            start, size = None, 0
         if not line.strip():
             continue
-        pieces = [x for x in _SENTENCE_END.split(line) if x.strip()] if len(line) > 300 else [line]
-        block += pieces
-        size += len(line)
-    if block:
+        if start is None:
+            start = here
+        end, size = here + len(line), size + len(line)
+    if start is not None:
+        out.append((start, end))
+    return out
+
+
+def _records(text: str, most: int = 3000) -> list[list[str]]:
+    """A text as records of pieces (_record_spans); a record's pieces are its lines, long lines
+    cut at sentence ends.
+    '- subject: A\n  date: 1 May\n- subject: B' -> [['- subject: A', '  date: 1 May'], ['- subject: B']]"""
+    out: list[list[str]] = []
+    for s, e in _record_spans(text, most):
+        block: list[str] = []
+        for line in text[s:e].splitlines():
+            block += [x for x in _SENTENCE_END.split(line) if x.strip()] if len(line) > 300 else [line]
         out.append(block)
     return out
+
+
+# a record at least this long (characters) that an earlier message (or an earlier record of the
+# same message) holds verbatim is compressed without the keep rules: its values are in the
+# conversation already. An agent re-lists the same e-mails, files and events: 27-31% of the
+# AgentDojo workspace sessions' tool text is such repeats (benchmarks.md, "Repeated records")
+REPEAT_MIN_CHARS = 80
+
+
+def _repeats(memo, texts: Sequence[str]) -> list[tuple[tuple[int, int], ...]]:
+    """For each text in conversation order, the spans of its records (REPEAT_MIN_CHARS or longer)
+    that an earlier text, or an earlier record of its own, holds verbatim (exact record text).
+    A pure function of the text and what precedes it: append-only holds. Each text's records
+    are found once (memoized by content)."""
+    seen: set[bytes] = set()
+    out = []
+    for text in texts:
+        mine = []
+        if len(text) >= REPEAT_MIN_CHARS:
+            key = ("records", hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest())
+            found = memo.get(key, lambda text=text: _Records(text))
+            for span, digest in zip(found.spans, found.keys):
+                if digest in seen:
+                    mine.append(span)
+                seen.add(digest)
+        out.append(tuple(mine))
+    return out
+
+
+class _Records:
+    """A text's records of REPEAT_MIN_CHARS or more: spans and digests of their text."""
+
+    __slots__ = ("spans", "keys", "nbytes")
+
+    def __init__(self, text: str):
+        self.spans = [(s, e) for s, e in _record_spans(text) if e - s >= REPEAT_MIN_CHARS]
+        self.keys = [hashlib.sha256(text[s:e].encode("utf-8", "surrogatepass")).digest() for s, e in self.spans]
+        self.nbytes = 200 + 160 * len(self.spans)
 
 
 # recall keeps a piece only if it scores at least this share of its lane's best (own BM25 +
@@ -443,12 +507,15 @@ class _Removed:
     __slots__ = ("n_records", "rec_post", "rec_len", "pieces", "piece_rec", "piece_post", "piece_len", "sizes",
                  "nbytes")
 
-    def __init__(self, original: str, compressed: str, target):
+    def __init__(self, original: str, compressed: str, target, repeated: tuple = ()):
         from .rankers import postings
 
+        spans = _record_spans(original)
         records = _records(original)
         pieces, owner = [], []
-        for r, rec in enumerate(records):
+        for r, (span, rec) in enumerate(zip(spans, records)):
+            if span in repeated:  # an earlier message holds this record: its pieces are indexed there
+                continue
             for x in rec:
                 if len(x.strip()) > 3 and x.strip() not in compressed:
                     pieces.append(x)
@@ -462,7 +529,7 @@ class _Removed:
         self.nbytes = 4 * len(original) + 64 * (len(self.rec_post) + len(self.piece_post)) + 256
 
 
-def recall_excerpts(question: str, texts: Sequence[tuple[str, str]], budget: int, target, memo=None) -> str:
+def recall_excerpts(question: str, texts: Sequence[tuple], budget: int, target, memo=None) -> str:
     """What the current question needs of the text compression removed, verbatim: pieces (lines,
     long ones cut at sentence ends) of the compressed messages' ORIGINAL texts that are not
     already in their compressed text, ranked by BM25 against `question`, each piece's own score
@@ -471,18 +538,20 @@ def recall_excerpts(question: str, texts: Sequence[tuple[str, str]], budget: int
     back in conversation order. It goes after everything else (a last user message), so the
     next turn's request, which no longer holds it, still starts with this one's cached prefix:
     it costs its own tokens once, at the uncached price. `memo` (a BytesLRU) keeps each
-    message's index between requests.
+    message's index between requests. `texts`: (original, compressed) or (original, compressed,
+    spans of its records repeated from an earlier text: their pieces are that text's candidates).
     'When was the email "Rent" sent?' over [('- subject: Rent\n  date: 4 May', '- subject: Rent')]
     -> RECALL_HEADER + '\n' + '  date: 4 May'"""
     from .rankers import bm25_scores, terms_of
 
-    def index(original: str, compressed: str) -> _Removed:
+    def index(original: str, compressed: str, repeated: tuple = ()) -> _Removed:
         if memo is None:
-            return _Removed(original, compressed, target)
-        key = ("recall", hashlib.sha256("\x00".join((original, compressed)).encode("utf-8", "surrogatepass")).digest())
-        return memo.get(key, lambda: _Removed(original, compressed, target))
+            return _Removed(original, compressed, target, repeated)
+        key = ("recall", hashlib.sha256("\x00".join((original, compressed, repr(repeated)))
+                                        .encode("utf-8", "surrogatepass")).digest())
+        return memo.get(key, lambda: _Removed(original, compressed, target, repeated))
 
-    parts = [index(o, c) for o, c in texts]
+    parts = [index(*t) for t in texts]
     # one lane per sentence of the question that has words of its own: a message that asks two
     # things ('Remind me of the delivery thread. And what event did I host?') gets excerpts for
     # both, in turn, instead of the one whose words outnumber the other's

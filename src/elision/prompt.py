@@ -40,6 +40,10 @@ class Segment:
     # tokens, whatever the rest does (0 drops it, e.g. a JSON value under the "drop" policy)
     rate: float | None = None
     sep: str = SEPARATOR  # what joins it to the segment before it (ignored for the first)
+    # spans where the keep rules (force_digits / names / ids / tokens) do not apply, only protected
+    # spans do: a conversation's records repeated verbatim from an earlier message (their values
+    # are in the conversation already)
+    unforced: tuple[Span, ...] = ()
 
 
 @dataclass(frozen=True)

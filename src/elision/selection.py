@@ -201,8 +201,12 @@ def must_keep(segment, starts: np.ndarray, ends: np.ndarray, policy) -> np.ndarr
     exactly this; a method may call it too, to spend its budget on the rest."""
     if segment.role in policy.kept_roles():
         return np.ones(len(starts), bool)
-    return forced_mask(starts, ends, segment.text, segment.protected, policy.force_digits,
-                       policy.keep_newlines, policy.force_tokens, policy.force_names, policy.force_ids)
+    forced = forced_mask(starts, ends, segment.text, segment.protected, policy.force_digits,
+                         policy.keep_newlines, policy.force_tokens, policy.force_names, policy.force_ids)
+    if segment.unforced:  # the keep rules stop at these spans; protected spans still hold
+        inside = forced_mask(starts, ends, segment.text, segment.unforced)
+        forced &= ~inside | forced_mask(starts, ends, segment.text, segment.protected)
+    return forced
 
 
 REORDERS = ("sort", "two_ends", "none")  # how question-aware methods may order the contexts

@@ -27,7 +27,7 @@ from .settings import Settings
 log = logging.getLogger("elision.serve")
 
 PROXY_CONTROL = ("rate", "target_tokens", "method", "off", "policy", "hot_tokens", "condition", "recall_tokens",
-                 "age_decay", "keep_recent")
+                 "repeats", "age_decay", "keep_recent")
 # compress() / compress_messages() arguments (and `self`): given as top-level fields, never inside
 # "options" (where {"self": 1} would collide with the call itself); the signatures' own names
 # are added when check_options first runs, so a new argument is covered without a change here
@@ -126,6 +126,8 @@ def proxy_control(body: dict, headers) -> dict:
     for k in ("target_tokens", "keep_recent", "hot_tokens", "recall_tokens"):
         if control.get(k) is not None:
             _number(control[k], f"elision.{k}", integer=True)
+    if "repeats" in control and not isinstance(control["repeats"], bool):
+        raise InvalidInput(f"elision.repeats must be true or false, got {control['repeats']!r}")
     if control.get("method") is not None and not isinstance(control["method"], str):
         raise InvalidInput(f"elision.method must be a method name, got {control['method']!r}")
     for k, allowed in (("policy", ("stable", "age")), ("condition", ("question", "none"))):

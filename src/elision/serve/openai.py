@@ -11,7 +11,8 @@ message once, the same bytes at every later turn, so OpenAI's automatic prefix c
 hitting); system messages, tools and every field but the messages' texts go up untouched
 (prompt_cache_key, prompt_cache_retention, cache_control on content parts for OpenAI-compatible
 routers). Per request: a body field "elision": {"rate", "target_tokens", "method", "off",
-"policy", "hot_tokens", "condition", "recall_tokens", "age_decay", "keep_recent"} (removed before forwarding) or
+"policy", "hot_tokens", "condition", "recall_tokens", "repeats", "age_decay", "keep_recent"} (removed before
+forwarding) or
 headers X-Elision-Rate / X-Elision-Method / X-Elision-Off / X-Elision-Policy. Answer headers
 X-Elision-Origin-Tokens / X-Elision-Compressed-Tokens report the counts, and the upstream's usage
 priced with its cache multipliers comes back as X-Elision-Billed-Input beside

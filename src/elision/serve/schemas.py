@@ -30,7 +30,7 @@ class CompressRequest(BaseModel):
     return_original: bool = Field(False, description="also return original_prompt")
     policy: Literal["stable", "age"] | None = Field(
         None, description="messages: stable (default; each message compressed once, the same at every later turn, "
-        "so a provider's prompt cache keeps hitting; options hot_tokens, min_tokens, roles, condition) or age (one "
+        "so a provider's prompt cache keeps hitting; options hot_tokens, min_tokens, roles, condition, recall_tokens, repeats) or age (one "
         "request: the whole history fitted to the budget, older turns harder; options age_decay, keep_recent)")
     format: Literal["text", "tagged", "json", "markdown"] | None = Field(
         None, description="read the context as tagged text (<elision rate=0.5>...</elision>), a JSON document "

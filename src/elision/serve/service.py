@@ -145,7 +145,8 @@ class Service:
         else:
             kwargs = {"rate": control.get("rate", settings.rate)}
         # the request's own settings (the library refuses one that belongs to the other policy)
-        kwargs.update({k: control[k] for k in ("hot_tokens", "condition", "recall_tokens", "age_decay", "keep_recent")
+        kwargs.update({k: control[k] for k in ("hot_tokens", "condition", "recall_tokens", "repeats", "age_decay",
+                                                        "keep_recent")
                        if k in control})
         if policy == "stable":  # the service's defaults; no block may close behind a breakpoint
             kwargs["hot_tokens"] = 0 if breakpoints else kwargs.get("hot_tokens", settings.hot_tokens)
