@@ -492,8 +492,7 @@ class _Records:
 # its record's, each relative to the best; chosen on bench_cache.py's sessions of seed 0 among
 # 0 / 0.6 / 0.75 / 0.85 / 0.95 with pieces ranked by score alone, confirmed on seed 1: docs/cache.md)
 RECALL_CUT = 0.75
-RECALL_HEADER = ("[Excerpts of earlier messages in this conversation, in full; the messages above were "
-                 "shortened]")
+RECALL_HEADER = "[Verbatim excerpts of the shortened messages above]"  # 10 o200k tokens (was 19: billed per request)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _QUESTION_SPLIT = re.compile(r"(?<=[.!?])\s+|\n+")
 
