@@ -231,6 +231,63 @@ def test_a_question_for_a_number_puts_the_documents_lines_with_digits_first():
         Compressor("llmlingua2").compress(context=["a b"], question="How much?", rate=0.5, answer_type="maybe")
 
 
+def test_a_number_question_takes_the_digit_line_that_shares_its_words_first():
+    """'When does the class start?' over an event record: of its lines holding digits, the one
+    that shares a word with the question ('start_time') goes before the others ('end_time')."""
+    from elision.methods.llmlingua2 import answer_sentence
+
+    text = "title: Yoga Class\nend_time: 2024-06-07 19:00:00\nstart_time: 2024-06-07 18:00:00\n"
+    pieces = ["title", ":", " Yoga", " Class", "\n", "end_time", ":", " 2024-06-07", " 19:00:00", "\n",
+              "start_time", ":", " 2024-06-07", " 18:00:00", "\n"]
+    starts = np.cumsum([0] + [len(p) for p in pieces[:-1]]).astype(np.int64)
+    ends = starts + np.array([len(p) for p in pieces])
+    assert "".join(text[s:e] for s, e in zip(starts, ends)) == text
+    p = np.array([.9, .9, .9, .9, 0, .3, .3, .3, .3, 0, .2, .2, .2, .2, 0])  # the title line is the best
+    _, _, context = answer_sentence(text, starts, ends, p, p.copy(), document=True, numeric=True)
+    assert pieces[context[0]] == "end_time"  # no question words given: by priority
+    _, _, context = answer_sentence(text, starts, ends, p, p.copy(), document=True, numeric=True,
+                                    asked={"class", "start"})
+    assert pieces[context[0]] == "start_time"
+
+
+def test_the_budget_never_ends_inside_a_value():
+    """With whole_values (the stable policy's default), a value's parts share one priority, and
+    the budget's end keeps the value whole or drops it: never '2024-05' of '2024-05-12 19:00:00',
+    at any budget, in the answer tiers of extreme rates too."""
+    import re
+
+    records = [f"- subject: Invoice {i} from the paper supplier\n  timestamp: 2024-05-{10 + i} 1{i}:30:00\n"
+               f"  amount: {i}99.50" for i in range(6)]
+    values = {v for r in records for v in re.findall(r"\S*\d\S*", r)}
+    c = Compressor("llmlingua2", target="o200k_base", whole_values=True)
+    for question in ("", "When was invoice 3 sent?"):
+        for budget in range(12, 90, 3):
+            out = c.compress(context=records, question=question, target_tokens=budget).compressed_prompt
+            allowed = {w.strip(":.") for w in values} | set(re.findall(r"\d+", question))
+            for v in re.findall(r"\d[\d.:-]*", out):
+                assert v.rstrip(":.-") in allowed, (budget, question, v, out)
+
+
+def test_extreme_rates_keep_the_answer_documents_values_whole():
+    """Without whole_values (the single-prompt default), the answer's document still keeps its
+    values whole at extreme rates: 'owner: john.doe@gmail.com', never 'john.doe@gmail.'."""
+    import re
+
+    owners = ["john.doe@gmail.com", "emma.johnson@bluesparrowtech.com", "linda.jameson@bluesparrowtech.com",
+              "david.lee@bluesparrowtech.com", "mark.davies@gmail.com", "julie.williams@bluesparrowtech.com"]
+    docs = [f"- filename: report-{i}.docx\n  id_: '{i}'\n  last_modified: 2024-05-{10 + i} 1{i}:10:00\n"
+            f"  owner: {o}\n  size: {600 + 17 * i}\n  content: The quarterly report draft number {i}, with the "
+            f"figures for the team and the notes from the last review meeting." for i, o in enumerate(owners)]
+    c = Compressor("llmlingua2", target="o200k_base")
+    seen = 0
+    for budget in range(30, 80, 4):
+        r = c.compress(context=docs, question="Who owns report-3.docx?", target_tokens=budget)
+        for v in re.findall(r"\S+@\S+", r.compressed_prompt):
+            assert v.strip("',") in owners, (budget, v, r.compressed_prompt)
+            seen += 1
+    assert seen  # some address was kept at these budgets
+
+
 def test_a_question_naming_a_file_or_address_takes_its_answer_from_the_document_holding_it():
     """'When was birthday-party-plans.docx last modified?' over file records: a journal that talks
     about the party plans outscores the file itself with the classifier alone; answer_pin takes

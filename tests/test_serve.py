@@ -189,9 +189,13 @@ def test_proxy_compresses_and_forwards(comps, upstream):
     assert r.status_code == 200, r.text
     seen = _echo(r)
     assert seen["authorization"] == "Bearer caller-key" and seen["elision_field_seen"] is False
-    assert [m["role"] for m in seen["messages"]] == [m["role"] for m in CHAT]
-    # the stable policy (default): user turns whole, the long assistant message at 0.4 of its own tokens
-    assert seen["messages"][:2] == CHAT[:2] and seen["messages"][-1] == CHAT[-1]
+    from elision.messages import RECALL_HEADER
+
+    # the stable policy (default): user turns whole, the long assistant message at 0.4 of its own
+    # tokens, then (recall) what the question needs of the text compression removed, verbatim
+    assert [m["role"] for m in seen["messages"]] == [m["role"] for m in CHAT] + ["user"]
+    assert seen["messages"][-1]["content"].startswith(RECALL_HEADER)
+    assert seen["messages"][:2] == CHAT[:2] and seen["messages"][-2] == CHAT[-1]
     assert len(seen["messages"][2]["content"]) < 0.6 * len(CHAT[2]["content"])
     assert r.headers["x-elision-method"] == "llmlingua2" and r.headers["x-elision-policy"] == "stable"
     assert r.json()["object"] == "chat.completion"  # the upstream's body, unchanged

@@ -238,7 +238,17 @@ class Pipeline:
         pri[s] += 2 * (hi - lo + 1)
         mine = set(a.sentence.tolist())
         c = np.array([k for k in a.context.tolist() if np.isfinite(pri[k]) and k not in mine], np.int64)
-        pri[c] = hi + 1 - 0.5 * np.arange(len(c)) / max(len(c), 1)
+        rank = np.arange(len(c), dtype=np.float64)
+        if len(c) > 1:  # a value's parts (touching, one priority: whole_values) share their best rank
+            run = value_runs(segs[a.segment].text, u.starts, u.ends, pri)
+            best: dict[int, float] = {}
+            for i, k in enumerate(c.tolist()):
+                best.setdefault(int(run[k]), float(i))
+            rank = np.array([best[int(run[k])] for k in c.tolist()])
+        pri[c] = hi + 1 - 0.5 * rank / max(len(c), 1)
+        # the answer's document keeps its values whole ('owner: john.doe@gmail.com', never
+        # 'john.doe@gmail.'): at these budgets a value's last piece is often the one cut
+        pri = whole_values(segs[a.segment].text, u.starts, u.ends, pri)
         units = list(scored.units)
         units[a.segment] = Units(u.starts, u.ends, pri)
         return Scored(tuple(units), scored.order, a), shortfall, True
@@ -395,6 +405,17 @@ def enforce(segment: Segment, units: Units, options: Options) -> Units:
 
 
 _INNER = re.compile(r"\w[^\w\s]+\w")
+
+
+def value_runs(text: str, starts: np.ndarray, ends: np.ndarray, pri: np.ndarray) -> np.ndarray:
+    """A run id per unit: consecutive units that touch without white space and share one priority
+    (a value's parts under whole_values) share an id. ' 2024', '-', '05' at 0.4, ' x' -> [0, 0, 0, 1]"""
+    run = np.zeros(len(starts), np.int64)
+    for j in range(1, len(starts)):
+        s = int(starts[j])
+        glued = int(ends[j - 1]) == s and s < len(text) and not text[s].isspace() and pri[j] == pri[j - 1]
+        run[j] = run[j - 1] + (not glued)
+    return run
 
 
 def whole_values(text: str, starts: np.ndarray, ends: np.ndarray, pri: np.ndarray) -> np.ndarray:

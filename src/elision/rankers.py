@@ -28,6 +28,17 @@ from ._errors import InvalidInput, UnknownName
 
 RESTATEMENT = "We can get the answer to this question in the given documents."
 _WORD = re.compile(r"\w+")
+# English function words: what a question shares with every text, not with its answer
+STOP_WORDS = frozenset("""a an the of to in on at by for with from and or but if then than that this these those is are
+was were be been being it its as into not no so such can could may might must shall should will would do does did
+has have had which who whom whose what when where why how there their them they he she his her we our you your i
+me my also any all each more most other some only own same very just about over under up down out off again""".split())
+
+
+def content_words(text: str) -> set[str]:
+    """The lower-cased words of `text` of 3+ characters that are not STOP_WORDS, split at
+    underscores and punctuation: 'When does start_time begin?' -> {'start', 'time', 'begin'}."""
+    return {w for w in re.findall(r"[a-z][a-z0-9]+", text.lower()) if w not in STOP_WORDS and len(w) > 2}
 
 
 class Ranker(Protocol):

@@ -328,10 +328,40 @@ def fit_to_budget(prompt: Prompt, units: list[Units], target: TargetTokenizer, b
         return spans_for(hi)
     if not fits(lo):
         return spans_for(lo)  # protected text alone is over budget: keep it, report the overshoot
-    while hi - lo > 1:  # invariant: fits(lo) and not fits(hi)
-        mid = (lo + hi) // 2
-        if fits(mid):
-            lo = mid
+    # cut only between values: never inside a run of units that touch without white space and
+    # share one priority (a value under whole_values, '2024-05-12 19:00:00' -> ' 2024', '-', ...),
+    # so the budget's end keeps the value whole or drops it, never '202405'
+    cuts = _cut_points(prompt, units, pri, order, bounds, lo, hi)
+    a, b = 0, len(cuts) - 1  # invariant: fits(cuts[a]) and not fits(cuts[b])
+    while b - a > 1:
+        mid = (a + b) // 2
+        if fits(cuts[mid]):
+            a = mid
         else:
-            hi = mid
-    return spans_for(lo)
+            b = mid
+    return spans_for(cuts[a])
+
+
+def _cut_points(prompt: Prompt, units: list[Units], pri: np.ndarray, order: np.ndarray, bounds: np.ndarray,
+                lo: int, hi: int) -> list[int]:
+    """The prefix lengths k in [lo, hi] that do not split a value: unit order[k] is not the next
+    unit of order[k - 1] in the same segment, touching it without white space, at the same
+    priority. lo and hi are always cut points."""
+    ks = np.arange(lo + 1, hi)
+    if not len(ks):
+        return [lo, hi]
+    prev, nxt = order[ks - 1], order[ks]
+    maybe = (nxt == prev + 1) & (pri[nxt] == pri[prev])
+    bad = set()
+    for k in ks[maybe].tolist():
+        u = int(order[k])
+        seg = int(np.searchsorted(bounds, u, side="right")) - 1
+        j = u - int(bounds[seg])
+        if j == 0:
+            continue  # the first unit of its segment: nothing before it to be glued to
+        text, us = prompt.segments[seg].text, units[seg]
+        start = int(us.starts[j])
+        if int(us.ends[j - 1]) == start and start < len(text) and not text[start].isspace() \
+                and not text[start - 1].isspace():
+            bad.add(k)
+    return [lo] + [k for k in ks.tolist() if k not in bad] + [hi]

@@ -37,6 +37,7 @@ import numpy as np
 from .._errors import InvalidInput
 from ..chunking import chunk_bounds
 from ..prompt import Prompt
+from ..rankers import content_words
 from ..selection import Units, aggregate, check_reorder, reorder_contexts
 from .base import Answer, Method, Options, Scored, register
 
@@ -208,6 +209,7 @@ class LLMLingua2(Method):
         out, answer, best = [], None, -np.inf
         q_text = " ".join(s.text for s in prompt.segments if s.role == "question")
         numeric = options.answer_type and answer_type_of(q_text) == "number"
+        asked = content_words(q_text) if numeric else set()
         pins = question_identifiers(q_text) if options.answer_pin else ()
         for i, (seg, w) in enumerate(zip(prompt.segments, words)):
             starts, ends, up, mean_p = w
@@ -219,7 +221,7 @@ class LLMLingua2(Method):
             out.append(self._units(starts, ends, up, mean_p, options, i in dropped))
             if raw is not None and coarse == "sentence" and seg.role == "context" and i not in dropped:
                 found = answer_sentence(seg.text, starts, ends, raw, out[-1].priority,
-                                        options.answer_context == "document", numeric)
+                                        options.answer_context == "document", numeric, asked)
                 if found is not None and pins and any(x in seg.text.lower() for x in pins):
                     found = (found[0] + 1.0, *found[1:])  # above every document without the name
                 if found is not None and found[0] > best:
@@ -363,7 +365,8 @@ def answer_type_of(question: str) -> str | None:
 
 def answer_sentence(text: str, starts: np.ndarray, ends: np.ndarray, p: np.ndarray,
                     priority: np.ndarray, document: bool = False,
-                    numeric: bool = False) -> tuple[float, np.ndarray, np.ndarray] | None:
+                    numeric: bool = False, asked: set[str] | frozenset = frozenset()
+                    ) -> tuple[float, np.ndarray, np.ndarray] | None:
     """The segment's best sentence by mean P(keep) over its non-blank units that may be kept,
     as (score, its unit indices, the units that make it readable) or None. The context is the
     document's lead (its first sentence: 'Document [3](Title: Hexley) Hexley is ...', where an
@@ -387,12 +390,17 @@ def answer_sentence(text: str, starts: np.ndarray, ends: np.ndarray, p: np.ndarr
     if document:
         rest = np.flatnonzero(ok & (sid != best) & ~np.isin(np.arange(len(sid)), lead))
         # by priority (with coarse selection, the sentence's score first): whole sentences in turn;
-        # numeric: the sentences holding a digit first
+        # numeric: the sentences holding a digit first, of those first the ones that share a word
+        # with the question (`asked`: 'When does it start?' -> 'start_time: ...' before 'end_time: ...')
         order = np.argsort(-priority[rest], kind="stable")
         if numeric and len(rest):
             digit = np.array([any(c.isdigit() for c in w) for w in words])
             has = np.bincount(sid, weights=digit.astype(np.float64)) > 0
-            order = np.lexsort((np.arange(len(rest)), -priority[rest], ~has[sid[rest]]))
+            named = np.zeros(len(has), bool)
+            for t in np.flatnonzero(has).tolist() if asked else ():
+                idx = np.flatnonzero(sid == t)
+                named[t] = bool(asked & content_words(text[int(starts[idx[0]]):int(ends[idx[-1]])]))
+            order = np.lexsort((np.arange(len(rest)), -priority[rest], ~named[sid[rest]], ~has[sid[rest]]))
         lead = np.concatenate([lead, rest[order]])
     return float(mean[best]), np.flatnonzero(sid == best).astype(np.int64), lead.astype(np.int64)
 

@@ -51,13 +51,8 @@ from pathlib import Path
 import numpy as np
 
 from .._errors import InvalidInput
+from ..rankers import STOP_WORDS as STOP
 from .align import word_spans
-
-STOP = frozenset("""a an the of to in on at by for with from and or but if then than that this these those is are
-was were be been being it its as into not no so such can could may might must shall should will would do does did
-has have had which who whom whose what when where why how there their them they he she his her we our you your i
-me my also any all each more most other some only own same very just about over under up down out off again""".split())
-
 
 _NLP = None
 
