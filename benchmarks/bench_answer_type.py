@@ -33,6 +33,7 @@ RATES = (0.33, 0.2, 0.1, 0.05)
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--option", choices=("answer_type", "answer_pin", "whole_values"), default="answer_type")
+    ap.add_argument("--out", help="results file (default benchmarks/results/<option>.json)")
     args = ap.parse_args(argv)
     from elision import Compressor
     from elision.eval.datasets import answer_survives
@@ -74,9 +75,11 @@ def main(argv=None) -> int:
             print(table([rows[-1]], list(rows[-1])), flush=True)
     print(f"\n{machine()}; {today()}\n")
     print(table(rows, list(rows[0])))
-    out = RESULTS / f"{args.option}.json"
+    out = Path(args.out) if args.out else RESULTS / f"{args.option}.json"
     out.write_text(json.dumps({"date": today(), "machine": machine(), "library": library_version(),
-                               "command": f"benchmarks/bench_answer_type.py --option {args.option}", "option": args.option, "rows": rows,
+                               "command": " ".join(["benchmarks/bench_answer_type.py",
+                                                    *(argv if argv is not None else sys.argv[1:])]),
+                               "option": args.option, "rows": rows,
                                "seconds": round(time.perf_counter() - t0, 1)}, indent=1))
     print(f"wrote {out}")
     return 0

@@ -19,7 +19,9 @@ the pipeline's bounded memo at the next turn (each turn costs time in proportion
 text). `hot_tokens` > 0 keeps the newest compressible messages verbatim until they add up to
 that many tokens, then compresses the whole block at once (the cache breaks once per block
 instead of never; the current turn's text stays whole meanwhile). System / developer and user
-messages stay verbatim (add "user" to `roles` to compress long user messages too). Each message
+messages stay verbatim (add "user" to `roles` to compress long user messages too). A record (YAML
+list item, blank-line block) that an earlier message holds verbatim is compressed without the
+keep rules (`repeats`, default on: its values are in the conversation already). Each message
 is scored alone, so the bytes do not depend on what it was batched with; see
 docs/cache.md for what else they depend on (the model, its precision, the CPU's instruction set)
 and the measurements behind the defaults.

@@ -78,6 +78,10 @@ class ScoreCache:
     def __len__(self) -> int:
         return len(self._d)
 
+    def clear(self) -> None:
+        with self._lock:
+            self._d.clear()
+
 
 class Pipeline:
     """One method (loaded), one target tokenizer, default options; see the module docstring."""
