@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -28,7 +27,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import RESULTS, machine, table, today  # noqa: E402
-from bench_auto import TARGET, Fidelity, library_version, session_halves  # noqa: E402
+from bench_answer_type import halves_off_on  # noqa: E402
+from bench_auto import library_version  # noqa: E402
 
 RATES = (0.2, 0.1, 0.05)
 
@@ -47,43 +47,30 @@ def rule_patch(rule: str):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rule", choices=("values", "named"), required=True)
+    ap.add_argument("--limit", type=int, default=0, help="the first N cases per half, nothing written (a smoke test)")
     args = ap.parse_args(argv)
-    from elision import Compressor
-    from elision.eval.datasets import answer_survives
-    from elision.tokenizers import get_target
-
     t0 = time.perf_counter()
     module, name, off = rule_patch(args.rule)
     on = getattr(module, name)
-    tune, report = session_halves(get_target(TARGET))
-    comp = Compressor("llmlingua2", target=TARGET)
-    fid = Fidelity("gemma3-270m")
-    rows = []
-    for half, cases in (("tuning", tune), ("held out", report)):
-        for r in RATES:
-            kept, diffs, changed = [0, 0], [], 0
-            for c in cases:
-                texts = []
-                for fn in (off, on):
-                    setattr(module, name, fn)
-                    comp.pipeline.cache.clear()  # the same prompt and options: never the other arm's scores
-                    try:
-                        texts.append(comp.compress(context=c.context, instruction=c.instruction, question=c.question,
-                                                   rate=r).compressed_prompt)
-                    finally:
-                        setattr(module, name, on)
-                for k, t in enumerate(texts):
-                    kept[k] += answer_survives(t, c.answers)
-                if texts[0] != texts[1]:
-                    changed += 1
-                    a, b = (fid.retained(c, c.answers[0], t) for t in texts)
-                    if a is not None and b is not None:
-                        diffs.append(b - a)
-            se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else 0.0
-            rows.append({"half": half, "rate": r, "prompts": len(cases), "survived off": kept[0],
-                         "survived on": kept[1], "changed": changed,
-                         "retained on - off": round(statistics.mean(diffs), 3) if diffs else None, "se": round(se, 3)})
-            print(table([rows[-1]], list(rows[-1])), flush=True)
+
+    def texts_for(comp, c, r):
+        texts = []
+        for fn in (off, on):
+            setattr(module, name, fn)
+            comp.pipeline.cache.clear()  # the same prompt and options: never the other arm's scores
+            try:
+                texts.append(comp.compress(context=c.context, instruction=c.instruction, question=c.question,
+                                           rate=r).compressed_prompt)
+            finally:
+                setattr(module, name, on)
+        return texts
+
+    rows = [{k: v for k, v in row.items() if k not in ("marked", "unchanged", "retained on - off", "se")}
+            | {"changed": row["marked"] - row["unchanged"], "retained on - off": row["retained on - off"],
+               "se": row["se"]}
+            for row in halves_off_on(RATES, texts_for, count_unchanged=False, limit=args.limit)]
+    if args.limit:
+        return 0
     print(f"\n{machine()}; {today()}\n")
     print(table(rows, list(rows[0])))
     out = RESULTS / f"answer_rule_{args.rule}.json"

@@ -30,49 +30,72 @@ from bench_auto import TARGET, Fidelity, library_version, session_halves  # noqa
 RATES = (0.33, 0.2, 0.1, 0.05)
 
 
+def off_on(fid, cases, texts_of, marked=lambda c: True, count_unchanged: bool = True) -> dict:
+    """Each case's (off, on) texts from texts_of(case): how many keep the answer in each, and on the
+    marked cases the paired retained share on - off with its standard error (an unchanged text
+    counts 0 when count_unchanged, else it is left out)."""
+    from elision.eval.datasets import answer_survives
+
+    kept, diffs, n_marked, unchanged = [0, 0], [], 0, 0
+    for c in cases:
+        texts = texts_of(c)
+        for k, t in enumerate(texts):
+            kept[k] += answer_survives(t, c.answers)
+        if not marked(c):
+            continue
+        n_marked += 1
+        if texts[0] == texts[1]:
+            unchanged += 1
+            if count_unchanged:
+                diffs.append(0.0)
+            continue
+        off, on = (fid.retained(c, c.answers[0], t) for t in texts)
+        if off is not None and on is not None:
+            diffs.append(on - off)
+    se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else 0.0
+    return {"survived off": kept[0], "survived on": kept[1], "marked": n_marked, "unchanged": unchanged,
+            "retained on - off": round(statistics.mean(diffs), 3) if diffs else None, "se": round(se, 3)}
+
+
+def halves_off_on(rates, texts_for, marked=lambda c: True, count_unchanged: bool = True,
+                  limit: int = 0) -> list[dict]:
+    """off_on for each half of bench_auto.py's session QA and each rate, with the shipped
+    llmlingua2 (`texts_for(comp, case, rate)` -> (off, on) texts) and gemma3-270m for retained share."""
+    from elision import Compressor
+    from elision.tokenizers import get_target
+
+    tune, report = session_halves(get_target(TARGET), limit)
+    comp = Compressor("llmlingua2", target=TARGET)
+    fid = Fidelity("gemma3-270m")
+    rows = []
+    for name, cases in (("tuning", tune), ("held out", report)):
+        for r in rates:
+            rows.append({"half": name, "rate": r, "prompts": len(cases),
+                         **off_on(fid, cases, lambda c, r=r: texts_for(comp, c, r), marked, count_unchanged)})
+            print(table([rows[-1]], list(rows[-1])), flush=True)
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--option", choices=("answer_type", "answer_pin", "whole_values"), default="answer_type")
     ap.add_argument("--out", help="results file (default benchmarks/results/<option>.json)")
+    ap.add_argument("--limit", type=int, default=0, help="the first N cases per half, nothing written (a smoke test)")
     args = ap.parse_args(argv)
-    from elision import Compressor
-    from elision.eval.datasets import answer_survives
     from elision.methods.llmlingua2 import answer_type_of, question_identifiers
 
     marks = {"answer_type": lambda q: answer_type_of(q) == "number", "answer_pin": lambda q: bool(question_identifiers(q)),
              "whole_values": lambda q: True}  # values kept or dropped whole: every prompt may change
     marks = marks[args.option]
-    from elision.tokenizers import get_target
+
+    def texts_for(comp, c, r):
+        return [comp.compress(context=c.context, instruction=c.instruction, question=c.question, rate=r,
+                              **{args.option: on}).compressed_prompt for on in (False, True)]
 
     t0 = time.perf_counter()
-    tune, report = session_halves(get_target(TARGET))
-    comp = Compressor("llmlingua2", target=TARGET)
-    fid = Fidelity("gemma3-270m")
-    rows = []
-    for name, cases in (("tuning", tune), ("held out", report)):
-        for r in RATES:
-            kept = [0, 0]
-            diffs, unchanged, marked = [], 0, 0
-            for c in cases:
-                texts = [comp.compress(context=c.context, instruction=c.instruction, question=c.question, rate=r,
-                                       **{args.option: on}).compressed_prompt for on in (False, True)]
-                for k, t in enumerate(texts):
-                    kept[k] += answer_survives(t, c.answers)
-                if not marks(c.question):
-                    continue
-                marked += 1
-                if texts[0] == texts[1]:
-                    unchanged += 1
-                    diffs.append(0.0)
-                    continue
-                off, on = (fid.retained(c, c.answers[0], t) for t in texts)
-                if off is not None and on is not None:
-                    diffs.append(on - off)
-            se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else 0.0
-            rows.append({"half": name, "rate": r, "prompts": len(cases), "survived off": kept[0], "survived on": kept[1],
-                         "marked": marked, "unchanged": unchanged,
-                         "retained on - off": round(statistics.mean(diffs), 3) if diffs else None, "se": round(se, 3)})
-            print(table([rows[-1]], list(rows[-1])), flush=True)
+    rows = halves_off_on(RATES, texts_for, lambda c: marks(c.question), limit=args.limit)
+    if args.limit:
+        return 0
     print(f"\n{machine()}; {today()}\n")
     print(table(rows, list(rows[0])))
     out = Path(args.out) if args.out else RESULTS / f"{args.option}.json"
