@@ -185,9 +185,9 @@ class Compressor:
         """Compress a chat conversation (OpenAI-style messages) and return it in the same format.
         policy="stable" (default): each tool output / assistant message compressed once, the
         same way at every later turn, so the provider's prompt cache keeps hitting (`rate`,
-        `hot_tokens`, `min_tokens`, `roles`, `condition`, `recall_tokens`, `repeats`); policy="age": one request, the whole
-        history fitted to the budget, older turns harder (`age_decay`, `keep_recent`). See
-        elision.messages."""
+        `hot_tokens`, `min_tokens`, `roles`, `condition`, `recall_tokens`, `repeats`);
+        policy="age": one request, the whole history fitted to the budget, older turns harder
+        (`age_decay`, `keep_recent`). See elision.messages."""
         from .messages import compress_messages
         from .pipeline import check_progress
 
