@@ -43,6 +43,12 @@ def test_compress_chat_messages(runner, docs):
     res = runner.invoke(cli, ["compress", "-", "-m", "random", "--rate", "0.5", "--hot-tokens", "100000"],
                         input=json.dumps(chat))
     assert res.exit_code == 0 and json.loads(res.stdout) == chat  # the open block stays whole
+    res = runner.invoke(cli, ["compress", "-", "-m", "random", "--rate", "0.5", "--json", "--recall-tokens", "0",
+                              "--no-repeats"], input=json.dumps(chat))
+    assert res.exit_code == 0 and json.loads(res.stdout)["recall"] == ""
+    res = runner.invoke(cli, ["compress", "-", "-m", "random", "--chat-policy", "age", "--rate", "0.5", "--no-repeats"],
+                        input=json.dumps(chat))
+    assert res.exit_code == 2 and "repeats belongs to policy='stable'" in res.stderr
     res = runner.invoke(cli, ["compress", "-", "-m", "random", "--target-tokens", "50"], input=json.dumps(chat))
     assert res.exit_code == 2 and "policy='age'" in res.stderr
     res = runner.invoke(cli, ["compress", "-", "-m", "random"], input='{"messages": []}')

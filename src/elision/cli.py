@@ -156,8 +156,15 @@ def cli():
 @click.option("--hot-tokens", type=click.IntRange(min=0), default=0, show_default=True,
               help="chat messages, stable policy: keep the newest messages whole until they add up to this many "
               "tokens, then compress them as one block")
+@click.option("--recall-tokens", type=click.IntRange(min=0), default=256, show_default=True,
+              help="chat messages, stable policy: at most this many tokens of removed text the latest question "
+              "needs, appended verbatim as a last user message (0: none)")
+@click.option("--no-repeats", is_flag=True,
+              help="chat messages, stable policy: keep numbers, names and addresses in records an earlier message "
+              "already holds verbatim too (default: those records lose the keep rules)")
 def compress(source, rate, target_tokens, method, model, target, question, instruction, protect, protect_regex,
-             options, device, dtype, as_json, show, quiet, fmt, policies, plain_markdown, chat_policy, hot_tokens):
+             options, device, dtype, as_json, show, quiet, fmt, policies, plain_markdown, chat_policy, hot_tokens,
+             recall_tokens, no_repeats):
     """Compress the prompt in FILE (or stdin with -)."""
     from .budget import make_budget
     from .compressor import Compressor
@@ -179,7 +186,10 @@ def compress(source, rate, target_tokens, method, model, target, question, instr
         quiet_transformers()
         comp = Compressor(method, model=model, target=target, device=device, dtype=dtype, progress=say,
                           **dict(options))
-        extra = {"hot_tokens": hot_tokens} if chat_policy == "stable" else {}
+        stable = {"hot_tokens": hot_tokens, "recall_tokens": recall_tokens, "repeats": not no_repeats}
+        # the stable policy's settings; with policy age only those changed (the library says they do not apply)
+        unchanged = {"hot_tokens": 0, "recall_tokens": 256, "repeats": True}
+        extra = stable if chat_policy == "stable" else {k: v for k, v in stable.items() if v != unchanged[k]}
         r = comp.compress_messages(fields["messages"], policy=chat_policy, rate=rate, target_tokens=target_tokens,
                                    protect=[*protect, *pats], **extra)
         click.echo(json.dumps(r.to_dict() if as_json else r.messages, ensure_ascii=False, indent=1))
