@@ -67,6 +67,8 @@ POLICIES = {
     "stable-recall128": {"policy": "stable", "recall_tokens": 128},
     "stable-no-ids": {"policy": "stable", "force_ids": False},  # the default before force_ids (e-mail addresses, URLs, file names)
     "stable-no-repeats": {"policy": "stable", "repeats": False},  # the default before repeated records lost the keep rules
+    "stable-min32": {"policy": "stable", "min_tokens": 32},  # shorter messages compressed too (default 64)
+    "stable-min16": {"policy": "stable", "min_tokens": 16},
     "stable-hot2k": {"policy": "stable", "hot_tokens": 2048},
     # not a policy, a bound: every tool output and assistant text removed (tool calls, user turns,
     # system and tools kept, cache perfect): no policy that keeps those can bill less
