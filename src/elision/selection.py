@@ -335,33 +335,34 @@ def fit_to_budget(prompt: Prompt, units: list[Units], target: TargetTokenizer, b
     a, b = 0, len(cuts) - 1  # invariant: fits(cuts[a]) and not fits(cuts[b])
     while b - a > 1:
         mid = (a + b) // 2
-        if fits(cuts[mid]):
+        if fits(int(cuts[mid])):
             a = mid
         else:
             b = mid
-    return spans_for(cuts[a])
+    return spans_for(int(cuts[a]))
 
 
 def _cut_points(prompt: Prompt, units: list[Units], pri: np.ndarray, order: np.ndarray, bounds: np.ndarray,
-                lo: int, hi: int) -> list[int]:
+                lo: int, hi: int) -> np.ndarray:
     """The prefix lengths k in [lo, hi] that do not split a value: unit order[k] is not the next
     unit of order[k - 1] in the same segment, touching it without white space, at the same
     priority. lo and hi are always cut points."""
     ks = np.arange(lo + 1, hi)
     if not len(ks):
-        return [lo, hi]
+        return np.array([lo, hi], np.int64)
     prev, nxt = order[ks - 1], order[ks]
     maybe = (nxt == prev + 1) & (pri[nxt] == pri[prev])
-    bad = set()
-    for k in ks[maybe].tolist():
-        u = int(order[k])
+    if maybe.any():  # and touching, in the same segment (vectorized: only real joins reach the loop)
+        starts = np.concatenate([u.starts for u in units]).astype(np.int64)
+        ends = np.concatenate([u.ends for u in units]).astype(np.int64)
+        first = np.zeros(len(pri), bool)
+        first[bounds[:-1][bounds[:-1] < len(pri)]] = True
+        nx = nxt[maybe]
+        maybe[maybe] = ~first[nx] & (ends[nx - 1] == starts[nx])
+    bad = np.zeros(len(ks), bool)
+    for i in np.flatnonzero(maybe).tolist():
+        u = int(order[ks[i]])
         seg = int(np.searchsorted(bounds, u, side="right")) - 1
-        j = u - int(bounds[seg])
-        if j == 0:
-            continue  # the first unit of its segment: nothing before it to be glued to
-        text, us = prompt.segments[seg].text, units[seg]
-        start = int(us.starts[j])
-        if int(us.ends[j - 1]) == start and start < len(text) and not text[start].isspace() \
-                and not text[start - 1].isspace():
-            bad.add(k)
-    return [lo] + [k for k in ks.tolist() if k not in bad] + [hi]
+        text, start = prompt.segments[seg].text, int(starts[u])
+        bad[i] = start < len(text) and not text[start].isspace() and not text[start - 1].isspace()
+    return np.concatenate([[lo], ks[~bad], [hi]]).astype(np.int64)
