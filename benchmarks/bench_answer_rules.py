@@ -49,6 +49,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rule", choices=("values", "named"), required=True)
     ap.add_argument("--limit", type=int, default=0, help="the first N cases per half, nothing written (a smoke test)")
     args = ap.parse_args(argv)
+    from elision.pipeline import ScoreCache
+
     t0 = time.perf_counter()
     module, name, off = rule_patch(args.rule)
     on = getattr(module, name)
@@ -57,7 +59,7 @@ def main(argv=None) -> int:
         texts = []
         for fn in (off, on):
             setattr(module, name, fn)
-            comp.pipeline.cache.clear()  # the same prompt and options: never the other arm's scores
+            comp.pipeline.cache = ScoreCache(comp.pipeline.cache.size)  # never the other arm's scores
             try:
                 texts.append(comp.compress(context=c.context, instruction=c.instruction, question=c.question,
                                            rate=r).compressed_prompt)

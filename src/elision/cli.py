@@ -153,10 +153,10 @@ def cli():
 @click.option("--chat-policy", type=click.Choice(["stable", "age"]), default="stable", show_default=True,
               help="chat messages: stable (each message compressed once, the same at every later turn: the "
               "provider's prompt cache keeps hitting) or age (one request: the whole history fitted, older harder)")
-@click.option("--hot-tokens", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--hot-tokens", type=click.IntRange(min=0), show_default="0",
               help="chat messages, stable policy: keep the newest messages whole until they add up to this many "
               "tokens, then compress them as one block")
-@click.option("--recall-tokens", type=click.IntRange(min=0), default=256, show_default=True,
+@click.option("--recall-tokens", type=click.IntRange(min=0), show_default="256",
               help="chat messages, stable policy: at most this many tokens of removed text the latest question "
               "needs, appended verbatim as a last user message (0: none)")
 @click.option("--no-repeats", is_flag=True,
@@ -186,10 +186,10 @@ def compress(source, rate, target_tokens, method, model, target, question, instr
         quiet_transformers()
         comp = Compressor(method, model=model, target=target, device=device, dtype=dtype, progress=say,
                           **dict(options))
-        stable = {"hot_tokens": hot_tokens, "recall_tokens": recall_tokens, "repeats": not no_repeats}
-        # the stable policy's settings; with policy age only those changed (the library says they do not apply)
-        unchanged = {"hot_tokens": 0, "recall_tokens": 256, "repeats": True}
-        extra = stable if chat_policy == "stable" else {k: v for k, v in stable.items() if v != unchanged[k]}
+        # the stable policy's settings the user gave (the library's defaults else; with policy age it
+        # says they do not apply)
+        extra = {k: v for k, v in (("hot_tokens", hot_tokens), ("recall_tokens", recall_tokens),
+                                   ("repeats", False if no_repeats else None)) if v is not None}
         r = comp.compress_messages(fields["messages"], policy=chat_policy, rate=rate, target_tokens=target_tokens,
                                    protect=[*protect, *pats], **extra)
         click.echo(json.dumps(r.to_dict() if as_json else r.messages, ensure_ascii=False, indent=1))

@@ -439,17 +439,13 @@ def _record_spans(text: str, most: int = 3000) -> list[tuple[int, int]]:
     return out
 
 
-def _records(text: str, most: int = 3000) -> list[list[str]]:
-    """A text as records of pieces (_record_spans); a record's pieces are its lines, long lines
-    cut at sentence ends.
-    '- subject: A\n  date: 1 May\n- subject: B' -> [['- subject: A', '  date: 1 May'], ['- subject: B']]"""
-    out: list[list[str]] = []
-    for s, e in _record_spans(text, most):
-        block: list[str] = []
-        for line in text[s:e].splitlines():
-            block += [x for x in _SENTENCE_END.split(line) if x.strip()] if len(line) > 300 else [line]
-        out.append(block)
-    return out
+def _record_pieces(record: str) -> list[str]:
+    """One record's pieces (what recall excerpts): its lines, long lines cut at sentence ends.
+    '- subject: A\n  date: 1 May' -> ['- subject: A', '  date: 1 May']"""
+    block: list[str] = []
+    for line in record.splitlines():
+        block += [x for x in _SENTENCE_END.split(line) if x.strip()] if len(line) > 300 else [line]
+    return block
 
 
 # a record at least this long (characters) that an earlier message (or an earlier record of the
@@ -512,7 +508,7 @@ class _Removed:
         from .rankers import postings
 
         spans = _record_spans(original)
-        records = _records(original)
+        records = [_record_pieces(original[s:e]) for s, e in spans]
         pieces, owner = [], []
         for r, (span, rec) in enumerate(zip(spans, records)):
             if span in repeated:  # an earlier message holds this record: its pieces are indexed there

@@ -40,7 +40,7 @@ from .lru import BytesLRU
 from .methods.base import METHODS, Answer, Method, Options, Scored
 from .prompt import SEPARATOR, Prompt, Segment, Span
 from .result import CompressionResult, Shortfall, WordImportance
-from .selection import Units, assemble, fit_to_budget, forced_mask, kept_spans, must_keep
+from .selection import Units, assemble, fit_to_budget, forced_mask, glued_runs, kept_spans, must_keep
 from .tokenizers import TargetTokenizer
 
 Progress = Callable[[int, int], None]
@@ -77,10 +77,6 @@ class ScoreCache:
 
     def __len__(self) -> int:
         return len(self._d)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._d.clear()
 
 
 class Pipeline:
@@ -244,7 +240,7 @@ class Pipeline:
         c = np.array([k for k in a.context.tolist() if np.isfinite(pri[k]) and k not in mine], np.int64)
         rank = np.arange(len(c), dtype=np.float64)
         if len(c) > 1:  # a value's parts (touching, one priority: whole_values) share their best rank
-            run = value_runs(segs[a.segment].text, u.starts, u.ends, pri)
+            run = glued_runs(segs[a.segment].text, u.starts, u.ends, pri)
             best: dict[int, float] = {}
             for i, k in enumerate(c.tolist()):
                 best.setdefault(int(run[k]), float(i))
@@ -409,17 +405,6 @@ def enforce(segment: Segment, units: Units, options: Options) -> Units:
 
 
 _INNER = re.compile(r"\w[^\w\s]+\w")
-
-
-def value_runs(text: str, starts: np.ndarray, ends: np.ndarray, pri: np.ndarray) -> np.ndarray:
-    """A run id per unit: consecutive units that touch without white space and share one priority
-    (a value's parts under whole_values) share an id. ' 2024', '-', '05' at 0.4, ' x' -> [0, 0, 0, 1]"""
-    run = np.zeros(len(starts), np.int64)
-    for j in range(1, len(starts)):
-        s = int(starts[j])
-        glued = int(ends[j - 1]) == s and s < len(text) and not text[s].isspace() and pri[j] == pri[j - 1]
-        run[j] = run[j - 1] + (not glued)
-    return run
 
 
 def whole_values(text: str, starts: np.ndarray, ends: np.ndarray, pri: np.ndarray) -> np.ndarray:

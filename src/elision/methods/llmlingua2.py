@@ -397,9 +397,10 @@ def answer_sentence(text: str, starts: np.ndarray, ends: np.ndarray, p: np.ndarr
             digit = np.array([any(c.isdigit() for c in w) for w in words])
             has = np.bincount(sid, weights=digit.astype(np.float64)) > 0
             named = np.zeros(len(has), bool)
+            first = np.searchsorted(sid, np.arange(len(has)))  # sid counts up: a sentence's units are contiguous
             for t in np.flatnonzero(has).tolist() if asked else ():
-                idx = np.flatnonzero(sid == t)
-                named[t] = bool(asked & content_words(text[int(starts[idx[0]]):int(ends[idx[-1]])]))
+                last = int(np.searchsorted(sid, t, side="right")) - 1
+                named[t] = bool(asked & content_words(text[int(starts[first[t]]):int(ends[last])]))
             order = np.lexsort((np.arange(len(rest)), -priority[rest], ~named[sid[rest]], ~has[sid[rest]]))
         lead = np.concatenate([lead, rest[order]])
     return float(mean[best]), np.flatnonzero(sid == best).astype(np.int64), lead.astype(np.int64)
